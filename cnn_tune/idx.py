@@ -1,0 +1,72 @@
+"""Reading and writing the raw IDX files MNIST ships as (the format torchvision keeps in ``MNIST/raw``).
+
+An IDX file is a big-endian header — two zero bytes, a type code (0x08 = uint8), the number
+of dimensions — then one uint32 per dimension, then the data. MNIST images are
+``(N, 28, 28)`` uint8, labels ``(N,)`` uint8.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+_UINT8 = 0x08
+
+
+def parse_idx(raw: bytes, name: str) -> np.ndarray:
+    """Decode the bytes of one IDX file; ``name`` is used in error messages only."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{name} is not an IDX file (bad magic number)", hint="delete it so it is fetched again")
+    dtype_code, ndim = raw[2], raw[3]
+    if dtype_code != _UINT8 or ndim not in (1, 3):
+        raise DataError(f"{name} is not an MNIST IDX file (type 0x{dtype_code:02x}, {ndim} dimensions)",
+                        hint="delete it so it is fetched again")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name} is truncated (header cut short)", hint="delete it so it is fetched again")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        raise DataError(f"{name} is truncated or corrupt: {len(raw)} bytes, its header promises {expected}",
+                        hint="delete it so it is fetched again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """Read an IDX file (or its ``.gz``); return the array and the md5 of the uncompressed bytes."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="delete it so it is fetched again") from None
+    return parse_idx(raw, str(path)), hashlib.md5(raw).hexdigest()
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    if array.dtype != np.uint8 or array.ndim not in (1, 3):
+        raise ValueError("IDX writer takes uint8 arrays of 1 or 3 dimensions")
+    header = struct.pack(">BBBB", 0, 0, _UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file under ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

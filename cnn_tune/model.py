@@ -1,0 +1,42 @@
+"""The seed article's ConvNet, built from a :class:`~cnn_tune.space.Hyperparams` record."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .space import Hyperparams
+
+ARCHITECTURE = "ConvNet-v1"  # stored in the protocol; bump if the layers change
+
+
+class ConvNet(nn.Module):
+    """conv(1→16,k5) → pool → relu → conv(16→32,k5) → pool → relu → dropout2d → fc → relu → dropout → fc(10)."""
+
+    def __init__(self, fc2_input_dim: int = 128, dropout_rate: float = 0.2, dropout_rate2: float = 0.1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=5, padding=2)  # (B,1,28,28) → (B,16,28,28)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=5, padding=2)  # (B,16,14,14) → (B,32,14,14)
+        self.pool = nn.MaxPool2d(2)
+        self.drop2d = nn.Dropout2d(dropout_rate)
+        self.fc1 = nn.Linear(32 * 7 * 7, fc2_input_dim)
+        self.drop = nn.Dropout(dropout_rate2)
+        self.fc2 = nn.Linear(fc2_input_dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, 1, 28, 28) float in [0, 1]
+        x = torch.relu(self.pool(self.conv1(x)))  # (B, 16, 14, 14)
+        x = torch.relu(self.pool(self.conv2(x)))  # (B, 32, 7, 7)
+        x = self.drop2d(x)
+        x = torch.flatten(x, 1)  # (B, 1568)
+        x = self.drop(torch.relu(self.fc1(x)))  # (B, fc2_input_dim)
+        return self.fc2(x)  # (B, 10) logits
+
+
+def build_model(hp: Hyperparams) -> ConvNet:
+    return ConvNet(fc2_input_dim=hp.fc2_input_dim, dropout_rate=hp.dropout_rate, dropout_rate2=hp.dropout_rate2)
+
+
+def build_optimizer(hp: Hyperparams, model: nn.Module) -> torch.optim.Optimizer:
+    cls = {"Adam": torch.optim.Adam, "Adadelta": torch.optim.Adadelta, "Adagrad": torch.optim.Adagrad}[hp.optimizer]
+    return cls(model.parameters(), lr=hp.lr)

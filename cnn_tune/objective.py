@@ -1,0 +1,59 @@
+"""The Optuna objective: sample a configuration, train it, report every epoch, store what ran."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Callable
+
+import optuna
+
+from .samplers import derive_seed
+from .space import suggest
+from .training import EpochResult, Trainer
+
+EpochCallback = Callable[[int, EpochResult], None]
+
+
+class Objective:
+    """Callable objective. Each trial records, as user attributes, what inspection and
+    ``retrain`` need: the seed it trained with, device, per-epoch train loss, epochs run and
+    wall time; per-epoch validation accuracy is its intermediate values."""
+
+    def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
+                 on_epoch: EpochCallback = lambda _n, _r: None) -> None:
+        self.trainer = trainer
+        self.epochs = epochs
+        self.seed = seed
+        self.on_epoch = on_epoch
+        self.current: int | None = None  # number of the trial being trained, for Ctrl-C reports
+
+    def trial_seed(self, number: int) -> int:
+        # Seeded runs are reproducible trial by trial; unseeded ones still record their seed.
+        return derive_seed(self.seed, "trial", number) if self.seed is not None else secrets.randbits(31)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
+        hp = suggest(trial)
+        seed = self.trial_seed(trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", str(self.trainer.device))
+        start = time.perf_counter()
+        losses: list[float] = []
+        result: EpochResult | None = None
+        try:
+            for result in self.trainer.fit(hp, self.epochs, seed):
+                losses.append(result.train_loss)
+                trial.report(result.val_accuracy, result.epoch)
+                trial.set_user_attr("train_loss", losses)
+                trial.set_user_attr("epochs_run", result.epoch)
+                trial.set_user_attr("wall_time_s", round(time.perf_counter() - start, 3))
+                self.on_epoch(trial.number, result)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises; say why in the trial itself.
+            trial.set_user_attr("interrupted", True)
+            raise
+        assert result is not None  # epochs >= 1
+        return result.val_accuracy

@@ -1,0 +1,132 @@
+"""``cnn-tune optimize``: create or resume a study and run trials on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol as Interface
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from . import study as studies
+from .data import VAL_FRACTION, load_mnist, make_split
+from .errors import ProtocolConflict, UsageError
+from .model import ARCHITECTURE
+from .objective import Objective
+from .protocol import DEFAULT_EPOCHS, PROTOCOL_ATTR, SPLIT_SEED, Protocol
+from .samplers import check_sampler, derive_seed, make_pruner, make_sampler
+from .space import SEARCH_SPACE_VERSION
+from .training import EpochResult, Trainer, resolve_device
+
+
+@dataclass
+class OptimizeSettings:
+    trials: int = 20
+    timeout: float | None = None
+    epochs: int | None = None  # None: the study's, or DEFAULT_EPOCHS for a new study
+    train_limit: int | None = None  # None: the study's, or all images for a new study
+    study: str = studies.DEFAULT_STUDY
+    storage: str = studies.DEFAULT_STORAGE
+    seed: int | None = None
+    device: str = "auto"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    data_dir: Path | None = None
+
+
+class Reporter(Interface):
+    def info(self, message: str) -> None: ...
+    def start(self, study_name: str, resumed: bool, protocol: Protocol, trials: int, device: str) -> None: ...
+    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None: ...
+    def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None: ...
+
+
+@dataclass
+class OptimizeResult:
+    study_name: str
+    storage: str
+    resumed: bool
+    protocol: Protocol
+    trials: list[FrozenTrial] = field(default_factory=list)  # finished in this run
+    best: FrozenTrial | None = None  # of the whole study
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def count(self, state: TrialState) -> int:
+        return sum(t.state == state for t in self.trials)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResult:
+    """Validate everything cheap first (names, URL, options), then load data, then write."""
+    started = time.perf_counter()
+    studies.check_study_name(settings.study)
+    url = studies.prepare_storage(settings.storage)
+    device = resolve_device(settings.device)
+    check_sampler(settings.sampler)
+    if settings.trials < 1:
+        raise UsageError("--trials must be at least 1")
+    if settings.epochs is not None and settings.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+
+    storage = studies.open_storage(url)
+    existing = studies.find_study(storage, settings.study)
+    if existing is not None and PROTOCOL_ATTR not in existing.user_attrs and not existing.trials:
+        existing = None  # created but never given a protocol (e.g. killed in between): adopt it
+    stored = studies.stored_protocol(existing) if existing is not None else None
+    epochs = settings.epochs or (stored.epochs if stored else DEFAULT_EPOCHS)
+    train_limit = settings.train_limit if settings.train_limit is not None else (stored.train_limit if stored else None)
+    if stored and (epochs, train_limit) != (stored.epochs, stored.train_limit):
+        raise ProtocolConflict(
+            f"study {settings.study!r} runs {stored.epochs} epochs on "
+            f"{stored.train_limit or 'all'} training images; you asked {epochs} on {train_limit or 'all'}",
+            hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
+
+    data = load_mnist(settings.data_dir, reporter.info)
+    n_images = len(data.train_labels)
+    if train_limit is not None and not 10 <= train_limit <= n_images:
+        raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
+    split = make_split(n_images, train_limit, SPLIT_SEED)
+    protocol = Protocol(
+        epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
+        n_train=len(split.train), n_val=len(split.val), data_fingerprint=data.fingerprint,
+        search_space_version=SEARCH_SPACE_VERSION, architecture=ARCHITECTURE,
+    )
+    if existing is not None:
+        studies.check_protocol(existing, protocol)
+
+    # A stored study keeps no sampler state: seeding each run identically would replay the
+    # earlier trials' parameters. Mixing in the number of trials already there avoids that.
+    n_before = len(existing.trials) if existing is not None else 0
+    sampler_seed = derive_seed(settings.seed, "sampler", n_before) if settings.seed is not None else None
+    study = studies.create_or_load(storage, settings.study, protocol,
+                                   make_sampler(settings.sampler, sampler_seed), make_pruner(settings.pruner, epochs))
+
+    trainer = Trainer(data, split, device)
+    objective = Objective(trainer, epochs, settings.seed, on_epoch=lambda n, r: reporter.epoch(n, r, epochs))
+    result = OptimizeResult(settings.study, url, existing is not None, protocol)
+
+    def on_trial_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        result.trials.append(trial)
+        reporter.trial_done(trial, best_trial(study))
+
+    reporter.start(settings.study, result.resumed, protocol, settings.trials, str(device))
+    try:
+        study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout,
+                       callbacks=[on_trial_done], gc_after_trial=False)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        # Optuna has already stored the running trial as FAIL; pick it up for the summary.
+        if objective.current is not None and objective.current not in {t.number for t in result.trials}:
+            result.trials += [t for t in study.get_trials(deepcopy=False) if t.number == objective.current]
+    result.best = best_trial(study)
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,47 @@
+"""The protocol of a study: everything that must be equal for two trials to be comparable.
+
+It is stored on the study as one user attribute when the study is created; every later run
+(resume, another worker, ``retrain``) reads it back instead of trusting its own flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from .errors import StorageError
+
+DEFAULT_EPOCHS = 10
+SPLIT_SEED = 0  # the 80/20 split is fixed for the life of a study
+PROTOCOL_ATTR = "cnn_tune.protocol"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    epochs: int  # epochs per trial (pruned trials stop earlier)
+    train_limit: int | None  # None = all training images
+    split_seed: int
+    val_fraction: float
+    n_train: int
+    n_val: int
+    data_fingerprint: str  # digest of the training IDX files' md5s
+    search_space_version: int
+    architecture: str
+    objective: str = "val_accuracy"
+    direction: str = "maximize"
+
+    def to_attr(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_attr(cls, value: Any, study_name: str) -> "Protocol":
+        names = {f.name for f in fields(cls)}
+        if not isinstance(value, Mapping) or not names <= set(value):
+            raise StorageError(f"study {study_name!r} has an unreadable cnn-tune protocol",
+                               hint="start a new study with --study NAME")
+        return cls(**{k: value[k] for k in names})
+
+    def differences(self, other: "Protocol") -> list[str]:
+        """``field: stored → other`` for every field that differs."""
+        return [f"{f.name} {getattr(self, f.name)!r} (study) vs {getattr(other, f.name)!r} (now)"
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -1,0 +1,159 @@
+"""The one module that opens storage — always through Optuna's API, never with SQL of its
+own, so optuna-dashboard and ``optuna trials`` keep working on the same files."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, UsageError
+from .protocol import PROTOCOL_ATTR, Protocol
+
+DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
+DEFAULT_STUDY = "mnist-cnn"
+STORAGE_ENV = "CNN_TUNE_STORAGE"
+STUDY_ENV = "CNN_TUNE_STUDY"
+SQLITE_BUSY_TIMEOUT_S = 30  # wait this long for another writer instead of failing with "database is locked"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_DRIVER_EXTRA = {"postgresql": "pip install 'psycopg[binary]'", "mysql": "pip install pymysql"}
+
+
+def check_study_name(name: str) -> str:
+    """Study names become file names (plots, checkpoints): refuse what would be unsafe there."""
+    if not name or not name.strip():
+        raise StudyNameError("the study name is empty", hint="pass --study NAME")
+    if "/" in name or "\\" in name or ".." in name or re.search(r"[\x00-\x1f\x7f]", name):
+        raise StudyNameError(f"study name {name!r} contains '/', '\\', '..' or a control character",
+                             hint="use letters, digits, '-', '_' and '.', e.g. --study mnist-cnn")
+    if len(name) > 200:
+        raise StudyNameError("the study name is longer than 200 characters", hint="pass a shorter --study NAME")
+    return name
+
+
+def parse_storage(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise UsageError(f"storage {url!r} is not a database URL",
+                         hint="use e.g. sqlite:///studies/cnn_tune.db or postgresql+psycopg://user@host/db") from None
+    return parsed
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only used for display
+        return url
+
+
+def sqlite_path(parsed: URL) -> Path | None:
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+
+
+def prepare_storage(url: str, create: bool = True) -> str:
+    """Validate a storage URL before anything is written. For SQLite: refuse in-memory
+    databases and files that are not SQLite; create the folder when ``create``."""
+    parsed = parse_storage(url)
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    path = sqlite_path(parsed)
+    if path is None or str(path) == ":memory:" or str(path).startswith("file::memory:"):
+        raise UsageError("an in-memory SQLite database would be lost when the command ends",
+                         hint="give a file, e.g. sqlite:///studies/cnn_tune.db")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a database file", hint=f"use sqlite:///{path}/cnn_tune.db")
+    if path.exists():
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+        if head and head != _SQLITE_MAGIC:
+            raise StorageError(f"{path} exists and is not a SQLite database; left it untouched",
+                               hint="point --storage at another file")
+    elif create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the folder {path.parent}: {exc.strerror}",
+                               hint="choose a writable location for --storage") from None
+    else:
+        raise StorageError(f"no database at {path}", hint="run: cnn-tune optimize --storage sqlite:///" + str(path))
+    return url
+
+
+def _engine_kwargs(parsed: URL) -> dict:
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if backend in ("postgresql", "mysql", "mariadb"):
+        # Fail in seconds, not minutes, when the server does not answer.
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    parsed = parse_storage(url)
+    shown = display_url(url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        backend = parsed.get_backend_name()
+        raise DependencyMissing(f"no database driver for {shown}: {exc}",
+                                hint=_DRIVER_EXTRA.get(backend, "install the SQLAlchemy driver for it")) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"cannot open {shown}: {detail}", hint="check --storage") from None
+    except RuntimeError as exc:  # Optuna: schema written by another Optuna version
+        if "optuna storage upgrade" in str(exc) or "schema" in str(exc):
+            raise StorageError(f"the schema of {shown} is older than this Optuna's",
+                               hint=f"run: optuna storage upgrade --storage {shown}") from None
+        raise
+
+
+def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def stored_protocol(study: optuna.Study) -> Protocol:
+    value = study.user_attrs.get(PROTOCOL_ATTR)
+    if value is None:
+        raise StorageError(f"study {study.study_name!r} was not created by cnn-tune (it has no protocol)",
+                           hint="use another --study name")
+    return Protocol.from_attr(value, study.study_name)
+
+
+def check_protocol(study: optuna.Study, protocol: Protocol) -> None:
+    diffs = stored_protocol(study).differences(protocol)
+    if diffs:
+        raise ProtocolConflict(f"study {study.study_name!r} was run with another protocol: " + "; ".join(diffs),
+                               hint="drop the conflicting options to resume it, or start a new one with --study NAME")
+
+
+def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Protocol,
+                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Open ``name`` with this run's sampler and pruner, creating it with ``protocol`` if new."""
+    study = optuna.create_study(storage=storage, study_name=name, direction=protocol.direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if PROTOCOL_ATTR not in study.user_attrs:
+        study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
+    check_protocol(study, protocol)  # another process may have created it a moment before us
+    return study
+
+
+def quiet_optuna(debug: bool) -> None:
+    """Optuna logs every trial (and a traceback per failure); we print our own lines."""
+    optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if not debug:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

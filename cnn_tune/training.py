@@ -1,0 +1,112 @@
+"""Training and evaluation on tensors that already sit on the training device.
+
+No Dataset, DataLoader or PIL: the split's images are converted to float once, each epoch
+draws one permutation, and a batch is an index slice of it. Evaluation runs without
+autograd in large batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .data import Mnist, Split
+from .errors import UsageError
+from .model import build_model, build_optimizer
+from .space import Hyperparams
+
+EVAL_BATCH = 4096  # large: evaluation keeps no activations for backward
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based, also the step reported to Optuna
+    train_loss: float  # mean cross-entropy over the epoch's training images
+    val_loss: float
+    val_accuracy: float  # fraction in [0, 1]
+    seconds: float  # train + validation wall time of this epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU. Asking for CUDA without one is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device", hint="use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}", hint="use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 28, 28) → float32 (N, 1, 28, 28) in [0, 1] on ``device``."""
+    return images.to(device).unsqueeze(1).float().div_(255.0)
+
+
+class Trainer:
+    """Holds one split of the data on one device; trains any number of configurations on it."""
+
+    def __init__(self, data: Mnist, split: Split, device: torch.device) -> None:
+        self.device = device
+        # Converted once per process, not per trial or batch: ~150 MB of float32 for 48k images.
+        self.train_x = to_inputs(data.train_images[split.train], device)  # (n_train, 1, 28, 28)
+        self.train_y = data.train_labels[split.train].long().to(device)  # (n_train,)
+        self.val_x = to_inputs(data.train_images[split.val], device)  # (n_val, 1, 28, 28)
+        self.val_y = data.train_labels[split.val].long().to(device)  # (n_val,)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_y)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_y)
+
+    def fit(self, hp: Hyperparams, epochs: int, seed: int) -> Iterator[EpochResult]:
+        """Train ``hp`` from scratch for ``epochs``, yielding after each epoch (so the caller
+        can report to a pruner and stop early)."""
+        torch.manual_seed(seed)  # weights and dropout masks
+        order = torch.Generator(device=self.device).manual_seed(seed)  # batch order
+        # channels_last: oneDNN/cuDNN's preferred layout for these convolutions (≈1.6x on CPU here).
+        model = build_model(hp).to(self.device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(hp, model)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            train_loss = train_epoch(model, optimizer, self.train_x, self.train_y, hp.batch_size, order)
+            val_loss, val_acc = evaluate(model, self.val_x, self.val_y)
+            yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start)
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, generator: torch.Generator) -> float:
+    model.train()
+    n = len(y)
+    perm = torch.randperm(n, generator=generator, device=x.device)
+    total = torch.zeros((), device=x.device)  # summed on device: no host sync per batch
+    for start in range(0, n, batch_size):  # the last, smaller batch is kept, as DataLoader does
+        idx = perm[start:start + batch_size]
+        logits = model(x[idx])  # (B, 10)
+        loss = F.cross_entropy(logits, y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(idx)
+    return float(total) / n
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y)."""
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, len(y), EVAL_BATCH):
+        logits = model(x[start:start + EVAL_BATCH])
+        target = y[start:start + EVAL_BATCH]
+        loss += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(1) == target).sum()
+    return float(loss) / len(y), int(correct) / len(y)
