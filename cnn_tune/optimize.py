@@ -77,8 +77,9 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
     if settings.epochs is not None and settings.epochs < 1:
         raise UsageError("--epochs must be at least 1")
 
-    storage = studies.open_storage(url)
-    existing = studies.find_study(storage, settings.study)
+    # A SQLite file is only created once all input has been checked and the data read.
+    storage = studies.open_storage(url) if studies.storage_exists(url) else None
+    existing = studies.find_study(storage, settings.study) if storage is not None else None
     if existing is not None and PROTOCOL_ATTR not in existing.user_attrs and not existing.trials:
         existing = None  # created but never given a protocol (e.g. killed in between): adopt it
     stored = studies.stored_protocol(existing) if existing is not None else None
@@ -107,6 +108,8 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
     # earlier trials' parameters. Mixing in the number of trials already there avoids that.
     n_before = len(existing.trials) if existing is not None else 0
     sampler_seed = derive_seed(settings.seed, "sampler", n_before) if settings.seed is not None else None
+    if storage is None:
+        storage = studies.open_storage(url)
     study = studies.create_or_load(storage, settings.study, protocol,
                                    make_sampler(settings.sampler, sampler_seed), make_pruner(settings.pruner, epochs))
 

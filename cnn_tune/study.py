@@ -86,6 +86,12 @@ def prepare_storage(url: str, create: bool = True) -> str:
     return url
 
 
+def storage_exists(url: str) -> bool:
+    """False only for a SQLite file not yet there: opening it would create it."""
+    path = sqlite_path(parse_storage(url))
+    return path is None or path.exists()
+
+
 def _engine_kwargs(parsed: URL) -> dict:
     backend = parsed.get_backend_name()
     if backend == "sqlite":

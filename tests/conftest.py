@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny synthetic MNIST in real IDX files, and the real CLI."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from cnn_tune.cli import app
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an IDX file by hand (independently of cnn_tune.idx, which is under test)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-ins for digits: class k is a bright 6×6 block at a class-specific place, on noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        row, col = 3 + (k // 5) * 13, 1 + (k % 5) * 5
+        images[i, row:row + 6, col:col + 6] = 255
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 400, n_test: int = 100, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    train = synthetic_digits(n_train, seed)
+    test = synthetic_digits(n_test, seed + 1)
+    for name, array in zip(FILES, (*train, *test)):
+        (folder / name).write_bytes(idx_bytes(array))
+    return folder
+
+
+@pytest.fixture()
+def mnist_dir(tmp_path: Path) -> Path:
+    return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture()
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies' / 'test.db'}"
+
+
+@pytest.fixture()
+def cli(mnist_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch):
+    """Run the real CLI in-process on the synthetic data and the tmp database."""
+    monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(mnist_dir))
+    monkeypatch.setenv("CNN_TUNE_STORAGE", db_url)
+    monkeypatch.delenv("CNN_TUNE_STUDY", raising=False)
+    monkeypatch.delenv("CNN_TUNE_DEBUG", raising=False)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args))
+
+    return run
+
+
+def quick(*extra: str) -> list[str]:
+    """optimize arguments for a fast run on the synthetic data."""
+    return ["optimize", "--trials", "2", "--epochs", "2", "--device", "cpu", *extra]
+
+
+def load(db_url: str, name: str = "mnist-cnn") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=db_url)
+
+
+def assert_one_line_error(result, code: int, *fragments: str) -> str:
+    """Exit code as given; the error is one line, the last on stderr (progress notes such as
+    "Reading MNIST from …" may precede it); no traceback; each fragment in it."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert [ln for ln in lines if ln.startswith("Error")] == lines[-1:], lines
+    assert "Traceback" not in result.output
+    err = lines[-1]
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err

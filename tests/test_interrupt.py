@@ -1,0 +1,59 @@
+"""Ctrl-C on a real process: the running trial gets a final state, exit 130, the study resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from conftest import write_mnist
+
+
+def _trials(url: str, db) -> list:
+    """The study's trials, or [] while the database or the study is still being created."""
+    if not db.exists():
+        return []
+    try:
+        return optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    except (KeyError, Exception):  # noqa: BLE001 - not there yet, or schema mid-creation
+        return []
+
+
+def test_sigint_ends_the_running_trial_and_exits_130(tmp_path):
+    data = write_mnist(tmp_path / "data", n_train=1000)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url}
+    cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", "5", "--epochs", "20",
+           "--device", "cpu", "--pruner", "none", "--seed", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until a trial is mid-training
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in _trials(url, db)):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in out + err
+    assert "Interrupted:" in out and "run the same command again to resume" in out
+
+    trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    interrupted = trials[-1]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
+
+    again = subprocess.run(cmd[:5] + ["1", *cmd[6:]], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming study 'mnist-cnn'" in again.stderr
+    after = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    assert len(after) == len(trials) + 1 and after[-1].state == TrialState.COMPLETE

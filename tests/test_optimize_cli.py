@@ -1,0 +1,153 @@
+"""`cnn-tune optimize` end to end: real CLI, real SQLite file, then the study reopened with Optuna."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cnn_tune.protocol import PROTOCOL_ATTR
+from conftest import load, quick, write_mnist
+
+SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "lr", "batch_size"}
+
+
+def test_optimize_creates_a_study_plain_optuna_can_read(cli, db_url):
+    result = cli(*quick("--trials", "3", "--seed", "1", "--pruner", "none"))
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("trial")]
+    assert len(lines) == 3 and all("COMPLETE" in ln for ln in lines)
+    assert "Best trial #" in result.stdout
+    assert "\x1b[" not in result.stdout  # no colour codes when not a terminal
+
+    study = load(db_url)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    for t in trials:
+        assert t.state == TrialState.COMPLETE
+        assert set(t.params) == SEED_PARAMS
+        assert sorted(t.intermediate_values) == [1, 2]  # one report per epoch
+        assert t.value == t.intermediate_values[2]
+        assert 0.0 <= t.value <= 1.0
+        assert t.user_attrs["epochs_run"] == 2
+        assert len(t.user_attrs["train_loss"]) == 2
+        assert t.user_attrs["device"] == "cpu"
+        assert t.user_attrs["wall_time_s"] > 0
+        assert isinstance(t.user_attrs["seed"], int)
+    protocol = study.user_attrs[PROTOCOL_ATTR]
+    assert protocol["epochs"] == 2 and protocol["train_limit"] is None
+    assert protocol["n_train"] + protocol["n_val"] == 400 and protocol["n_val"] == 80
+    assert protocol["direction"] == "maximize" and protocol["search_space_version"] == 1
+
+
+def test_training_learns_the_synthetic_digits(cli, db_url):
+    # A fixed good configuration (enqueued, so the sampler does not decide) must learn.
+    cli(*quick("--trials", "1", "--epochs", "4"))
+    study = load(db_url)
+    study.enqueue_trial({"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0,
+                         "optimizer": "Adam", "lr": 3e-3, "batch_size": 64})
+    result = cli("optimize", "--trials", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert load(db_url).trials[-1].value > 0.9
+
+
+def test_resume_adds_trials_and_keeps_protocol(cli, db_url):
+    assert cli(*quick("--train-limit", "300")).exit_code == 0
+    result = cli("optimize", "--trials", "2", "--device", "cpu")  # no --epochs/--train-limit: the study's
+    assert result.exit_code == 0, result.output
+    assert "Resuming study 'mnist-cnn'" in result.stderr
+    study = load(db_url)
+    assert len(study.trials) == 4
+    assert all(t.user_attrs["epochs_run"] <= 2 for t in study.trials)
+    assert study.user_attrs[PROTOCOL_ATTR]["train_limit"] == 300
+
+
+def test_resume_with_same_seed_does_not_replay_parameters(cli, db_url):
+    for _ in range(2):
+        assert cli(*quick("--seed", "7", "--sampler", "random")).exit_code == 0
+    params = [tuple(sorted(t.params.items())) for t in load(db_url).trials]
+    assert len(params) == 4 and len(set(params)) == 4
+
+
+def test_same_seed_in_a_new_study_reproduces_the_run(cli, db_url):
+    for name in ("a", "b"):
+        assert cli(*quick("--seed", "3", "--study", name)).exit_code == 0
+    a, b = load(db_url, "a").trials, load(db_url, "b").trials
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.value for t in a] == [t.value for t in b]
+
+
+@pytest.mark.parametrize("option", [["--epochs", "3"], ["--train-limit", "200"]])
+def test_conflicting_protocol_is_refused(cli, db_url, option):
+    assert cli(*quick()).exit_code == 0
+    result = cli("optimize", "--trials", "1", *option)
+    assert result.exit_code == 2
+    assert "Error: study 'mnist-cnn' runs 2 epochs on all training images" in result.stderr
+    assert len(load(db_url).trials) == 2  # nothing added
+
+
+def test_other_data_is_refused_on_resume(cli, db_url, tmp_path):
+    assert cli(*quick()).exit_code == 0
+    other = write_mnist(tmp_path / "other", seed=5)
+    result = cli("optimize", "--trials", "1", "--data-dir", str(other))
+    assert result.exit_code == 2
+    assert "data_fingerprint" in result.stderr
+    assert len(load(db_url).trials) == 2
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "halving", "none"])
+def test_every_pruner_runs(cli, db_url, pruner):
+    result = cli(*quick("--pruner", pruner, "--trials", "3"))
+    assert result.exit_code == 0, result.output
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in load(db_url).trials)
+
+
+@pytest.mark.parametrize("sampler,needs", [("tpe", None), ("random", None), ("nsgaii", None),
+                                            ("qmc", "scipy"), ("gp", "scipy"), ("cmaes", "cmaes")])
+def test_every_sampler_runs_or_names_its_missing_package(cli, db_url, tmp_path, sampler, needs):
+    from importlib.util import find_spec
+
+    result = cli(*quick("--sampler", sampler))
+    if needs is None or find_spec(needs) is not None:
+        assert result.exit_code == 0, result.output
+        assert len(load(db_url).trials) == 2
+    else:
+        assert result.exit_code == 1
+        assert f"needs the package {needs}" in result.stderr
+        assert not (tmp_path / "studies" / "test.db").exists()
+
+
+def test_timeout_stops_starting_trials(cli, db_url):
+    result = cli("optimize", "--trials", "50", "--epochs", "1", "--timeout", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert 1 <= len(load(db_url).trials) < 50
+
+
+def test_study_name_and_storage_from_environment(cli, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("CNN_TUNE_STORAGE", url)
+    monkeypatch.setenv("CNN_TUNE_STUDY", "from-env")
+    assert cli(*quick("--trials", "1")).exit_code == 0
+    assert optuna.study.get_all_study_names(url) == ["from-env"]
+
+
+def test_sqlite_folder_is_created(cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'a' / 'b' / 'c.db'}"
+    assert cli(*quick("--trials", "1", "--storage", url)).exit_code == 0
+    assert (tmp_path / "a" / "b" / "c.db").is_file()
+
+
+def test_version_and_help_have_examples(cli):
+    assert cli("--version").stdout.startswith("cnn-tune ")
+    assert "Example: cnn-tune optimize" in cli("optimize", "--help").stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cnn_tune", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("cnn-tune ")
