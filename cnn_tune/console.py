@@ -23,6 +23,11 @@ def seconds(trial: FrozenTrial) -> float | None:
     return trial.duration.total_seconds() if trial.duration is not None else None
 
 
+def fmt_value(value: Any) -> str:
+    """Parameters as a person writes them: 0.3, not 0.30000000000000004 (Optuna's float steps)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def short_params(params: dict[str, Any]) -> str:
     """The key parameters in one short string, e.g. ``Adam lr=1.2e-03 bs=128 fc=96 drop=0.2/0.1``."""
     if not params:
@@ -130,7 +135,7 @@ def summary_lines(result: OptimizeResult) -> list[str]:
     else:
         lines.append(f"Best trial #{best.number}: validation accuracy {pct(best.value)} "
                      f"after {best.user_attrs.get('epochs_run', '?')} epochs ({seconds(best) or 0:.1f}s)")
-        lines += [f"  {k} = {v}" for k, v in best.params.items()]
+        lines += [f"  {k} = {fmt_value(v)}" for k, v in best.params.items()]
     if result.interrupted:
         lines.append("The study is saved; run the same command again to resume it.")
     return lines
@@ -142,14 +147,13 @@ def render_summary(result: OptimizeResult, console: Console | None) -> None:
         print("\n".join(lines), flush=True)
         return
     console.print(lines[0], highlight=False)
+    console.print(f"[bold]{lines[1]}[/bold]", highlight=False)
     if result.best is not None:
-        table = Table(title=lines[1], show_header=True, title_justify="left")
+        table = Table(show_header=True)
         table.add_column("parameter")
         table.add_column("value", justify="right")
         for key, value in result.best.params.items():
-            table.add_row(key, f"{value:.3g}" if isinstance(value, float) else str(value))
+            table.add_row(key, fmt_value(value))
         console.print(table)
-    else:
-        console.print(lines[1])
     if result.interrupted:
         console.print(lines[-1])

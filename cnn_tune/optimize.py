@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol as Interface
@@ -65,6 +68,24 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill``, a batch scheduler, a container stop) ends the run like Ctrl-C:
+    the running trial gets a final state instead of staying RUNNING forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResult:
     """Validate everything cheap first (names, URL, options), then load data, then write."""
     started = time.perf_counter()
@@ -123,8 +144,9 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
 
     reporter.start(settings.study, result.resumed, protocol, settings.trials, str(device))
     try:
-        study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout,
-                       callbacks=[on_trial_done], gc_after_trial=False)
+        with sigterm_as_interrupt():
+            study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout,
+                           callbacks=[on_trial_done], gc_after_trial=False)
     except KeyboardInterrupt:
         result.interrupted = True
         # Optuna has already stored the running trial as FAIL; pick it up for the summary.

@@ -9,6 +9,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from conftest import write_mnist
@@ -24,7 +25,8 @@ def _trials(url: str, db) -> list:
         return []
 
 
-def test_sigint_ends_the_running_trial_and_exits_130(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     data = write_mnist(tmp_path / "data", n_train=1000)
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
@@ -39,7 +41,7 @@ def test_sigint_ends_the_running_trial_and_exits_130(tmp_path):
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
