@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
@@ -75,6 +76,7 @@ def prepare_storage(url: str, create: bool = True) -> str:
         if head and head != _SQLITE_MAGIC:
             raise StorageError(f"{path} exists and is not a SQLite database; left it untouched",
                                hint="point --storage at another file")
+        _refuse_foreign_sqlite(url, path)
     elif create:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,23 @@ def prepare_storage(url: str, create: bool = True) -> str:
     else:
         raise StorageError(f"no database at {path}", hint="run: cnn-tune optimize --storage sqlite:///" + str(path))
     return url
+
+
+def _refuse_foreign_sqlite(url: str, path: Path) -> None:
+    """Opening a SQLite file with Optuna adds its tables; never do that to another program's
+    database. Only the table names are read (no SQL of ours touches Optuna's tables)."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"cannot read {path}: {detail}", hint="point --storage at another file") from None
+    finally:
+        engine.dispose()
+    if tables and "studies" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StorageError(f"{path} is a SQLite database of something else (tables: {shown}); left it untouched",
+                           hint="point --storage at another file")
 
 
 def storage_exists(url: str) -> bool:

@@ -45,6 +45,23 @@ def test_file_that_is_not_sqlite_is_left_untouched(cli, tmp_path):
     assert target.read_text() == "my thesis, do not overwrite\n"
 
 
+def test_sqlite_database_of_another_program_is_left_untouched(cli, tmp_path):
+    import sqlite3
+
+    target = tmp_path / "app.db"
+    with sqlite3.connect(target) as con:
+        con.execute("create table invoices (id integer)")
+    before = target.read_bytes()
+    assert_one_line_error(cli(*quick("--storage", f"sqlite:///{target}")), 1, "database of something else", "invoices")
+    assert target.read_bytes() == before
+
+
+def test_corrupt_sqlite_file(cli, tmp_path):
+    target = tmp_path / "broken.db"
+    target.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    assert_one_line_error(cli(*quick("--storage", f"sqlite:///{target}")), 1, str(target))
+
+
 def test_storage_folder_that_cannot_be_created(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
