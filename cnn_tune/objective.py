@@ -49,7 +49,9 @@ class Objective:
                 trial.set_user_attr("epochs_run", result.epoch)
                 trial.set_user_attr("wall_time_s", round(time.perf_counter() - start, 3))
                 self.on_epoch(trial.number, result)
-                if trial.should_prune():
+                # A trial that has trained every epoch is complete: its value is final, so it is
+                # never pruned after the last one.
+                if result.epoch < self.epochs and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
         except KeyboardInterrupt:
             # Optuna marks the trial FAIL and re-raises; say why in the trial itself.

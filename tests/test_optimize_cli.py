@@ -151,3 +151,19 @@ def test_python_dash_m_runs_the_cli():
 
     done = subprocess.run([sys.executable, "-m", "cnn_tune", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("cnn-tune ")
+
+
+def test_trials_that_ran_every_epoch_are_never_pruned(cli, db_url):
+    # With --epochs 1 the pruner would only ever see the final epoch.
+    assert cli("optimize", "--trials", "8", "--epochs", "1", "--device", "cpu", "--pruner", "halving").exit_code == 0
+    assert [t.state for t in load(db_url).trials] == [TrialState.COMPLETE] * 8
+
+
+def test_pruned_trials_record_where_they_stopped(cli, db_url):
+    assert cli("optimize", "--trials", "12", "--epochs", "3", "--device", "cpu", "--seed", "2",
+               "--pruner", "halving").exit_code == 0
+    pruned = [t for t in load(db_url).trials if t.state == TrialState.PRUNED]
+    assert pruned, "successive halving prunes some of 12 trials"
+    for t in pruned:
+        assert t.user_attrs["epochs_run"] == max(t.intermediate_values) < 3
+        assert len(t.user_attrs["train_loss"]) == t.user_attrs["epochs_run"]
