@@ -101,7 +101,8 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
     # A SQLite file is only created once all input has been checked and the data read.
     storage = studies.open_storage(url) if studies.storage_exists(url) else None
     existing = studies.find_study(storage, settings.study) if storage is not None else None
-    if existing is not None and PROTOCOL_ATTR not in existing.user_attrs and not existing.trials:
+    trials_before = existing.get_trials(deepcopy=False) if existing is not None else []
+    if existing is not None and PROTOCOL_ATTR not in existing.user_attrs and not trials_before:
         existing = None  # created but never given a protocol (e.g. killed in between): adopt it
     stored = studies.stored_protocol(existing) if existing is not None else None
     epochs = settings.epochs or (stored.epochs if stored else DEFAULT_EPOCHS)
@@ -111,6 +112,7 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
             f"study {settings.study!r} runs {stored.epochs} epochs on "
             f"{stored.train_limit or 'all'} training images; you asked {epochs} on {train_limit or 'all'}",
             hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
+    pruner = make_pruner(settings.pruner, epochs)
 
     data = load_mnist(settings.data_dir, reporter.info)
     n_images = len(data.train_labels)
@@ -127,12 +129,11 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
 
     # A stored study keeps no sampler state: seeding each run identically would replay the
     # earlier trials' parameters. Mixing in the number of trials already there avoids that.
-    n_before = len(existing.trials) if existing is not None else 0
-    sampler_seed = derive_seed(settings.seed, "sampler", n_before) if settings.seed is not None else None
+    sampler_seed = derive_seed(settings.seed, "sampler", len(trials_before)) if settings.seed is not None else None
     if storage is None:
         storage = studies.open_storage(url)
     study = studies.create_or_load(storage, settings.study, protocol,
-                                   make_sampler(settings.sampler, sampler_seed), make_pruner(settings.pruner, epochs))
+                                   make_sampler(settings.sampler, sampler_seed), pruner)
 
     trainer = Trainer(data, split, device)
     objective = Objective(trainer, epochs, settings.seed, on_epoch=lambda n, r: reporter.epoch(n, r, epochs))
