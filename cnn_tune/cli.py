@@ -18,9 +18,10 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from . import __version__
+from .env import DATA_DIR_ENV, DEBUG_ENV, STORAGE_ENV, STUDY_ENV
 from .errors import CnnTuneError
 from .samplers import PRUNERS, SAMPLERS
-from .study import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV, STUDY_ENV, quiet_optuna
+from .study import DEFAULT_STORAGE, DEFAULT_STUDY, quiet_optuna
 
 # Typer may bundle its own copy of click; take the exception classes from wherever it does.
 _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
@@ -28,7 +29,7 @@ _DEBUG = {"on": False}
 
 
 def _debug_env() -> bool:
-    return os.environ.get("CNN_TUNE_DEBUG", "") not in ("", "0")
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 class OneLineErrors(TyperGroup):
@@ -83,7 +84,7 @@ Pruner = Enum("Pruner", {n: n for n in PRUNERS}, type=str)
 StorageOpt = Annotated[str, typer.Option("--storage", envvar=STORAGE_ENV, metavar="URL",
                                          help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).")]
 StudyOpt = Annotated[str, typer.Option("--study", envvar=STUDY_ENV, metavar="NAME", help="Study name.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="CNN_TUNE_DATA_DIR", metavar="DIR",
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar=DATA_DIR_ENV, metavar="DIR",
                                                     help="Folder with the MNIST IDX files (default: ~/.cache/cnn-tune).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when available, else CPU.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]

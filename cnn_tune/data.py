@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from .env import DATA_DIR_ENV
 from .errors import ChecksumMismatch, DataError
 from .idx import read_idx
 from .mirror import install_from_mirror
 
-DATA_DIR_ENV = "CNN_TUNE_DATA_DIR"
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

@@ -18,8 +18,6 @@ from .protocol import PROTOCOL_ATTR, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
 DEFAULT_STUDY = "mnist-cnn"
-STORAGE_ENV = "CNN_TUNE_STORAGE"
-STUDY_ENV = "CNN_TUNE_STUDY"
 SQLITE_BUSY_TIMEOUT_S = 30  # wait this long for another writer instead of failing with "database is locked"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DRIVER_EXTRA = {"postgresql": "pip install 'psycopg[binary]'", "mysql": "pip install pymysql"}
@@ -54,13 +52,18 @@ def display_url(url: str) -> str:
         return url
 
 
+def _first_line(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
+    """The driver's own message (``exc.orig``), without SQLAlchemy's SQL dump and links."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def sqlite_path(parsed: URL) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
 
 
-def prepare_storage(url: str, create: bool = True) -> str:
+def prepare_storage(url: str) -> str:
     """Validate a storage URL before anything is written. For SQLite: refuse in-memory
-    databases and files that are not SQLite; create the folder when ``create``."""
+    databases, folders, and files that are not ours to write; create the parent folder."""
     parsed = parse_storage(url)
     if parsed.get_backend_name() != "sqlite":
         return url
@@ -77,14 +80,12 @@ def prepare_storage(url: str, create: bool = True) -> str:
             raise StorageError(f"{path} exists and is not a SQLite database; left it untouched",
                                hint="point --storage at another file")
         _refuse_foreign_sqlite(url, path)
-    elif create:
+    else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the folder {path.parent}: {exc.strerror}",
                                hint="choose a writable location for --storage") from None
-    else:
-        raise StorageError(f"no database at {path}", hint="run: cnn-tune optimize --storage sqlite:///" + str(path))
     return url
 
 
@@ -95,8 +96,7 @@ def _refuse_foreign_sqlite(url: str, path: Path) -> None:
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"cannot read {path}: {detail}", hint="point --storage at another file") from None
+        raise StorageError(f"cannot read {path}: {_first_line(exc)}", hint="point --storage at another file") from None
     finally:
         engine.dispose()
     if tables and "studies" not in tables:
@@ -133,8 +133,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise DependencyMissing(f"no database driver for {shown}: {exc}",
                                 hint=_DRIVER_EXTRA.get(backend, "install the SQLAlchemy driver for it")) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"cannot open {shown}: {detail}", hint="check --storage") from None
+        raise StorageError(f"cannot open {shown}: {_first_line(exc)}", hint="check --storage") from None
     except RuntimeError as exc:  # Optuna: schema written by another Optuna version
         if "optuna storage upgrade" in str(exc) or "schema" in str(exc):
             raise StorageError(f"the schema of {shown} is older than this Optuna's",
