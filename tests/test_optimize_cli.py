@@ -167,3 +167,14 @@ def test_pruned_trials_record_where_they_stopped(cli, db_url):
     for t in pruned:
         assert t.user_attrs["epochs_run"] == max(t.intermediate_values) < 3
         assert len(t.user_attrs["train_loss"]) == t.user_attrs["epochs_run"]
+
+
+def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich treats the captured stream as a terminal
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    result = cli(*quick("--seed", "4"))
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" in result.stdout  # styled, unlike piped output
+    assert "trial 1 · epoch 2/2" in result.stdout  # the live bar showed the running trial's epoch
+    assert "Best trial #" in result.stdout and "┃" in result.stdout and "fc2_input_dim" in result.stdout
+    assert len(load(db_url).trials) == 2
