@@ -8,7 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from cnn_tune.model import build_model
 from cnn_tune.protocol import PROTOCOL_ATTR
+from cnn_tune.space import Hyperparams
 from conftest import load, quick, write_mnist
 
 SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "lr", "batch_size"}
@@ -37,6 +39,8 @@ def test_optimize_creates_a_study_plain_optuna_can_read(cli, db_url):
         assert t.user_attrs["device"] == "cpu"
         assert t.user_attrs["wall_time_s"] > 0
         assert isinstance(t.user_attrs["seed"], int)
+        # Rebuildable from the database alone: the stored params make the hyperparameter record.
+        assert build_model(Hyperparams.from_params(t.params)).fc1.out_features == t.params["fc2_input_dim"]
     protocol = study.user_attrs[PROTOCOL_ATTR]
     assert protocol["epochs"] == 2 and protocol["train_limit"] is None
     assert protocol["n_train"] + protocol["n_val"] == 400 and protocol["n_val"] == 80
