@@ -4,7 +4,9 @@ own, so optuna-dashboard and ``optuna trials`` keep working on the same files.""
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from .protocol import PROTOCOL_ATTR, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
 DEFAULT_STUDY = "mnist-cnn"
+SCHEMA_RETRIES = 8  # first opens of a new database by several processes at once
 SQLITE_BUSY_TIMEOUT_S = 30  # wait this long for another writer instead of failing with "database is locked"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DRIVER_EXTRA = {"postgresql": "pip install 'psycopg[binary]'", "mysql": "pip install pymysql"}
@@ -121,13 +124,31 @@ def _engine_kwargs(parsed: URL) -> dict:
     return {}
 
 
+def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Errors of two processes creating Optuna's schema in one new database at once; the
+    loser's retry finds the schema made and goes on."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "locked" in text
+
+
+def _new_rdb_storage(url: str, parsed: URL) -> optuna.storages.RDBStorage:
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt == SCHEMA_RETRIES - 1 or not _schema_race(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # jitter: do not collide again
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     parsed = parse_storage(url)
     shown = display_url(url)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+        return _new_rdb_storage(url, parsed)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
         backend = parsed.get_backend_name()
         raise DependencyMissing(f"no database driver for {shown}: {exc}",
