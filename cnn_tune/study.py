@@ -55,9 +55,13 @@ def display_url(url: str) -> str:
         return url
 
 
-def _first_line(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
+def _driver_text(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
     """The driver's own message (``exc.orig``), without SQLAlchemy's SQL dump and links."""
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return str(getattr(exc, "orig", None) or exc).strip()
+
+
+def _first_line(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
+    return (_driver_text(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def sqlite_path(parsed: URL) -> Path | None:
@@ -127,7 +131,7 @@ def _engine_kwargs(parsed: URL) -> dict:
 def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
     """Errors of two processes creating Optuna's schema in one new database at once; the
     loser's retry finds the schema made and goes on."""
-    text = str(getattr(exc, "orig", None) or exc).lower()
+    text = _driver_text(exc).lower()
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "locked" in text
 
 
