@@ -21,6 +21,7 @@ from . import __version__
 from .env import DATA_DIR_ENV, DEBUG_ENV, STORAGE_ENV, STUDY_ENV
 from .errors import CnnTuneError
 from .samplers import PRUNERS, SAMPLERS
+from .plots import EVALUATORS, KINDS
 from .study import DEFAULT_STORAGE, DEFAULT_STUDY, quiet_optuna
 
 # Typer may bundle its own copy of click; take the exception classes from wherever it does.
@@ -87,6 +88,11 @@ StudyOpt = Annotated[str, typer.Option("--study", envvar=STUDY_ENV, metavar="NAM
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar=DATA_DIR_ENV, metavar="DIR",
                                                     help="Folder with the MNIST IDX files (default: ~/.cache/cnn-tune).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when available, else CPU.")]
+Format = Enum("Format", {n: n for n in ("table", "json", "csv")}, type=str)
+BestFormat = Enum("BestFormat", {n: n for n in ("table", "json")}, type=str)
+State = Enum("State", {n: n for n in ("complete", "pruned", "fail", "running", "waiting")}, type=str)
+Kind = Enum("Kind", {n: n for n in KINDS}, type=str)
+Evaluator = Enum("Evaluator", {n: n for n in EVALUATORS}, type=str)
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
 
@@ -149,6 +155,124 @@ def optimize(
     render_summary(result, console if console.is_terminal else None)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _terminal() -> Console | None:
+    """A console when stdout is a terminal (rich tables); None for pipes and files (plain)."""
+    console = Console()
+    return console if console.is_terminal else None
+
+
+def _emit(rendered, console: Console | None, output: Optional[Path]) -> None:
+    from .files import check_writable, write_atomic
+    from .output import emit
+
+    if output is None:
+        emit(rendered, console)
+        return
+    check_writable(output)
+    write_atomic(output, rendered.encode())
+    typer.echo(f"Wrote {output}", err=True)
+
+
+@app.command()
+def best(
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    fmt: Annotated[BestFormat, typer.Option("--format", "-f", help="table, or json for scripts.")] = BestFormat.table,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the best trial: validation accuracy, parameters, epochs, duration, and its test
+    accuracy and checkpoint once `cnn-tune retrain` has made them.
+
+    Example: cnn-tune best --format json
+    """
+    from .inspection import best_record
+    from .output import render_best
+    from .study import read_study
+
+    _set_debug(debug)
+    console = _terminal() if fmt == BestFormat.table else None
+    _emit(render_best(best_record(read_study(storage, study), storage), fmt.value, console), console, None)
+
+
+@app.command()
+def trials(
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    state: Annotated[Optional[list[State]], typer.Option("--state", "-s", help="Only trials in this state (repeatable).")] = None,
+    last: Annotated[Optional[int], typer.Option("--last", min=1, metavar="N", help="Only the N most recent trials.")] = None,
+    top: Annotated[Optional[int], typer.Option("--top", min=1, metavar="N", help="Only the N best complete trials, best first.")] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", metavar="KEY",
+                                                help="Sort by number, value, epochs, duration, started or a parameter name.")] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table (plain text when piped), json or csv.")] = Format.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the trials of a study: state, validation accuracy (a pruned trial shows its last
+    epoch's), epochs reached, duration and every parameter.
+
+    Example: cnn-tune trials --state complete --top 5 --format csv --output top5.csv
+    """
+    from .inspection import select_rows
+    from .output import render_trials
+    from .study import read_study
+
+    _set_debug(debug)
+    opened = read_study(storage, study)
+    rows = select_rows(opened, [s.value for s in state or []], last, top, sort, reverse)
+    console = _terminal() if fmt == Format.table and output is None else None
+    title = f"study {opened.study_name}: {len(rows)} trial(s)"
+    _emit(render_trials(rows, fmt.value, console, title), console, output)
+
+
+@app.command()
+def studies(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table (plain text when piped), json or csv.")] = Format.table,
+    debug: DebugOpt = False,
+) -> None:
+    """List every study in the storage: direction, trials by state, best value, protocol.
+
+    Example: cnn-tune studies --storage sqlite:///studies/cnn_tune.db
+    """
+    from .inspection import summarize_studies
+    from .output import render_studies
+    from .study import open_existing
+
+    _set_debug(debug)
+    console = _terminal() if fmt == Format.table else None
+    _emit(render_studies(summarize_studies(open_existing(storage)), fmt.value, console), console, None)
+
+
+@app.command()
+def plot(
+    kind: Annotated[Kind, typer.Argument(help="The view, or `report` for one HTML page with all of them.")],
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="PATH",
+                                                   help="File to write; .html, .png, .svg or .pdf. [default: STUDY-KIND.html beside the database]")] = None,
+    params: Annotated[Optional[list[str]], typer.Option("--params", "-p", metavar="NAME",
+                                                        help="Parameters to draw (repeatable); contour takes exactly two [default: batch_size, lr].")] = None,
+    evaluator: Annotated[Evaluator, typer.Option("--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, "
+                                                 "fANOVA (the article's) or mean decrease impurity.")] = Evaluator["ped-anova"],
+    debug: DebugOpt = False,
+) -> None:
+    """Draw a view of a study to a file and print its path.
+
+    Kinds: history, importance, contour, parallel, slice, edf, intermediate, timeline, rank,
+    and report (all views, a summary and the best trial on one self-contained HTML page).
+    HTML embeds plotly.js and opens offline; PNG/SVG/PDF need kaleido and Chrome/Chromium.
+
+    Example: cnn-tune plot contour --params batch_size --params lr --output contour.png
+    """
+    from .plots import write_plot
+    from .study import read_study
+
+    _set_debug(debug)
+    path = write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value)
+    typer.echo(str(path))
 
 
 def main() -> None:

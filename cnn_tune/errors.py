@@ -54,3 +54,15 @@ class ChecksumMismatch(MirrorError):
 
 class DependencyMissing(CnnTuneError):
     """An optional package needed for the chosen option is not installed."""
+
+
+class StudyNotFound(UsageError):
+    """``--storage`` or ``--study`` names something that does not exist (reading never creates it)."""
+
+
+class NothingToShow(CnnTuneError):
+    """The study exists but lacks what the view needs (e.g. no complete trial yet)."""
+
+
+class OutputError(CnnTuneError):
+    """An output file cannot be written where asked."""

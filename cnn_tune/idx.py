@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,17 +54,3 @@ def encode_idx(array: np.ndarray) -> bytes:
         raise ValueError("IDX writer takes uint8 arrays of 1 or 3 dimensions")
     header = struct.pack(">BBBB", 0, 0, _UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + np.ascontiguousarray(array).tobytes()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

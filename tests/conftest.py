@@ -86,3 +86,31 @@ def assert_one_line_error(result, code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     return err
+
+
+def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> optuna.Study:
+    """A study written directly through Optuna's API, for shapes slow to make with real
+    training: many trials; a mix of complete, pruned (every 4th), failed (every 7th) and
+    ``running`` trials left open at the end. Parameters come from cnn-tune's search space."""
+    from cnn_tune.space import suggest
+
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=n), load_if_exists=True)
+    for i in range(n + running):
+        trial = study.ask()
+        hp = suggest(trial)
+        score = 0.9 + 0.09 * (i % 10) / 10 + hp.lr  # distinct values, so "best" is well defined
+        epochs = 2 if i % 4 == 1 else 3
+        for epoch in range(1, epochs + 1):
+            trial.report(score - 0.01 * (epochs - epoch), epoch)
+        if i >= n:
+            continue  # left RUNNING
+        if i % 4 == 1:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif i % 7 == 6:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, score)
+    return study

@@ -1,0 +1,190 @@
+"""Reading a study back: the rows of `trials`, the record of `best`, the list of `studies`.
+
+Everything here is read through ``study.get_trials(deepcopy=False)`` — one pass over the
+storage — rather than ``trials_dataframe()``, whose pandas assembly dominates on studies of
+thousands of trials (see README, "Reading large studies").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from . import study as studies
+from .errors import NothingToShow, UsageError
+from .protocol import PROTOCOL_ATTR
+
+STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
+          "running": TrialState.RUNNING, "waiting": TrialState.WAITING}
+SORT_KEYS = ("number", "value", "epochs", "duration", "started")
+
+
+@dataclass
+class TrialRow:
+    """One trial as every output format shows it. ``value`` is Optuna's (complete trials
+    only); ``last_val_accuracy`` is the last epoch's, so a pruned trial shows where it stopped."""
+
+    number: int
+    state: str
+    value: float | None
+    last_val_accuracy: float | None
+    epochs: int
+    duration_s: float | None
+    started: str | None  # ISO 8601, local time as Optuna stores it
+    params: dict[str, Any] = field(default_factory=dict)
+    test_accuracy: float | None = None  # set by `cnn-tune retrain`
+    checkpoint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "state": self.state, "value": self.value,
+                "last_val_accuracy": self.last_val_accuracy, "epochs": self.epochs,
+                "duration_s": self.duration_s, "started": self.started, "params": dict(self.params),
+                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None) -> TrialRow:
+    steps = trial.intermediate_values
+    last = steps[max(steps)] if steps else None
+    record = (retrained or {}).get(trial.number, {})
+    return TrialRow(
+        number=trial.number,
+        state=trial.state.name.lower(),
+        value=trial.value if trial.state == TrialState.COMPLETE else None,
+        last_val_accuracy=last if last is not None else trial.value,
+        # studies written by other tools have no epochs_run: the last reported step stands in
+        epochs=int(trial.user_attrs.get("epochs_run", max(steps) if steps else 0)),
+        duration_s=trial.duration.total_seconds() if trial.duration is not None else None,
+        started=_iso(trial.datetime_start),
+        params=dict(trial.params),
+        test_accuracy=record.get("test_accuracy"),
+        checkpoint=record.get("checkpoint"),
+    )
+
+
+def param_names(rows: list[TrialRow]) -> list[str]:
+    """Parameter names in first-seen order (the order the objective suggests them)."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row.params))
+    return list(names)
+
+
+def _maximize(study: optuna.Study) -> bool:
+    return study.direction == StudyDirection.MAXIMIZE
+
+
+def _sort_key(key: str):
+    def get(row: TrialRow):
+        value = {"number": row.number, "value": row.value, "epochs": row.epochs, "duration": row.duration_s,
+                 "started": row.started}.get(key) if key in SORT_KEYS else row.params.get(key)
+        # missing values last; mixed types (categorical params) compare as text
+        return (value is None, value if isinstance(value, (int, float)) else str(value))
+    return get
+
+
+def select_rows(study: optuna.Study, states: list[str] | None = None, last: int | None = None,
+                top: int | None = None, sort: str | None = None, reverse: bool = False) -> list[TrialRow]:
+    """The rows of `cnn-tune trials`: filter by state, keep the ``last`` most recent, then the
+    ``top`` best complete ones (best first), then sort if asked."""
+    wanted = tuple(STATES[s] for s in states) if states else None
+    trials = study.get_trials(deepcopy=False, states=wanted)
+    retrained = studies.retrain_records(study) if trials else {}
+    rows = [to_row(t, retrained) for t in trials]
+    if sort is not None and sort not in SORT_KEYS and sort not in param_names(rows):
+        raise UsageError(f"cannot sort by {sort!r}",
+                         hint=f"use one of: {', '.join([*SORT_KEYS, *param_names(rows)])}")
+    rows.sort(key=lambda r: r.number)
+    if last is not None:
+        rows = rows[-last:]
+    if top is not None:
+        complete = [r for r in rows if r.value is not None]
+        rows = sorted(complete, key=lambda r: r.value, reverse=_maximize(study))[:top]
+    if sort is not None:
+        rows.sort(key=_sort_key(sort), reverse=reverse)
+    elif reverse:
+        rows.reverse()
+    return rows
+
+
+def best_row(study: optuna.Study) -> TrialRow:
+    try:
+        best = study.best_trial
+    except ValueError:
+        counts = state_counts(study)
+        raise NothingToShow(f"study {study.study_name!r} has no complete trial yet ({_counts_text(counts)})",
+                            hint="run `cnn-tune optimize` to add trials") from None
+    return to_row(best, studies.retrain_records(study))
+
+
+def best_record(study: optuna.Study, url: str) -> dict[str, Any]:
+    """Everything `cnn-tune best` shows, JSON-ready."""
+    row = best_row(study)
+    frozen = next(t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number == row.number)
+    record = row.as_dict()
+    record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
+                  completed=_iso(frozen.datetime_complete), device=frozen.user_attrs.get("device"),
+                  seed=frozen.user_attrs.get("seed"))
+    return record
+
+
+def state_counts(study_or_trials: optuna.Study | list[FrozenTrial]) -> dict[str, int]:
+    trials = (study_or_trials.get_trials(deepcopy=False) if isinstance(study_or_trials, optuna.Study)
+              else study_or_trials)
+    counts = dict.fromkeys(STATES, 0)
+    for t in trials:
+        counts[t.state.name.lower()] += 1
+    return counts
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    shown = [f"{n} {state}" for state, n in counts.items() if n]
+    return ", ".join(shown) if shown else "no trials"
+
+
+@dataclass
+class StudySummary:
+    name: str
+    direction: str
+    trials: int
+    counts: dict[str, int]
+    best_value: float | None
+    best_trial: int | None
+    epochs: int | None  # from the cnn-tune protocol; None for studies of other tools
+    train_limit: int | None
+    started: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
+                "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
+                "train_limit": self.train_limit, "started": self.started}
+
+
+def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
+    out = []
+    for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        protocol = frozen.user_attrs.get(PROTOCOL_ATTR) or {}
+        directions = frozen.directions
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        best = None
+        if complete and len(directions) == 1:
+            pick = max if directions[0] == StudyDirection.MAXIMIZE else min
+            best = pick(complete, key=lambda t: t.values[0])
+        starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+        out.append(StudySummary(
+            name=frozen.study_name,
+            direction="/".join(d.name.lower() for d in directions),
+            trials=len(trials), counts=state_counts(trials),
+            best_value=best.values[0] if best else None, best_trial=best.number if best else None,
+            epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
+            started=_iso(min(starts)) if starts else None))
+    return out

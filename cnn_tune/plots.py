@@ -1,0 +1,246 @@
+"""Every Optuna view of a single-objective study, as a file: self-contained HTML (plotly.js
+embedded, opens with no network) or a static PNG/SVG/PDF through kaleido (which drives a
+Chrome/Chromium it finds on the machine).
+
+Each view checks first whether it can be drawn and says why not in one line — Optuna itself
+would log a warning and return an empty figure.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from . import study as studies
+from .errors import DependencyMissing, NothingToShow, UsageError
+from .files import check_writable, write_atomic
+from .protocol import PROTOCOL_ATTR
+from .inspection import best_record, param_names, select_rows, state_counts
+
+# The article's contour: batch size against learning rate.
+DEFAULT_CONTOUR = ("batch_size", "lr")
+FORMATS = (".html", ".png", ".svg", ".pdf")
+EVALUATORS = {"ped-anova": "PED-ANOVA", "fanova": "fANOVA", "mdi": "mean decrease impurity"}
+STATIC_SIZE = (1000, 600)  # pixels; large enough for parallel coordinates' six axes
+
+
+@dataclass(frozen=True)
+class View:
+    title: str
+    min_complete: int  # complete trials needed before the view means anything
+    takes_params: bool
+
+
+VIEWS: dict[str, View] = {
+    "history": View("Optimization history", 1, False),
+    "importance": View("Hyperparameter importance", 2, True),
+    "contour": View("Contour", 2, True),
+    "parallel": View("Parallel coordinates", 1, True),
+    "slice": View("Slice", 1, True),
+    "edf": View("Empirical distribution of the objective", 1, False),
+    "intermediate": View("Learning curves (validation accuracy per epoch)", 0, False),
+    "timeline": View("Timeline", 0, False),
+    "rank": View("Rank", 2, True),
+}
+KINDS = (*VIEWS, "report")
+
+
+def make_evaluator(name: str) -> optuna.importance.BaseImportanceEvaluator:
+    if name == "ped-anova":
+        return optuna.importance.PedAnovaImportanceEvaluator()
+    try:
+        import sklearn  # noqa: F401 - fANOVA and MDI fit scikit-learn random forests
+    except ImportError:
+        raise DependencyMissing(f"the {name} evaluator needs scikit-learn", hint="pip install scikit-learn") from None
+    if name == "fanova":
+        return optuna.importance.FanovaImportanceEvaluator(seed=0)  # seeded: same study, same picture
+    if name == "mdi":
+        return optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+    raise UsageError(f"unknown importance evaluator {name!r}", hint=f"use one of: {', '.join(EVALUATORS)}")
+
+
+def _study_params(study: optuna.Study) -> list[str]:
+    return param_names(select_rows(study, states=["complete"])) or param_names(select_rows(study))
+
+
+def check_params(study: optuna.Study, kind: str, params: list[str] | None) -> list[str] | None:
+    """The parameters a view draws: ``params`` validated against the study, or the default."""
+    view = VIEWS[kind]
+    if params and not view.takes_params:
+        raise UsageError(f"plot {kind} does not take --params", hint="drop --params")
+    known = _study_params(study)
+    if kind == "contour":
+        params = params or list(DEFAULT_CONTOUR)
+        if len(params) != 2:
+            raise UsageError(f"a contour needs exactly two parameters, got {len(params)}",
+                             hint="pass e.g. --params batch_size --params lr")
+    unknown = [p for p in params or [] if p not in known]
+    if unknown:
+        raise UsageError(f"study {study.study_name!r} has no parameter {', '.join(map(repr, unknown))}",
+                         hint=f"it has: {', '.join(known) or 'none yet'}")
+    return params or None
+
+
+def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | None:
+    """Why ``kind`` cannot be drawn from this study now, or None if it can."""
+    view = VIEWS[kind]
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return f"study {study.study_name!r} has no trials yet"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) < view.min_complete:
+        counts = ", ".join(f"{n} {s}" for s, n in state_counts(trials).items() if n)
+        return (f"the {kind} view needs at least {view.min_complete} complete trial(s); "
+                f"study {study.study_name!r} has {len(complete)} ({counts})")
+    if kind == "intermediate" and not any(t.intermediate_values for t in trials):
+        return f"no trial of study {study.study_name!r} reported per-epoch values"
+    if kind in ("importance", "contour", "rank"):
+        names = params or _study_params(study)
+        varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
+        need = 2 if kind == "contour" else 1
+        if len(varying) < need:
+            return (f"the {kind} view needs complete trials whose parameters differ; "
+                    f"in study {study.study_name!r} {'only ' + ', '.join(varying) if varying else 'none'} vary")
+    return None
+
+
+def figure(study: optuna.Study, kind: str, params: list[str] | None = None, evaluator: str = "ped-anova"):
+    """The plotly figure of one view; NothingToShow if it cannot be drawn yet."""
+    params = check_params(study, kind, params)
+    reason = why_not(study, kind, params)
+    if reason is not None:
+        raise NothingToShow(reason, hint="run more trials with `cnn-tune optimize`")
+    vis = optuna.visualization
+    target_name = "validation accuracy"
+    draw: dict[str, Callable[[], Any]] = {
+        "history": lambda: vis.plot_optimization_history(study, target_name=target_name),
+        "importance": lambda: vis.plot_param_importances(study, evaluator=make_evaluator(evaluator), params=params,
+                                                         target_name=target_name),
+        "contour": lambda: vis.plot_contour(study, params=params, target_name=target_name),
+        "parallel": lambda: vis.plot_parallel_coordinate(study, params=params, target_name=target_name),
+        "slice": lambda: vis.plot_slice(study, params=params, target_name=target_name),
+        "edf": lambda: vis.plot_edf(study, target_name=target_name),
+        "intermediate": lambda: vis.plot_intermediate_values(study),
+        "timeline": lambda: vis.plot_timeline(study),
+        "rank": lambda: vis.plot_rank(study, params=params, target_name=target_name),
+    }
+    fig = draw[kind]()
+    title = VIEWS[kind].title + (f" ({EVALUATORS[evaluator]})" if kind == "importance" else "")
+    fig.update_layout(title=f"{title} — study {study.study_name}")
+    return fig
+
+
+def output_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"cannot write {path.name!r}: unsupported extension {suffix or '(none)'}",
+                         hint=f"use one of: {', '.join(FORMATS)}")
+    return suffix
+
+
+def default_path(url: str, study_name: str, kind: str, suffix: str = ".html") -> Path:
+    """Next to the SQLite database (``studies/`` by default); ``studies/`` for server databases."""
+    path = studies.sqlite_path(studies.parse_storage(url))
+    folder = path.parent if path is not None else Path("studies")
+    return folder / f"{study_name}-{kind}{suffix}"
+
+
+def render(fig, suffix: str) -> bytes:
+    """The file's bytes. HTML embeds plotly.js (~4.8 MB) so it opens offline."""
+    if suffix == ".html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise DependencyMissing("static images need kaleido", hint="pip install 'kaleido>=1'") from None
+    try:
+        return fig.to_image(format=suffix[1:], width=STATIC_SIZE[0], height=STATIC_SIZE[1])
+    except RuntimeError as exc:  # choreographer.ChromeNotFoundError and kaleido's browser failures
+        if "Chrome" in type(exc).__name__ or "Chrome" in str(exc) or "browser" in str(exc).lower():
+            raise DependencyMissing(
+                f"{suffix[1:].upper()} images need Chrome or Chromium, which kaleido did not find",
+                hint="install it (Debian/Ubuntu: apt-get install -y chromium; or run kaleido_get_chrome), "
+                     "or write .html") from None
+        raise
+
+
+def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, params: list[str] | None,
+               evaluator: str) -> Path:
+    """Draw one view (or the report) of ``study`` into ``output``; returns the path written."""
+    path = output if output is not None else default_path(url, study.study_name, kind)
+    suffix = output_format(path)
+    if kind == "report" and suffix != ".html":
+        raise UsageError("the report is an HTML page", hint="use --output NAME.html")
+    if kind == "report" and params:
+        raise UsageError("plot report does not take --params", hint="drop --params")
+    check_writable(path)
+    if kind == "report":
+        data = report_html(study, url, evaluator).encode()
+    else:
+        data = render(figure(study, kind, params, evaluator), suffix)
+    write_atomic(path, data)
+    return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> str:
+    """One page: summary, best trial, every view that can be drawn (and why the others
+    cannot), and the trials table. plotly.js is embedded once, in the head."""
+    from plotly.offline import get_plotlyjs
+
+    counts = state_counts(study)
+    if not sum(counts.values()):
+        raise NothingToShow(f"study {study.study_name!r} has no trials yet", hint="run `cnn-tune optimize` first")
+    protocol = study.user_attrs.get(PROTOCOL_ATTR) or {}
+    parts = [f"<h1>cnn-tune study {html.escape(study.study_name)}</h1>",
+             f"<p>Storage {html.escape(studies.display_url(url))} · report made "
+             f"{datetime.now().isoformat(timespec='seconds')} · "
+             + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "</p>"]
+    if protocol:
+        parts.append("<h2>Protocol</h2>" + _table(["setting", "value"], [[k, v] for k, v in protocol.items()]))
+    try:
+        best = best_record(study, url)
+    except NothingToShow as exc:
+        parts.append(f"<p>{html.escape(exc.message)}</p>")
+    else:
+        rows = [["trial", best["number"]], ["validation accuracy", best["value"]], ["epochs", best["epochs"]],
+                ["duration (s)", best["duration_s"]], *[[k, v] for k, v in best["params"].items()]]
+        if best["test_accuracy"] is not None:
+            rows += [["test accuracy", best["test_accuracy"]], ["checkpoint", best["checkpoint"]]]
+        parts.append("<h2>Best trial</h2>" + _table(["", "value"], rows))
+    for kind in VIEWS:
+        parts.append(f"<h2>{html.escape(VIEWS[kind].title)}</h2>")
+        try:
+            fig = figure(study, kind, None, evaluator)
+        except NothingToShow as exc:
+            parts.append(f"<p class='why'>Not drawn: {html.escape(exc.message)}.</p>")
+            continue
+        parts.append(fig.to_html(include_plotlyjs=False, full_html=False))
+    rows = select_rows(study)
+    names = param_names(rows)
+    parts.append("<h2>Trials</h2>" + _table(
+        ["#", "state", "value", "last val acc", "epochs", "duration (s)", *names],
+        [[r.number, r.state, r.value, r.last_val_accuracy, r.epochs, r.duration_s,
+          *[r.params.get(n) for n in names]] for r in rows]))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.why{color:#a60}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cnn-tune: {html.escape(study.study_name)}"
+            f"</title><style>{style}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<body>{''.join(parts)}</body></html>")
