@@ -54,7 +54,7 @@ class OneLineErrors(TyperGroup):
                 raise
             typer.echo(f"Error: {exc.one_line()}", err=True)
             sys.exit(exc.exit_code)
-        except _click_exceptions.Abort:
+        except typer.Abort:
             typer.echo("Aborted.", err=True)
             sys.exit(130)
         except KeyboardInterrupt:
@@ -273,6 +273,89 @@ def plot(
     _set_debug(debug)
     path = write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value)
     typer.echo(str(path))
+
+
+@app.command()
+def retrain(
+    trial: Annotated[Optional[int], typer.Option("--trial", min=0, metavar="N", help="Trial to retrain. [default: the best complete one]")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs. [default: the study's]")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Training seed. [default: the trial's own]")] = None,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    device: DeviceOpt = Device.auto,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="PATH",
+                                                   help="Checkpoint file. [default: STUDY-trialN.pt beside the database]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint file.")] = False,
+    fmt: Annotated[BestFormat, typer.Option("--format", "-f", help="table, or json for scripts.")] = BestFormat.table,
+    data_dir: DataDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train a trial's hyperparameters (default: the best) on all 60,000 training images, score
+    the 10,000 test images, save a checkpoint and record the test accuracy on the study.
+
+    Example: cnn-tune retrain --trial 3 --output best.pt
+    """
+    from .console import EpochProgress
+    from .output import render_evaluation
+    from .retrain import RetrainSettings, retrain as run_retrain
+
+    _set_debug(debug)
+    console = _terminal()
+    progress = EpochProgress(console)
+    settings = RetrainSettings(study=study, storage=storage, trial=trial, epochs=epochs, seed=seed, device=device.value,
+                               output=output, overwrite=overwrite, data_dir=data_dir)
+    try:
+        result = run_retrain(settings, progress.epoch, progress.info)
+    finally:
+        progress.close()
+    render_evaluation(result.as_dict(), True, fmt.value, console if fmt == BestFormat.table else None)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt file written by `cnn-tune retrain`.")],
+    device: DeviceOpt = Device.auto,
+    fmt: Annotated[BestFormat, typer.Option("--format", "-f", help="table, or json for scripts.")] = BestFormat.table,
+    data_dir: DataDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Score a saved checkpoint on the MNIST test set again (touches no study).
+
+    Example: cnn-tune evaluate studies/mnist-cnn-trial3.pt
+    """
+    from .console import EpochProgress
+    from .output import render_evaluation
+    from .retrain import evaluate as run_evaluate
+
+    _set_debug(debug)
+    console = _terminal()
+    result = run_evaluate(checkpoint, data_dir, device.value, EpochProgress(console).info)
+    for note in result.notes:
+        typer.echo(f"Note: {note}", err=True)
+    render_evaluation(result.as_dict(), False, fmt.value, console if fmt == BestFormat.table else None)
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt file written by `cnn-tune retrain`.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="PNG/JPEG files of single digits.")],
+    invert: Annotated[bool, typer.Option("--invert", help="For dark digits on a light background (MNIST is white on black).")] = False,
+    fmt: Annotated[BestFormat, typer.Option("--format", "-f", help="table, or json for scripts.")] = BestFormat.table,
+    debug: DebugOpt = False,
+) -> None:
+    """Classify image files with a saved checkpoint: digit and probability per file.
+
+    Images are read as grayscale and resized to 28×28. MNIST digits are white on black;
+    for a dark digit on white paper pass --invert.
+
+    Example: cnn-tune predict studies/mnist-cnn-trial3.pt seven.png --invert
+    """
+    from .output import render_predictions
+    from .retrain import predict as run_predict
+
+    _set_debug(debug)
+    console = _terminal() if fmt == BestFormat.table else None
+    render_predictions([p.as_dict() for p in run_predict(checkpoint, images, invert)], fmt.value, console)
 
 
 def main() -> None:

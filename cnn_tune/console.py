@@ -157,3 +157,39 @@ def render_summary(result: OptimizeResult, console: Console | None) -> None:
         console.print(table)
     if result.interrupted:
         console.print(lines[-1])
+
+
+def epoch_line(result: EpochResult, epochs: int) -> str:
+    val = f"  val {pct(result.val_accuracy)}" if result.val_accuracy is not None else ""
+    return f"epoch {result.epoch:>3}/{epochs}  train loss {result.train_loss:.4f}{val}  {result.seconds:.1f}s"
+
+
+class EpochProgress:
+    """`retrain`'s display: a rich bar over epochs on a terminal, one stderr line per epoch otherwise."""
+
+    def __init__(self, console: Console | None) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def info(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[dim]{message}[/dim]", highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def epoch(self, result: EpochResult, epochs: int) -> None:
+        if self.console is None:
+            print(epoch_line(result, epochs), file=sys.stderr, flush=True)
+            return
+        if self.progress is None:
+            self.progress = Progress(SpinnerColumn(), TextColumn("epochs"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=self.console)
+            self.task = self.progress.add_task("epochs", total=epochs, status="")
+            self.progress.start()
+        self.progress.update(self.task, advance=1, status=f"train loss {result.train_loss:.4f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -66,3 +66,11 @@ class NothingToShow(CnnTuneError):
 
 class OutputError(CnnTuneError):
     """An output file cannot be written where asked."""
+
+
+class CheckpointError(CnnTuneError):
+    """A file given as a checkpoint is not one of ours, or is damaged; it is never executed."""
+
+
+class ImageError(CnnTuneError):
+    """An image given to `predict` cannot be read as a picture."""

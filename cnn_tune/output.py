@@ -169,3 +169,50 @@ def render_studies(summaries: list[StudySummary], fmt: str, console: Console | N
     if console is not None:
         return rich_table(headers, body, right=[2, 3, 4, 5, 6, 7, 8])
     return plain_table(headers, body)
+
+
+# --- retrain / evaluate / predict ------------------------------------------------------------
+
+def evaluation_lines(record: dict[str, Any], retrained: bool) -> list[str]:
+    head = (f"Retrained trial {record['trial']} of study {record['study']!r}: {record['epochs']} epochs "
+            f"(seed {record['seed']}) in {record['train_seconds']:.1f}s" if retrained else
+            f"Checkpoint of trial {record['trial']} of study {record['study']!r} ({record['epochs']} epochs, seed {record['seed']})")
+    lines = [head,
+             f"Test accuracy {pct(record['test_accuracy'])} on {record['n_test']} images, "
+             f"test loss {record['test_loss']:.4f} (scored in {record['eval_seconds']:.1f}s)"]
+    if record.get("val_accuracy") is not None:
+        lines.append(f"Validation accuracy of the trial: {pct(record['val_accuracy'])}")
+    lines.append(f"Checkpoint: {record['checkpoint']}")
+    return lines
+
+
+def confusion_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["true \\ predicted", *map(str, range(10)), "accuracy"]
+    rows = [[str(i), *map(str, counts), pct(record["per_class_accuracy"][i])]
+            for i, counts in enumerate(record["confusion"])]
+    return headers, rows
+
+
+def render_evaluation(record: dict[str, Any], retrained: bool, fmt: str, console: Console | None) -> None:
+    if fmt == "json":
+        print(json.dumps(record, indent=2), flush=True)
+        return
+    lines = evaluation_lines(record, retrained)
+    headers, rows = confusion_rows(record)
+    if console is None:
+        print("\n".join(lines), flush=True)
+        print(plain_table(headers, rows), end="", flush=True)
+        return
+    console.print(f"[bold]{lines[0]}[/bold]", highlight=False)
+    for line in lines[1:]:
+        console.print(line, highlight=False)
+    console.print(rich_table(headers, rows, title="Confusion matrix (test set)", right=range(1, 12)))
+
+
+def render_predictions(records: list[dict[str, Any]], fmt: str, console: Console | None) -> None:
+    if fmt == "json":
+        print(json.dumps(records, indent=2), flush=True)
+        return
+    headers = ["image", "digit", "probability"]
+    rows = [[r["image"], str(r["digit"]), pct(r["probability"])] for r in records]
+    emit(rich_table(headers, rows, right=[1, 2]) if console is not None else plain_table(headers, rows), console)

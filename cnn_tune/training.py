@@ -26,8 +26,8 @@ EVAL_BATCH = 4096  # large: evaluation keeps no activations for backward
 class EpochResult:
     epoch: int  # 1-based, also the step reported to Optuna
     train_loss: float  # mean cross-entropy over the epoch's training images
-    val_loss: float
-    val_accuracy: float  # fraction in [0, 1]
+    val_loss: float | None  # None when training without a validation set (retrain)
+    val_accuracy: float | None  # fraction in [0, 1]
     seconds: float  # train + validation wall time of this epoch
 
 
@@ -58,6 +58,12 @@ class Trainer:
         self.val_x = to_inputs(data.train_images[split.val], device)  # (n_val, 1, 28, 28)
         self.val_y = data.train_labels[split.val].long().to(device)  # (n_val,)
 
+    @classmethod
+    def all_training_images(cls, data: Mnist, device: torch.device) -> "Trainer":
+        """Train on all training images (train + validation), with no validation: `retrain`."""
+        n = len(data.train_labels)
+        return cls(data, Split(train=torch.arange(n), val=torch.arange(0)), device)
+
     @property
     def n_train(self) -> int:
         return len(self.train_y)
@@ -69,6 +75,11 @@ class Trainer:
     def fit(self, hp: Hyperparams, epochs: int, seed: int) -> Iterator[EpochResult]:
         """Train ``hp`` from scratch for ``epochs``, yielding after each epoch (so the caller
         can report to a pruner and stop early)."""
+        for result, _ in self.fit_model(hp, epochs, seed):
+            yield result
+
+    def fit_model(self, hp: Hyperparams, epochs: int, seed: int) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
+        """As :meth:`fit`, also yielding the model being trained (retrain keeps it)."""
         torch.manual_seed(seed)  # weights and dropout masks
         order = torch.Generator(device=self.device).manual_seed(seed)  # batch order
         # channels_last: oneDNN/cuDNN's preferred layout for these convolutions (≈1.6x on CPU here).
@@ -77,8 +88,8 @@ class Trainer:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_loss = train_epoch(model, optimizer, self.train_x, self.train_y, hp.batch_size, order)
-            val_loss, val_acc = evaluate(model, self.val_x, self.val_y)
-            yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start)
+            val_loss, val_acc = evaluate(model, self.val_x, self.val_y) if self.n_val else (None, None)
+            yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), model
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -110,3 +121,31 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     return float(loss) / len(y), int(correct) / len(y)
+
+
+@dataclass(frozen=True)
+class Scores:
+    loss: float  # mean cross-entropy
+    accuracy: float  # fraction in [0, 1]
+    confusion: list[list[int]]  # [true digit][predicted digit] counts, 10 × 10
+
+    @property
+    def per_class(self) -> list[float | None]:
+        """Accuracy of each true digit (None for a digit absent from the test set)."""
+        return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(self.confusion)]
+
+
+@torch.inference_mode()
+def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
+    """Loss, accuracy and confusion matrix of ``model`` on (x, y); deterministic for a given
+    model and data (fixed batch boundaries, no dropout in eval mode)."""
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    matrix = torch.zeros(10 * 10, dtype=torch.long, device=x.device)
+    for start in range(0, len(y), EVAL_BATCH):
+        logits = model(x[start:start + EVAL_BATCH])  # (B, 10)
+        target = y[start:start + EVAL_BATCH]  # (B,)
+        loss += F.cross_entropy(logits, target, reduction="sum").double()
+        matrix += torch.bincount(target * 10 + logits.argmax(1), minlength=100)
+    confusion = matrix.view(10, 10).cpu()
+    return Scores(float(loss) / len(y), int(confusion.trace()) / len(y), confusion.tolist())

@@ -1,0 +1,214 @@
+"""`retrain`, `evaluate`, `predict`: from a trial in the database to a tested model on disk.
+
+`retrain` rebuilds a trial's hyperparameters from the study alone, trains them on all
+training images (train + validation), scores the held-out test set, writes a checkpoint and
+records the result on the study. `evaluate` and `predict` need only the checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from . import __version__
+from . import checkpoint as ckpt
+from . import study as studies
+from .data import FILES, load_mnist
+from .errors import DataError, ImageError, UsageError
+from .files import check_writable
+from .space import Hyperparams
+from .training import EpochResult, Scores, Trainer, resolve_device, score, to_inputs
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RetrainSettings:
+    study: str = studies.DEFAULT_STUDY
+    storage: str = studies.DEFAULT_STORAGE
+    trial: int | None = None  # None: the best complete trial
+    epochs: int | None = None  # None: the study's
+    seed: int | None = None  # None: the trial's own training seed
+    device: str = "auto"
+    output: Path | None = None  # None: <study>-trial<N>.pt beside the database
+    overwrite: bool = False
+    data_dir: Path | None = None
+
+
+@dataclass
+class Evaluation:
+    """What `retrain` and `evaluate` print; JSON-ready through :meth:`as_dict`."""
+
+    checkpoint: Path
+    scores: Scores
+    n_test: int
+    hyperparams: Hyperparams
+    study: str
+    trial: int
+    epochs: int
+    seed: int
+    train_seconds: float | None = None  # retrain only
+    eval_seconds: float = 0.0
+    val_accuracy: float | None = None  # the trial's, for comparison
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "study": self.study, "trial": self.trial,
+                "epochs": self.epochs, "seed": self.seed, "hyperparams": self.hyperparams.as_dict(),
+                "test_accuracy": self.scores.accuracy, "test_loss": self.scores.loss, "n_test": self.n_test,
+                "per_class_accuracy": self.scores.per_class, "confusion": self.scores.confusion,
+                "val_accuracy": self.val_accuracy, "train_seconds": self.train_seconds,
+                "eval_seconds": self.eval_seconds}
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The trial to retrain: ``number``, or the best complete one."""
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState
+                               if any(t.state == s for t in trials)) or "no trials"
+            raise UsageError(f"study {study.study_name!r} has no complete trial to retrain ({states})",
+                             hint="run `cnn-tune optimize` first")
+        return study.best_trial
+    match = [t for t in trials if t.number == number]
+    if not match:
+        raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0–{len(trials) - 1})"
+                         if trials else f"study {study.study_name!r} has no trials",
+                         hint="`cnn-tune trials --state complete` lists the ones you can retrain")
+    trial = match[0]
+    if trial.state != TrialState.COMPLETE:
+        where = f" after {trial.user_attrs.get('epochs_run', len(trial.intermediate_values))} epoch(s)" \
+            if trial.state == TrialState.PRUNED else ""
+        raise UsageError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}{where}, "
+                         "not complete", hint="pick another with `cnn-tune trials --state complete`, or omit --trial "
+                                              "for the best")
+    return trial
+
+
+def default_checkpoint(url: str, study_name: str, trial: int) -> Path:
+    path = studies.sqlite_path(studies.parse_storage(url))
+    return (path.parent if path is not None else Path("studies")) / f"{study_name}-trial{trial}.pt"
+
+
+def _versions() -> dict[str, str]:
+    # str(): torch.__version__ is a TorchVersion, which a weights-only load would refuse
+    return {"torch": str(torch.__version__), "optuna": str(optuna.__version__), "cnn_tune": __version__,
+            "numpy": str(np.__version__)}
+
+
+def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log) -> Evaluation:
+    """Validate everything cheap first (study, trial, output path); then read data and train."""
+    if settings.epochs is not None and settings.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    study = studies.read_study(settings.storage, settings.study)
+    trial = pick_trial(study, settings.trial)
+    protocol = studies.stored_protocol(study)
+    hp = Hyperparams.from_params(trial.params)
+    epochs = settings.epochs or protocol.epochs
+    seed = settings.seed if settings.seed is not None else int(trial.user_attrs.get("seed", 0))
+    path = settings.output or default_checkpoint(settings.storage, study.study_name, trial.number)
+    check_writable(path, overwrite=settings.overwrite)
+    device = resolve_device(settings.device)
+
+    data = load_mnist(settings.data_dir, log)
+    if data.fingerprint != protocol.data_fingerprint:
+        raise DataError(f"the MNIST files in {data.folder} differ from those study {study.study_name!r} was tuned on",
+                        hint="point --data-dir at the study's data")
+    trainer = Trainer.all_training_images(data, device)
+    log(f"Retraining trial {trial.number} of study {study.study_name!r} on all {trainer.n_train} training images "
+        f"for {epochs} epochs (seed {seed}, device {device})")
+    started = time.perf_counter()
+    model = None
+    for result, model in trainer.fit_model(hp, epochs, seed):
+        on_epoch(result, epochs)
+    train_seconds = time.perf_counter() - started
+
+    test_x, test_y = to_inputs(data.test_images, device), data.test_labels.long().to(device)
+    started = time.perf_counter()
+    scores = score(model, test_x, test_y)
+    eval_seconds = time.perf_counter() - started
+    meta = {"hyperparams": hp.as_dict(), "protocol": protocol.to_attr(),
+            "metrics": {"test_accuracy": scores.accuracy, "test_loss": scores.loss,
+                        "per_class_accuracy": scores.per_class, "confusion": scores.confusion,
+                        "train_seconds": train_seconds, "val_accuracy": trial.value},
+            "data_md5": dict(data.md5), "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "study": study.study_name, "trial": trial.number, "epochs": epochs, "seed": seed,
+            "device": str(device)}
+    ckpt.save(path, model, meta)
+    studies.record_retrain(study, trial.number, {
+        "test_accuracy": scores.accuracy, "test_loss": scores.loss, "checkpoint": str(path.resolve()),
+        "epochs": epochs, "seed": seed, "created": meta["created"]})
+    return Evaluation(path, scores, len(test_y), hp, study.study_name, trial.number, epochs, seed,
+                      train_seconds, eval_seconds, trial.value)
+
+
+def evaluate(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
+    """Score a checkpoint on the test set again; touches no study."""
+    loaded = ckpt.load(path)
+    device = resolve_device(device_name)
+    data = load_mnist(data_dir, log)
+    notes = []
+    test_files = (FILES["test_images"], FILES["test_labels"])
+    if any(loaded.meta["data_md5"].get(f) not in (None, data.md5.get(f)) for f in test_files):
+        notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
+    model = loaded.model.to(device, memory_format=torch.channels_last)
+    started = time.perf_counter()
+    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device))
+    meta = loaded.meta
+    return Evaluation(path, scores, len(data.test_labels), loaded.hyperparams, meta["study"], meta["trial"],
+                      meta["epochs"], meta["seed"], None, time.perf_counter() - started,
+                      meta["metrics"].get("val_accuracy"), notes)
+
+
+@dataclass
+class Prediction:
+    image: Path
+    digit: int
+    probability: float
+    probabilities: list[float]  # softmax over digits 0–9
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": str(self.image), "digit": self.digit, "probability": self.probability,
+                "probabilities": self.probabilities}
+
+
+def read_image(path: Path, invert: bool) -> np.ndarray:
+    """Any PIL-readable picture → uint8 (28, 28), grayscale, MNIST polarity (white on black)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            gray = img.convert("L")
+    except FileNotFoundError:
+        raise ImageError(f"no image at {path}", hint="check the path") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path} is a folder, not an image", hint="give image files") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"cannot decode {path} as an image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
+                         hint="give PNG or JPEG files") from None
+    if gray.size != (28, 28):
+        gray = gray.resize((28, 28), Image.Resampling.BILINEAR)
+    pixels = np.asarray(gray, dtype=np.uint8)  # (28, 28)
+    return 255 - pixels if invert else pixels
+
+
+@torch.inference_mode()
+def predict(path: Path, images: list[Path], invert: bool) -> list[Prediction]:
+    loaded = ckpt.load(path)
+    pixels = np.stack([read_image(p, invert) for p in images])  # all decoded before any is scored
+    x = to_inputs(torch.from_numpy(pixels), torch.device("cpu"))  # (N, 1, 28, 28)
+    probs = torch.softmax(loaded.model(x), dim=1)  # (N, 10)
+    return [Prediction(p, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row])
+            for p, row in zip(images, probs)]

@@ -1,0 +1,248 @@
+"""`retrain`, `evaluate`, `predict` on a study made in tmp_path from tiny synthetic digits."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnn_tune.cli import app
+from cnn_tune.protocol import RETRAIN_ATTR_PREFIX
+from conftest import api_study, assert_one_line_error, synthetic_digits, write_mnist
+
+GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
+        "batch_size": 64}
+
+
+class Env:
+    """The real CLI against one data folder and one study database (module-scoped)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = write_mnist(root / "data", n_train=600, n_test=200)
+        self.db = root / "studies" / "s.db"
+        self.url = f"sqlite:///{self.db}"
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, **env: str):
+        base = {"CNN_TUNE_DATA_DIR": str(self.data), "CNN_TUNE_STORAGE": self.url, "CNN_TUNE_STUDY": "mnist-cnn",
+                "CNN_TUNE_DEBUG": ""}
+        return self.runner.invoke(app, list(args), env={**base, **env})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Env:
+    """A study whose trial 0 is a good configuration (enqueued) and trial 1 is pruned-looking
+    junk; trial 0 retrained once into ``best.pt``."""
+    e = Env(tmp_path_factory.mktemp("retrain"))
+    assert e("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu", "--seed", "0").exit_code == 0
+    study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
+    study.enqueue_trial(GOOD)
+    assert e("optimize", "--trials", "1", "--device", "cpu", "--seed", "0").exit_code == 0
+    result = e("retrain", "--trial", "1", "--output", str(e.root / "best.pt"), "--format", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    e.retrained = json.loads(result.stdout)
+    return e
+
+
+def test_retrain_reports_and_saves_everything(env):
+    r = env.retrained
+    assert r["trial"] == 1 and r["epochs"] == 3 and r["n_test"] == 200
+    assert r["hyperparams"] == GOOD
+    assert r["test_accuracy"] > 0.9  # the synthetic digits are easy; a good config learns them
+    assert sum(map(sum, r["confusion"])) == 200
+    assert r["test_accuracy"] == sum(r["confusion"][i][i] for i in range(10)) / 200
+    seed = optuna.load_study(study_name="mnist-cnn", storage=env.url).trials[1].user_attrs["seed"]
+    assert r["seed"] == seed  # the trial's own training seed by default
+
+    payload = torch.load(env.root / "best.pt", weights_only=True)
+    assert payload["format"] == "cnn-tune-checkpoint" and payload["architecture"] == "ConvNet-v1"
+    assert payload["hyperparams"] == GOOD and payload["trial"] == 1 and payload["study"] == "mnist-cnn"
+    assert payload["metrics"]["test_accuracy"] == r["test_accuracy"]
+    assert set(payload["data_md5"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert payload["protocol"]["epochs"] == 3 and payload["versions"]["torch"] == str(torch.__version__)
+
+
+def test_the_study_remembers_the_retrain(env):
+    study = optuna.load_study(study_name="mnist-cnn", storage=env.url)
+    record = study.user_attrs[f"{RETRAIN_ATTR_PREFIX}1"]
+    assert record["test_accuracy"] == env.retrained["test_accuracy"]
+    assert Path(record["checkpoint"]) == (env.root / "best.pt").resolve()
+    best = json.loads(env("best", "-f", "json").stdout)
+    if best["number"] == 1:
+        assert best["test_accuracy"] == record["test_accuracy"]
+    rows = {r["number"]: r for r in json.loads(env("trials", "-f", "json").stdout)}
+    assert rows[1]["test_accuracy"] == record["test_accuracy"] and rows[1]["checkpoint"] == record["checkpoint"]
+    assert rows[0]["test_accuracy"] is None
+
+
+def test_evaluate_reproduces_the_test_accuracy_exactly(env):
+    result = env("evaluate", str(env.root / "best.pt"), "--format", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["test_accuracy"] == env.retrained["test_accuracy"]
+    assert again["confusion"] == env.retrained["confusion"]
+    assert again["test_loss"] == pytest.approx(env.retrained["test_loss"], rel=1e-9)
+    table = env("evaluate", str(env.root / "best.pt"), "--device", "cpu")
+    assert f"Test accuracy {100 * env.retrained['test_accuracy']:.2f}%" in table.stdout
+    assert "true \\ predicted" in table.stdout and "\x1b[" not in table.stdout
+
+
+def test_retrain_is_seeded(env, tmp_path):
+    out = tmp_path / "again.pt"
+    result = env("retrain", "--trial", "1", "--output", str(out), "-f", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["confusion"] == env.retrained["confusion"]
+
+
+def test_predict_classifies_test_images(env, tmp_path):
+    images, labels = synthetic_digits(12, seed=1)  # the test split's generator (write_mnist seed + 1)
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        Image.fromarray(img).save(tmp_path / f"{i}-{label}.png")
+        Image.fromarray(255 - img).convert("RGB").save(tmp_path / f"{i}-{label}-paper.jpg", quality=95)
+        paths.append(tmp_path / f"{i}-{label}.png")
+    result = env("predict", str(env.root / "best.pt"), *map(str, paths), "--format", "json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert [g["image"] for g in got] == [str(p) for p in paths]
+    correct = sum(g["digit"] == int(Path(g["image"]).stem.split("-")[1]) for g in got)
+    assert correct >= 10
+    for g in got:
+        assert abs(sum(g["probabilities"]) - 1) < 1e-4 and g["probability"] == max(g["probabilities"])
+
+    papers = sorted(tmp_path.glob("*-paper.jpg"), key=lambda p: int(p.name.split("-")[0]))
+    inverted = json.loads(env("predict", str(env.root / "best.pt"), *map(str, papers), "--invert", "-f", "json").stdout)
+    assert sum(g["digit"] == int(Path(g["image"]).name.split("-")[1]) for g in inverted) >= 10
+
+    table = env("predict", str(env.root / "best.pt"), str(paths[0]))
+    assert table.exit_code == 0 and str(paths[0]) in table.stdout and "%" in table.stdout
+
+
+def test_predict_resizes_other_sizes(env, tmp_path):
+    img, label = synthetic_digits(1, seed=1)
+    big = Image.fromarray(img[0]).resize((56, 56), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.png")
+    result = env("predict", str(env.root / "best.pt"), str(tmp_path / "big.png"), "-f", "json")
+    assert result.exit_code == 0, result.output
+
+
+# --- bad input: one line, non-zero exit, nothing overwritten --------------------------------
+
+
+def test_no_complete_trials(tmp_path):
+    e = Env(tmp_path)
+    study = api_study(e.url, n=0)
+    trial = study.ask()
+    trial.report(0.5, 1)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert_one_line_error(e("retrain"), 2, "no complete trial to retrain", "1 pruned", "cnn-tune optimize")
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--trial", "99"], "has no trial 99"),
+    (["--trial", "0", "--epochs", "0"], "--epochs"),
+    (["--trial", "-1"], "--trial"),
+])
+def test_bad_trial_options(env, args, fragment):
+    assert_one_line_error(env("retrain", *args), 2, fragment)
+
+
+def test_trial_that_is_not_complete(env):
+    study = optuna.load_study(study_name="mnist-cnn", storage=env.url)
+    pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    if not pruned:
+        trial = study.ask()
+        trial.report(0.1, 1)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        pruned = [trial.number]
+    assert_one_line_error(env("retrain", "--trial", str(pruned[0])), 2, f"trial {pruned[0]}", "is pruned",
+                          "--state complete")
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    assert_one_line_error(env("retrain", "--trial", str(failed.number)), 2, "is fail")
+
+
+def test_existing_output_is_not_overwritten(env, tmp_path):
+    out = tmp_path / "taken.pt"
+    out.write_bytes(b"keep me")
+    assert_one_line_error(env("retrain", "--trial", "1", "-o", str(out)), 1, "exists", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+
+
+def test_retrain_refuses_other_data(env, tmp_path):
+    other = write_mnist(tmp_path / "other", n_train=600, n_test=200, seed=7)
+    result = env("retrain", "--trial", "1", "-o", str(tmp_path / "x.pt"), CNN_TUNE_DATA_DIR=str(other))
+    assert_one_line_error(result, 1, "differ from those study 'mnist-cnn' was tuned on")
+    assert not (tmp_path / "x.pt").exists()
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_checkpoints(env: Env, folder: Path) -> dict[str, Path]:
+    good = (env.root / "best.pt").read_bytes()
+    files = {"truncated": good[: len(good) // 2], "text": b"hello, not a checkpoint\n"}
+    out = {name: folder / f"{name}.pt" for name in ("truncated", "text", "tensor", "arch", "shapes", "code")}
+    for name, data in files.items():
+        out[name].write_bytes(data)
+    torch.save(torch.zeros(3), out["tensor"])
+    payload = torch.load(env.root / "best.pt", weights_only=True)
+    torch.save({**payload, "architecture": "ResNet-18"}, out["arch"])
+    torch.save({**payload, "hyperparams": {**payload["hyperparams"], "fc2_input_dim": 128}}, out["shapes"])
+    with out["code"].open("wb") as fh:  # a torch.save-shaped zip whose pickle would run a command
+        torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(folder / "pwned")}, fh,
+                   pickle_module=pickle)
+    return out
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("truncated", "damaged or not a checkpoint"),
+    ("text", "damaged or not a checkpoint"),
+    ("tensor", "not a cnn-tune checkpoint"),
+    ("arch", "'ResNet-18' network"),
+    ("shapes", "weights do not fit"),
+    ("code", "refused to load it"),
+])
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_bad_checkpoints_are_refused(env, tmp_path, name, fragment, command):
+    path = _bad_checkpoints(env, tmp_path)[name]
+    img = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
+    args = [command, str(path)] + ([str(img)] if command == "predict" else [])
+    assert_one_line_error(env(*args), 1, fragment)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_checkpoint(env, tmp_path):
+    assert_one_line_error(env("evaluate", str(tmp_path / "none.pt")), 1, "no checkpoint at", "cnn-tune retrain")
+
+
+@pytest.mark.parametrize("content", [b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_undecodable_image(env, tmp_path, content):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(good)
+    result = env("predict", str(env.root / "best.pt"), str(good), str(bad))
+    assert_one_line_error(result, 1, "cannot decode", "bad.png")
+    assert result.stdout == ""  # nothing printed for the good one either: all are read first
+
+
+def test_missing_image(env, tmp_path):
+    assert_one_line_error(env("predict", str(env.root / "best.pt"), str(tmp_path / "none.png")), 1, "no image at")
