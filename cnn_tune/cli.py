@@ -133,21 +133,35 @@ def optimize(
     sampler: Annotated[Sampler, typer.Option("--sampler", help="Optuna sampler.")] = Sampler.tpe,
     pruner: Annotated[Pruner, typer.Option("--pruner", help="Optuna pruner (median, as in the seed article).")] = Pruner.median,
     data_dir: DataDirOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes on this machine sharing the study; "
+                                         "--trials is their total.")] = 1,
+    max_trials: Annotated[Optional[int], typer.Option("--max-trials", min=1, metavar="N",
+                                                      help="Study-wide cap for a fleet of independent workers: start no trial once the "
+                                                           "study has N complete, pruned or running trials (failed ones do not count).")] = None,
+    heartbeat: Annotated[int, typer.Option("--heartbeat", min=1, metavar="SECONDS",
+                                           help="How often a running trial tells the database it is alive.")] = 10,
+    grace: Annotated[int, typer.Option("--grace", min=1, metavar="SECONDS",
+                                       help="A running trial silent this long is failed and re-queued (its worker died).")] = 60,
     debug: DebugOpt = False,
 ) -> None:
     """Create or resume a study and run trials on it.
 
-    Example: cnn-tune optimize --trials 20 --storage sqlite:///studies/cnn_tune.db
+    Several workers: `--workers N` here, or the same command in several terminals or on
+    several machines sharing one --storage (cap the fleet with --max-trials).
+
+    Example: cnn-tune optimize --trials 20 --workers 2 --storage sqlite:///studies/cnn_tune.db
     """
     from .console import PlainReporter, RichReporter, render_summary
     from .optimize import OptimizeSettings, run_optimize
+    from .study import Heartbeat
 
     _set_debug(debug)
     console = Console()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
     settings = OptimizeSettings(trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study,
                                 storage=storage, seed=seed, device=device.value, sampler=sampler.value,
-                                pruner=pruner.value, data_dir=data_dir)
+                                pruner=pruner.value, data_dir=data_dir, workers=workers, max_trials=max_trials,
+                                heartbeat=Heartbeat(heartbeat, grace))
     try:
         result = run_optimize(settings, reporter)
     finally:

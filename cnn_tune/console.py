@@ -127,8 +127,11 @@ def summary_lines(result: OptimizeResult) -> list[str]:
     states = (f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned, "
               f"{result.count(TrialState.FAIL)} failed")
     head = "Interrupted" if result.interrupted else "Finished"
-    lines = [f"{head}: {len(result.trials)} trial(s) this run ({states}) in {result.seconds:.1f}s; "
+    by = f" by {result.workers} workers" if result.workers > 1 else ""
+    lines = [f"{head}: {len(result.trials)} trial(s) this run{by} ({states}) in {result.seconds:.1f}s; "
              f"study {result.study_name!r} in {result.storage}"]
+    if result.capped:
+        lines[0] += "; stopped early: the study reached --max-trials"
     best = result.best
     if best is None:
         lines.append("No complete trial yet.")

@@ -39,12 +39,13 @@ class TrialRow:
     params: dict[str, Any] = field(default_factory=dict)
     test_accuracy: float | None = None  # set by `cnn-tune retrain`
     checkpoint: str | None = None
+    retry_of: int | None = None  # the trial whose dead worker this one re-runs (heartbeat)
 
     def as_dict(self) -> dict[str, Any]:
         return {"number": self.number, "state": self.state, "value": self.value,
                 "last_val_accuracy": self.last_val_accuracy, "epochs": self.epochs,
                 "duration_s": self.duration_s, "started": self.started, "params": dict(self.params),
-                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint}
+                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint, "retry_of": self.retry_of}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -67,6 +68,7 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None) -> Tria
         params=dict(trial.params),
         test_accuracy=record.get("test_accuracy"),
         checkpoint=record.get("checkpoint"),
+        retry_of=optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
     )
 
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
-from .data import VAL_FRACTION, load_mnist, make_split
+from .data import VAL_FRACTION, Mnist, load_mnist, make_split
 from .errors import ProtocolConflict, UsageError
 from .model import ARCHITECTURE
 from .objective import Objective
@@ -37,6 +37,9 @@ class OptimizeSettings:
     sampler: str = "tpe"
     pruner: str = "median"
     data_dir: Path | None = None
+    workers: int = 1  # processes on this machine sharing the study
+    max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
+    heartbeat: studies.Heartbeat = field(default_factory=studies.Heartbeat)
 
 
 class Reporter(Interface):
@@ -56,6 +59,8 @@ class OptimizeResult:
     best: FrozenTrial | None = None  # of the whole study
     interrupted: bool = False
     seconds: float = 0.0
+    workers: int = 1
+    capped: bool = False  # stopped early because the study reached --max-trials
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -86,17 +91,43 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResult:
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --max-trials counts
+
+
+def under_cap(study: optuna.Study, max_trials: int | None) -> bool:
+    """True while the study has fewer than ``max_trials`` complete, pruned or running trials.
+    Failed trials do not count: a crashed trial's retry takes its place."""
+    return max_trials is None or len(study.get_trials(deepcopy=False, states=COUNTED)) < max_trials
+
+
+@dataclass
+class Prepared:
+    """Everything checked and made before the first trial, shared by all workers."""
+
+    url: str
+    study_name: str
+    resumed: bool
+    protocol: Protocol
+    data_folder: Path
+    device: str
+    trials_before: int  # trials in the study when this command started
+
+
+def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "Mnist", optuna.Study]:
     """Validate everything cheap first (names, URL, options), then load data, then write."""
-    started = time.perf_counter()
     studies.check_study_name(settings.study)
     url = studies.prepare_storage(settings.storage)
     device = resolve_device(settings.device)
     check_sampler(settings.sampler)
+    settings.heartbeat.check()
     if settings.trials < 1:
         raise UsageError("--trials must be at least 1")
+    if settings.workers < 1:
+        raise UsageError("--workers must be at least 1", hint="e.g. --workers 2")
     if settings.epochs is not None and settings.epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    if settings.max_trials is not None and settings.max_trials < 1:
+        raise UsageError("--max-trials must be at least 1")
 
     # A SQLite file is only created once all input has been checked and the data read.
     storage = studies.open_storage(url) if studies.storage_exists(url) else None
@@ -112,7 +143,7 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
             f"study {settings.study!r} runs {stored.epochs} epochs on "
             f"{stored.train_limit or 'all'} training images; you asked {epochs} on {train_limit or 'all'}",
             hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
-    pruner = make_pruner(settings.pruner, epochs)
+    make_pruner(settings.pruner, epochs)  # validates the name before any data is read
 
     data = load_mnist(settings.data_dir, reporter.info)
     n_images = len(data.train_labels)
@@ -126,33 +157,91 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
     )
     if existing is not None:
         studies.check_protocol(existing, protocol)
+    if settings.workers > settings.trials:
+        reporter.info(f"--workers {settings.workers} is more than --trials {settings.trials}: "
+                      f"starting {settings.trials} worker(s), one trial each")
+        settings.workers = settings.trials
 
-    # A stored study keeps no sampler state: seeding each run identically would replay the
-    # earlier trials' parameters. Mixing in the number of trials already there avoids that.
-    sampler_seed = derive_seed(settings.seed, "sampler", len(trials_before)) if settings.seed is not None else None
-    if storage is None:
-        storage = studies.open_storage(url)
-    study = studies.create_or_load(storage, settings.study, protocol,
-                                   make_sampler(settings.sampler, sampler_seed), pruner)
+    storage = studies.open_storage(url, settings.heartbeat, write=True)
+    with studies.writes_to(url):
+        study = studies.create_or_load(storage, settings.study, protocol, make_sampler(settings.sampler, None),
+                                       make_pruner(settings.pruner, epochs))
+    prepared = Prepared(url, settings.study, existing is not None, protocol, data.folder, str(device),
+                        len(trials_before))
+    return prepared, data, study
 
-    trainer = Trainer(data, split, device)
+
+def sampler_seed(settings: OptimizeSettings, prepared: Prepared, worker: int) -> int | None:
+    """A stored study keeps no sampler state: seeding each run identically would replay the
+    earlier trials' parameters, and identical workers would propose identical ones. Mixing in
+    the trials already there and the worker's index avoids both."""
+    if settings.seed is None:
+        return None
+    return derive_seed(settings.seed, "sampler", prepared.trials_before, *([worker] if worker else []))
+
+
+def load_worker_study(settings: OptimizeSettings, prepared: Prepared, worker: int) -> optuna.Study:
+    """This worker's view of the study: its own storage connection, sampler seed and pruner."""
+    storage = studies.open_storage(prepared.url, settings.heartbeat, write=True)
+    with studies.writes_to(prepared.url):
+        return studies.create_or_load(storage, settings.study, prepared.protocol,
+                                      make_sampler(settings.sampler, sampler_seed(settings, prepared, worker)),
+                                      make_pruner(settings.pruner, prepared.protocol.epochs))
+
+
+def run_trials(study: optuna.Study, objective: Objective, claim, on_trial_done) -> None:
+    """Run one trial per successful ``claim()``; Optuna fails stale trials of dead workers
+    (heartbeat) before each one and re-queues them."""
+    while claim():
+        study.optimize(objective, n_trials=1, callbacks=[on_trial_done], gc_after_trial=False)
+
+
+def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResult:
+    started = time.perf_counter()
+    prepared, data, study = prepare(settings, reporter)
+    result = OptimizeResult(settings.study, prepared.url, prepared.resumed, prepared.protocol,
+                            workers=settings.workers)
+    reporter.start(settings.study, result.resumed, prepared.protocol, settings.trials, prepared.device)
+    if settings.workers > 1:
+        from .parallel import run_workers
+
+        del data  # each worker reads its own copy
+        run_workers(settings, prepared, reporter, result)
+    else:
+        _run_here(settings, prepared, data, reporter, result)
+    with studies.writes_to(prepared.url):
+        result.best = best_trial(study)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_here(settings: OptimizeSettings, prepared: Prepared, data, reporter: Reporter,
+              result: OptimizeResult) -> None:
+    """One worker, in this process."""
+    study = load_worker_study(settings, prepared, 0)
+    split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
+    trainer = Trainer(data, split, resolve_device(prepared.device))
+    epochs = prepared.protocol.epochs
     objective = Objective(trainer, epochs, settings.seed, on_epoch=lambda n, r: reporter.epoch(n, r, epochs))
-    result = OptimizeResult(settings.study, url, existing is not None, protocol)
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+
+    def claim() -> bool:
+        if len(result.trials) >= settings.trials or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        if not under_cap(study, settings.max_trials):
+            result.capped = True
+            return False
+        return True
 
     def on_trial_done(study: optuna.Study, trial: FrozenTrial) -> None:
         result.trials.append(trial)
         reporter.trial_done(trial, best_trial(study))
 
-    reporter.start(settings.study, result.resumed, protocol, settings.trials, str(device))
     try:
-        with sigterm_as_interrupt():
-            study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout,
-                           callbacks=[on_trial_done], gc_after_trial=False)
+        with sigterm_as_interrupt(), studies.writes_to(prepared.url):
+            run_trials(study, objective, claim, on_trial_done)
     except KeyboardInterrupt:
         result.interrupted = True
         # Optuna has already stored the running trial as FAIL; pick it up for the summary.
         if objective.current is not None and objective.current not in {t.number for t in result.trials}:
             result.trials += [t for t in study.get_trials(deepcopy=False) if t.number == objective.current]
-    result.best = best_trial(study)
-    result.seconds = time.perf_counter() - started
-    return result

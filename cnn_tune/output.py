@@ -63,7 +63,7 @@ def emit(text_or_table: str | Table, console: Console | None) -> None:
 # --- trials ----------------------------------------------------------------------------------
 
 TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
-RETRAIN_COLUMNS = ["test_accuracy", "checkpoint"]
+RETRAIN_COLUMNS = ["test_accuracy", "checkpoint", "retry_of"]
 
 
 def trial_headers(rows: list[TrialRow]) -> tuple[list[str], list[str]]:

@@ -8,6 +8,8 @@ import random
 import re
 import time
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -19,6 +21,7 @@ from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyName
 from .protocol import PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
+SERVER_CONNECT_TIMEOUT_S = 5  # PostgreSQL/MySQL: a server that does not answer fails this fast
 DEFAULT_STUDY = "mnist-cnn"
 SCHEMA_RETRIES = 8  # first opens of a new database by several processes at once
 SQLITE_BUSY_TIMEOUT_S = 30  # wait this long for another writer instead of failing with "database is locked"
@@ -131,8 +134,28 @@ def _engine_kwargs(parsed: URL) -> dict:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     if backend in ("postgresql", "mysql", "mariadb"):
         # Fail in seconds, not minutes, when the server does not answer.
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": SERVER_CONNECT_TIMEOUT_S}}
     return {}
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Optuna's RDB heartbeat: a RUNNING trial whose worker has not beaten for ``grace_s`` is
+    failed by the next live worker (before its next trial) and re-queued with the same
+    parameters, at most ``max_retry`` times."""
+
+    interval_s: int = 10
+    grace_s: int = 60
+    max_retry: int = 2
+
+    def check(self) -> "Heartbeat":
+        if self.interval_s < 1:
+            raise UsageError("--heartbeat must be at least 1 second", hint="e.g. --heartbeat 10")
+        if self.grace_s <= self.interval_s:
+            raise UsageError(f"--grace ({self.grace_s}s) must be longer than --heartbeat ({self.interval_s}s), "
+                             "or live trials would be failed between two beats",
+                             hint=f"e.g. --grace {max(2 * self.interval_s, 2)}")
+        return self
 
 
 def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
@@ -142,12 +165,15 @@ def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "locked" in text
 
 
-def _new_rdb_storage(url: str, parsed: URL) -> optuna.storages.RDBStorage:
+def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None) -> optuna.storages.RDBStorage:
+    beat = {} if heartbeat is None else {
+        "heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
+        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)}
     for attempt in range(SCHEMA_RETRIES):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **beat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == SCHEMA_RETRIES - 1 or not _schema_race(exc):
                 raise
@@ -155,11 +181,26 @@ def _new_rdb_storage(url: str, parsed: URL) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def _use_wal(storage: optuna.storages.RDBStorage) -> None:
+    """SQLite's write-ahead log: readers never block the writer nor it them, and commits are
+    cheaper — what several workers on one file need. The mode is stored in the file, so the
+    first process that manages it sets it for all; if the file is busy, another has."""
+    try:
+        with storage.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    except sqlalchemy.exc.OperationalError:
+        pass
+
+
+def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = False) -> optuna.storages.RDBStorage:
+    """Open ``url`` through Optuna. ``write``: this process will run trials (SQLite gets WAL)."""
     parsed = parse_storage(url)
     shown = display_url(url)
     try:
-        return _new_rdb_storage(url, parsed)
+        storage = _new_rdb_storage(url, parsed, heartbeat)
+        if write and parsed.get_backend_name() == "sqlite":
+            _use_wal(storage)
+        return storage
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
         backend = parsed.get_backend_name()
         raise DependencyMissing(f"no database driver for {shown}: {exc}",
@@ -249,6 +290,21 @@ def retrain_records(study: optuna.Study) -> dict[int, dict]:
 
 def record_retrain(study: optuna.Study, trial_number: int, record: dict) -> None:
     study.set_user_attr(f"{RETRAIN_ATTR_PREFIX}{trial_number}", record)
+
+
+@contextmanager
+def writes_to(url: str):
+    """Database errors while trials run (a read-only file, a lost server) become one
+    StorageError naming the storage."""
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        # Optuna wraps failed commits in StorageInternalError; the driver's reason is the cause
+        cause = exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
+        text = _first_line(cause) if isinstance(cause, sqlalchemy.exc.SQLAlchemyError) else str(exc)
+        hint = ("make the database file and its folder writable, or choose another --storage"
+                if "readonly" in text.replace("-", "").lower() or "read only" in text.lower() else "check --storage")
+        raise StorageError(f"cannot write to {display_url(url)}: {text}", hint=hint) from None
 
 
 def quiet_optuna(debug: bool) -> None:

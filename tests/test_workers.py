@@ -1,0 +1,240 @@
+"""Several workers on one study, with real processes: `--workers N`, independently started
+commands, a worker killed mid-trial, Ctrl-C, and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import api_study, assert_one_line_error, write_mnist
+
+FAST = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
+
+
+def _env(data: Path, url: str) -> dict:
+    return {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": ""}
+
+
+def _cnn_tune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnn_tune", *args]
+
+
+def _trials(url: str, name: str = "mnist-cnn") -> list:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _assert_exact(trials: list, n: int) -> None:
+    assert len(trials) == n
+    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == n, "two trials ran identical parameters"
+
+
+@pytest.fixture()
+def small(tmp_path) -> tuple[Path, str]:
+    return write_mnist(tmp_path / "data", n_train=200, n_test=20), f"sqlite:///{tmp_path / 'w.db'}"
+
+
+def test_workers_run_exactly_the_trials_asked_in_total(small):
+    data, url = small
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "6", "--workers", "4", "--seed", "5", *FAST),
+                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _assert_exact(_trials(url), 6)
+    assert "by 4 workers" in r.stdout and "Starting 4 workers" in r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("trial")]) == 6
+    with sqlite3.connect(url[len("sqlite:///"):]) as db:  # read-only check of the file's mode
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_more_workers_than_trials_says_how_many_run(small):
+    data, url = small
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--workers", "5", *FAST),
+                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "starting 2 worker(s)" in r.stderr
+    assert len(_trials(url)) == 2
+
+
+def test_separately_started_commands_share_one_sqlite_file(small):
+    data, url = small
+    procs = [subprocess.Popen(_cnn_tune("optimize", "--trials", "2", "--seed", str(i), *FAST), env=_env(data, url),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert len([ln for ln in out.splitlines() if ln.startswith("trial")]) == 2
+    _assert_exact(_trials(url), 16)
+
+
+def test_max_trials_caps_the_study(small):
+    data, url = small
+    env = _env(data, url)
+    assert subprocess.run(_cnn_tune("optimize", "--trials", "3", *FAST), env=env, timeout=300).returncode == 0
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "5", "--max-trials", "4", *FAST), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "reached --max-trials" in r.stdout
+    assert len(_trials(url)) == 4
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _running_with_epochs(url: str, db: Path):
+    if not db.exists():
+        return None
+    try:
+        return [t for t in _trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
+    except Exception:  # noqa: BLE001 - database or study still being created
+        return None
+
+
+def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
+    db = tmp_path / "k.db"
+    url = f"sqlite:///{db}"
+    beat = ["--heartbeat", "1", "--grace", "3", "--epochs", "4", "--device", "cpu", "--pruner", "none", "--seed", "1"]
+    victim = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", *beat), env=_env(data, url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        running = _wait_for(lambda: _running_with_epochs(url, db), 120, victim)
+    finally:
+        victim.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+        victim.wait()
+    original = running[0]
+    assert [t.state for t in _trials(url)] == [TrialState.RUNNING]
+
+    time.sleep(4)  # longer than the grace period: the trial's heartbeat is stale now
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "1", *beat), env=_env(data, url),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    trials = _trials(url)
+    assert trials[original.number].state == TrialState.FAIL
+    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+               == original.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == original.params
+    rows = json.loads(subprocess.run(_cnn_tune("trials", "-f", "json"), env=_env(data, url), capture_output=True,
+                                     text=True, timeout=120).stdout)
+    assert rows[retries[0].number]["retry_of"] == original.number
+
+
+def test_ctrl_c_stops_every_worker(tmp_path):
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
+    db = tmp_path / "c.db"
+    url = f"sqlite:///{db}"
+    parent = subprocess.Popen(_cnn_tune("optimize", "--trials", "6", "--workers", "2", "--epochs", "20",
+                                        "--device", "cpu", "--pruner", "none"),
+                              env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _running_with_epochs(url, db), 180, parent)
+        parent.send_signal(signal.SIGINT)  # to the parent only: it must stop its workers itself
+        out, err = parent.communicate(timeout=120)
+    finally:
+        parent.kill()
+    assert parent.returncode == 130, err
+    assert "Interrupted" in out
+    trials = _trials(url)
+    assert trials and all(t.state != TrialState.RUNNING for t in trials)
+    assert any(t.state == TrialState.FAIL and t.user_attrs.get("interrupted") for t in trials)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+def _server_answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def postgres_url():
+    if not _server_answers(5432):
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"cnn_tune_test_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgresql_three_workers_exact_counts(small, postgres_url):
+    data, _ = small
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "6", "--workers", "3", "--seed", "2", *FAST),
+                       env=_env(data, postgres_url), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _assert_exact(_trials(postgres_url), 6)
+    listed = subprocess.run(_cnn_tune("studies", "-f", "json"), env=_env(data, postgres_url),
+                            capture_output=True, text=True, timeout=120)
+    assert json.loads(listed.stdout)[0]["complete"] == 6
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--workers", "0"], "--workers"),
+    (["--heartbeat", "10", "--grace", "10"], "must be longer than --heartbeat"),
+    (["--heartbeat", "10", "--grace", "5"], "must be longer than --heartbeat"),
+    (["--max-trials", "0"], "--max-trials"),
+])
+def test_bad_worker_options(cli, db_url, args, fragment):
+    assert_one_line_error(cli("optimize", "--trials", "2", *args), 2, fragment)
+    assert not Path(db_url[len("sqlite:///"):]).exists()
+
+
+def test_read_only_database_is_one_line(cli, tmp_path):
+    db = tmp_path / "ro.db"
+    api_study(f"sqlite:///{db}", n=0)
+    before = db.read_bytes()
+    # SQLite's own read-only mode: the same refusal a read-only file or mount gives (root
+    # ignores file permissions, so chmod cannot show it in CI)
+    result = cli("optimize", "--trials", "1", "--epochs", "1", "--device", "cpu",
+                 "--storage", f"sqlite:///file:{db}?mode=ro&uri=true")
+    assert_one_line_error(result, 1, "readonly database")
+    assert db.read_bytes() == before
+
+
+def test_server_that_does_not_answer_fails_fast_naming_the_host(cli):
+    started = time.monotonic()
+    result = cli("optimize", "--trials", "1", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    assert_one_line_error(result, 1, "127.0.0.1")
+    assert time.monotonic() - started < 30
+
+
+def test_schema_older_than_optuna_says_upgrade(cli, tmp_path):
+    db = tmp_path / "old.db"
+    api_study(f"sqlite:///{db}", n=1)
+    with sqlite3.connect(db) as conn:  # the test ages the file; cnn-tune itself never writes SQL
+        conn.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    result = cli("trials", "--storage", f"sqlite:///{db}")
+    assert_one_line_error(result, 1, "optuna storage upgrade")
