@@ -54,8 +54,11 @@ def load(path: Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: code that would run on load
-        raise CheckpointError(f"{path} is not a cnn-tune checkpoint; refused to load it ({_refusal(exc)})",
+        # weights_only refuses any global it does not know (code that would run on load) and
+        # any opcode outside its subset (files that are not pickles of plain data at all)
+        reason = _refusal(exc)
+        verdict = "refused to load it" if "GLOBAL" in reason.upper() else "cannot read it"
+        raise CheckpointError(f"{path} is not a cnn-tune checkpoint; {verdict} ({reason})",
                               hint="only load checkpoints written by `cnn-tune retrain`") from None
     except Exception as exc:  # noqa: BLE001 - any failure of a weights-only load means a bad file
         first = (str(exc).strip().splitlines() or [""])[0]
@@ -64,13 +67,19 @@ def load(path: Path) -> Checkpoint:
     return _validate(path, payload)
 
 
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
+                "In PyTorch 2.6")
+
+
 def _refusal(exc: Exception) -> str:
-    """The unpickler's reason in a few words, e.g. ``Unsupported global: GLOBAL posix.system``."""
-    for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip().split(" was not an allowed")[0][:160]
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
+    """The unpickler's reason in a few words, e.g. ``Trying to load unsupported GLOBAL
+    posix.system …`` or ``Unsupported operand 35``, without torch's advice to disable the check."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines:
+        reason = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if reason and not reason.startswith(_BOILERPLATE):
+            return reason.split(" was not an allowed")[0][:160]
+    return type(exc).__name__
 
 
 def _validate(path: Path, payload: Any) -> Checkpoint:
