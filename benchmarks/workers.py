@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -52,9 +53,9 @@ def scaling(workers: list[int], trials: int, train_limit: int, epochs: int, data
 def _trivial_worker(url: str, name: str, n: int, barrier) -> None:
     import optuna
 
-    from cnn_tune.study import Heartbeat, open_storage
+    from cnn_tune.study import Heartbeat, open_storage, quiet_optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    quiet_optuna(False)
     storage = open_storage(url, Heartbeat(), write=True)
     study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
     barrier.wait()
@@ -64,8 +65,9 @@ def _trivial_worker(url: str, name: str, n: int, barrier) -> None:
 def storage_overhead(url: str, processes: int, per_process: int) -> dict:
     import optuna
 
-    from cnn_tune.study import open_storage
+    from cnn_tune.study import open_storage, quiet_optuna
 
+    quiet_optuna(False)
     name = f"bench-{uuid.uuid4().hex[:6]}"
     optuna.create_study(study_name=name, storage=open_storage(url, write=True))
     ctx = mp.get_context("spawn")
@@ -79,10 +81,30 @@ def storage_overhead(url: str, processes: int, per_process: int) -> dict:
         p.join()
     seconds = time.perf_counter() - start
     trials = optuna.load_study(study_name=name, storage=url).trials
+    optuna.delete_study(study_name=name, storage=url)  # leave the server's database as it was
     numbers = sorted(t.number for t in trials)
     return {"storage": url.split(":")[0], "processes": processes, "trials": len(trials), "seconds": seconds,
             "trials_per_s": len(trials) / seconds, "numbers_exact": numbers == list(range(processes * per_process)),
             "failed_processes": sum(p.exitcode != 0 for p in procs)}
+
+
+@contextmanager
+def scratch_database(url: str):
+    """SQLite: the URL as is (a temporary file). A server: a new database, dropped after."""
+    if url.startswith("sqlite"):
+        yield url
+        return
+    import psycopg
+
+    name = f"cnn_tune_bench_{uuid.uuid4().hex[:8]}"
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{url}/{name}"
+    finally:
+        with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:
@@ -94,7 +116,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--storage-processes", type=int, default=8)
     parser.add_argument("--storage-trials", type=int, default=50, help="trivial trials per process")
-    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                        help="server URL without a database: the benchmark creates one and drops it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -108,7 +131,8 @@ def main() -> None:
         targets = [f"sqlite:///{tmp}/overhead.db", args.postgres]
         for url in targets:
             try:
-                row = storage_overhead(url, args.storage_processes, args.storage_trials)
+                with scratch_database(url) as scratch:
+                    row = storage_overhead(scratch, args.storage_processes, args.storage_trials)
             except Exception as exc:  # noqa: BLE001 - e.g. no PostgreSQL server here
                 print(f"  {url.split(':')[0]}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
                 continue

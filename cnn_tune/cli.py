@@ -135,6 +135,8 @@ def optimize(
     data_dir: DataDirOpt = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes on this machine sharing the study; "
                                          "--trials is their total.")] = 1,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N",
+                                                   help="CPU threads per worker. [default: the cores shared out among the workers]")] = None,
     max_trials: Annotated[Optional[int], typer.Option("--max-trials", min=1, metavar="N",
                                                       help="Study-wide cap for a fleet of independent workers: start no trial once the "
                                                            "study has N complete, pruned or running trials (failed ones do not count).")] = None,
@@ -160,7 +162,7 @@ def optimize(
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
     settings = OptimizeSettings(trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study,
                                 storage=storage, seed=seed, device=device.value, sampler=sampler.value,
-                                pruner=pruner.value, data_dir=data_dir, workers=workers, max_trials=max_trials,
+                                pruner=pruner.value, data_dir=data_dir, workers=workers, threads=threads, max_trials=max_trials,
                                 heartbeat=Heartbeat(heartbeat, grace))
     try:
         result = run_optimize(settings, reporter)

@@ -7,6 +7,7 @@ thousands of trials (see README, "Reading large studies").
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,8 +69,14 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None) -> Tria
         params=dict(trial.params),
         test_accuracy=record.get("test_accuracy"),
         checkpoint=record.get("checkpoint"),
-        retry_of=optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
+        retry_of=_retry_of(trial),
     )
+
+
+def _retry_of(trial: FrozenTrial) -> int | None:
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def param_names(rows: list[TrialRow]) -> list[str]:

@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 import optuna
+import torch
 
 from .samplers import derive_seed
 from .space import suggest
@@ -38,6 +39,7 @@ class Objective:
         seed = self.trial_seed(trial.number)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.trainer.device))
+        trial.set_user_attr("threads", torch.get_num_threads())  # CPU threads it trained with
         start = time.perf_counter()
         losses: list[float] = []
         result: EpochResult | None = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol as Interface
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
@@ -38,6 +39,7 @@ class OptimizeSettings:
     pruner: str = "median"
     data_dir: Path | None = None
     workers: int = 1  # processes on this machine sharing the study
+    threads: int | None = None  # CPU threads per worker; None: the cores shared out among workers
     max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
     heartbeat: studies.Heartbeat = field(default_factory=studies.Heartbeat)
 
@@ -126,6 +128,8 @@ def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "
         raise UsageError("--workers must be at least 1", hint="e.g. --workers 2")
     if settings.epochs is not None and settings.epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    if settings.threads is not None and settings.threads < 1:
+        raise UsageError("--threads must be at least 1")
     if settings.max_trials is not None and settings.max_trials < 1:
         raise UsageError("--max-trials must be at least 1")
 
@@ -218,6 +222,8 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
 def _run_here(settings: OptimizeSettings, prepared: Prepared, data, reporter: Reporter,
               result: OptimizeResult) -> None:
     """One worker, in this process."""
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     study = load_worker_study(settings, prepared, 0)
     split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
     trainer = Trainer(data, split, resolve_device(prepared.device))

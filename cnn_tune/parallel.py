@@ -39,9 +39,10 @@ class _Shared:
     events: "mp.queues.Queue"
 
 
-def threads_per_worker(workers: int) -> int:
-    """CPU threads for each worker: the cores shared out, at least one (no oversubscription)."""
-    return max(1, (os.cpu_count() or 1) // workers)
+def threads_per_worker(workers: int, asked: int | None = None) -> int:
+    """CPU threads for each worker: as asked, else the cores shared out, at least one (no
+    oversubscription: N workers × all cores each would slow every one of them)."""
+    return asked if asked is not None else max(1, (os.cpu_count() or 1) // workers)
 
 
 def _interrupt_once() -> None:
@@ -60,7 +61,7 @@ def _interrupt_once() -> None:
 def _worker(index: int, settings: opt.OptimizeSettings, prepared: opt.Prepared, shared: _Shared) -> None:
     """Entry point of a worker process (spawned: no state inherited from the parent)."""
     quiet_optuna(False)
-    torch.set_num_threads(threads_per_worker(settings.workers))
+    torch.set_num_threads(threads_per_worker(settings.workers, settings.threads))
     events = shared.events
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     objective = None
@@ -109,7 +110,7 @@ def run_workers(settings: opt.OptimizeSettings, prepared: opt.Prepared, reporter
     shared = _Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue())
     procs = [ctx.Process(target=_worker, args=(i, settings, prepared, shared), name=f"cnn-tune-worker-{i}",
                          daemon=True) for i in range(settings.workers)]
-    reporter.info(f"Starting {settings.workers} workers, {threads_per_worker(settings.workers)} CPU thread(s) each")
+    reporter.info(f"Starting {settings.workers} workers, {threads_per_worker(settings.workers, settings.threads)} CPU thread(s) each")
     for p in procs:
         p.start()
     running = set(range(len(procs)))

@@ -166,13 +166,14 @@ def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
 
 
 def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None) -> optuna.storages.RDBStorage:
-    beat = {} if heartbeat is None else {
-        "heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
-        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)}
     for attempt in range(SCHEMA_RETRIES):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # the heartbeat callback is "experimental" since Optuna 2.8
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                beat = {} if heartbeat is None else {
+                    "heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
+                    "heartbeat_stale_trial_callback":
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)}
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **beat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == SCHEMA_RETRIES - 1 or not _schema_race(exc):

@@ -58,6 +58,13 @@ def test_workers_run_exactly_the_trials_asked_in_total(small):
     assert len([ln for ln in r.stdout.splitlines() if ln.startswith("trial")]) == 6
     with sqlite3.connect(url[len("sqlite:///"):]) as db:  # read-only check of the file's mode
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    share = max(1, (os.cpu_count() or 1) // 4)
+    assert {t.user_attrs["threads"] for t in _trials(url)} == {share}  # cores shared out, no oversubscription
+
+
+def test_threads_option(cli, db_url):
+    assert cli("optimize", "--trials", "1", "--threads", "1", *FAST).exit_code == 0
+    assert _trials(db_url)[0].user_attrs["threads"] == 1
 
 
 def test_more_workers_than_trials_says_how_many_run(small):
