@@ -93,6 +93,9 @@ BestFormat = Enum("BestFormat", {n: n for n in ("table", "json")}, type=str)
 State = Enum("State", {n: n for n in ("complete", "pruned", "fail", "running", "waiting")}, type=str)
 Kind = Enum("Kind", {n: n for n in KINDS}, type=str)
 Evaluator = Enum("Evaluator", {n: n for n in EVALUATORS}, type=str)
+Precision = Enum("Precision", {n: n for n in ("auto", "fp32", "bf16")}, type=str)
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16 autocast where the hardware runs it "
+                                                 "natively (CUDA, CPUs with AMX/AVX512-BF16), else fp32.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
 
 
@@ -130,6 +133,7 @@ def optimize(
     train_limit: Annotated[Optional[int], typer.Option("--train-limit", min=10, metavar="N",
                                                        help="Use only N training images (80/20 split of those). [default: all 60000, or the study's]")] = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     sampler: Annotated[Sampler, typer.Option("--sampler", help="Optuna sampler.")] = Sampler.tpe,
     pruner: Annotated[Pruner, typer.Option("--pruner", help="Optuna pruner (median, as in the seed article).")] = Pruner.median,
     data_dir: DataDirOpt = None,
@@ -162,7 +166,7 @@ def optimize(
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
     settings = OptimizeSettings(trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study,
                                 storage=storage, seed=seed, device=device.value, sampler=sampler.value,
-                                pruner=pruner.value, data_dir=data_dir, workers=workers, threads=threads, max_trials=max_trials,
+                                pruner=pruner.value, data_dir=data_dir, workers=workers, threads=threads, max_trials=max_trials, precision=precision.value,
                                 heartbeat=Heartbeat(heartbeat, grace))
     try:
         result = run_optimize(settings, reporter)
@@ -299,6 +303,7 @@ def retrain(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="PATH",
                                                    help="Checkpoint file. [default: STUDY-trialN.pt beside the database]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint file.")] = False,
@@ -319,7 +324,7 @@ def retrain(
     console = _terminal()
     progress = EpochProgress(console)
     settings = RetrainSettings(study=study, storage=storage, trial=trial, epochs=epochs, seed=seed, device=device.value,
-                               output=output, overwrite=overwrite, data_dir=data_dir)
+                               precision=precision.value, output=output, overwrite=overwrite, data_dir=data_dir)
     try:
         result = run_retrain(settings, progress.epoch, progress.info)
     finally:

@@ -40,6 +40,7 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.trainer.device))
         trial.set_user_attr("threads", torch.get_num_threads())  # CPU threads it trained with
+        trial.set_user_attr("precision", self.trainer.precision)
         start = time.perf_counter()
         losses: list[float] = []
         result: EpochResult | None = None

@@ -22,7 +22,7 @@ from .objective import Objective
 from .protocol import DEFAULT_EPOCHS, PROTOCOL_ATTR, SPLIT_SEED, Protocol
 from .samplers import check_sampler, derive_seed, make_pruner, make_sampler
 from .space import SEARCH_SPACE_VERSION
-from .training import EpochResult, Trainer, resolve_device
+from .training import EpochResult, Trainer, resolve_device, resolve_precision
 
 
 @dataclass
@@ -40,6 +40,7 @@ class OptimizeSettings:
     data_dir: Path | None = None
     workers: int = 1  # processes on this machine sharing the study
     threads: int | None = None  # CPU threads per worker; None: the cores shared out among workers
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see training.resolve_precision
     max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
     heartbeat: studies.Heartbeat = field(default_factory=studies.Heartbeat)
 
@@ -113,6 +114,7 @@ class Prepared:
     data_folder: Path
     device: str
     trials_before: int  # trials in the study when this command started
+    precision: str = "fp32"  # resolved: fp32 or bf16
 
 
 def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "Mnist", optuna.Study]:
@@ -120,6 +122,7 @@ def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "
     studies.check_study_name(settings.study)
     url = studies.prepare_storage(settings.storage)
     device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
     check_sampler(settings.sampler)
     settings.heartbeat.check()
     if settings.trials < 1:
@@ -171,7 +174,7 @@ def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "
         study = studies.create_or_load(storage, settings.study, protocol, make_sampler(settings.sampler, None),
                                        make_pruner(settings.pruner, epochs))
     prepared = Prepared(url, settings.study, existing is not None, protocol, data.folder, str(device),
-                        len(trials_before))
+                        len(trials_before), precision)
     return prepared, data, study
 
 
@@ -205,7 +208,8 @@ def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResu
     prepared, data, study = prepare(settings, reporter)
     result = OptimizeResult(settings.study, prepared.url, prepared.resumed, prepared.protocol,
                             workers=settings.workers)
-    reporter.start(settings.study, result.resumed, prepared.protocol, settings.trials, prepared.device)
+    reporter.start(settings.study, result.resumed, prepared.protocol, settings.trials,
+                   f"{prepared.device}, {prepared.precision}")
     if settings.workers > 1:
         from .parallel import run_workers
 
@@ -226,7 +230,7 @@ def _run_here(settings: OptimizeSettings, prepared: Prepared, data, reporter: Re
         torch.set_num_threads(settings.threads)
     study = load_worker_study(settings, prepared, 0)
     split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
-    trainer = Trainer(data, split, resolve_device(prepared.device))
+    trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
     epochs = prepared.protocol.epochs
     objective = Objective(trainer, epochs, settings.seed, on_epoch=lambda n, r: reporter.epoch(n, r, epochs))
     deadline = time.monotonic() + settings.timeout if settings.timeout else None

@@ -70,7 +70,7 @@ def _worker(index: int, settings: opt.OptimizeSettings, prepared: opt.Prepared, 
         data = read_folder(prepared.data_folder)
         study = opt.load_worker_study(settings, prepared, index)
         split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
-        trainer = Trainer(data, split, resolve_device(prepared.device))
+        trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
         epochs = prepared.protocol.epochs
         objective = Objective(trainer, epochs, settings.seed,
                               on_epoch=lambda n, r: events.put(("epoch", index, n, r)))

@@ -25,7 +25,7 @@ from .data import FILES, load_mnist
 from .errors import DataError, ImageError, UsageError
 from .files import check_writable
 from .space import Hyperparams
-from .training import EpochResult, Scores, Trainer, resolve_device, score, to_inputs
+from .training import EpochResult, Scores, Trainer, resolve_device, resolve_precision, score, to_inputs
 
 Log = Callable[[str], None]
 
@@ -38,6 +38,7 @@ class RetrainSettings:
     epochs: int | None = None  # None: the study's
     seed: int | None = None  # None: the trial's own training seed
     device: str = "auto"
+    precision: str = "auto"
     output: Path | None = None  # None: <study>-trial<N>.pt beside the database
     overwrite: bool = False
     data_dir: Path | None = None
@@ -119,14 +120,15 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     path = settings.output or default_checkpoint(settings.storage, study.study_name, trial.number)
     check_writable(path, overwrite=settings.overwrite)
     device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
 
     data = load_mnist(settings.data_dir, log)
     if data.fingerprint != protocol.data_fingerprint:
         raise DataError(f"the MNIST files in {data.folder} differ from those study {study.study_name!r} was tuned on",
                         hint="point --data-dir at the study's data")
-    trainer = Trainer.all_training_images(data, device)
+    trainer = Trainer.all_training_images(data, device, precision)
     log(f"Retraining trial {trial.number} of study {study.study_name!r} on all {trainer.n_train} training images "
-        f"for {epochs} epochs (seed {seed}, device {device})")
+        f"for {epochs} epochs (seed {seed}, device {device}, {precision})")
     started = time.perf_counter()
     model = None
     for result, model in trainer.fit_model(hp, epochs, seed):
@@ -144,7 +146,7 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
             "data_md5": dict(data.md5), "versions": _versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "study": study.study_name, "trial": trial.number, "epochs": epochs, "seed": seed,
-            "device": str(device)}
+            "device": str(device), "precision": precision}
     ckpt.save(path, model, meta)
     studies.record_retrain(study, trial.number, {
         "test_accuracy": scores.accuracy, "test_loss": scores.loss, "checkpoint": str(path.resolve()),
