@@ -121,6 +121,7 @@ def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "
     """Validate everything cheap first (names, URL, options), then load data, then write."""
     studies.check_study_name(settings.study)
     url = studies.prepare_storage(settings.storage)
+    studies.check_can_write(url)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     check_sampler(settings.sampler)

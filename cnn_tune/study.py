@@ -4,6 +4,7 @@ own, so optuna-dashboard and ``optuna trials`` keep working on the same files.""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import time
@@ -104,6 +105,18 @@ def prepare_storage(url: str) -> str:
             raise StorageError(f"cannot create the folder {path.parent}: {exc.strerror}",
                                hint="choose a writable location for --storage") from None
     return url
+
+
+def check_can_write(url: str) -> None:
+    """Before trials: a SQLite file (and its folder, where WAL keeps its -wal and -shm files)
+    must be writable, or the first write would fail after the data has been read."""
+    path = sqlite_path(parse_storage(url))
+    if path is None:
+        return
+    for target in ([path] if path.exists() else []) + [path.parent]:
+        if target.exists() and not os.access(target, os.W_OK):
+            raise StorageError(f"cannot write to {target}: it is read-only",
+                               hint="make the database file and its folder writable, or choose another --storage")
 
 
 def _refuse_foreign_sqlite(url: str, path: Path) -> None:

@@ -245,3 +245,13 @@ def test_schema_older_than_optuna_says_upgrade(cli, tmp_path):
         conn.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
     result = cli("trials", "--storage", f"sqlite:///{db}")
     assert_one_line_error(result, 1, "optuna storage upgrade")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only files")
+def test_read_only_file_is_refused_before_any_work(cli, tmp_path):
+    db = tmp_path / "ro.db"
+    api_study(f"sqlite:///{db}", n=0)
+    db.chmod(0o444)
+    result = cli("optimize", "--trials", "1", "--storage", f"sqlite:///{db}")
+    assert_one_line_error(result, 1, "read-only")
+    assert "Reading MNIST" not in result.stderr
