@@ -119,6 +119,7 @@ def _running_with_epochs(url: str, db: Path):
         return None
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
     db = tmp_path / "k.db"
