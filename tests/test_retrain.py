@@ -170,6 +170,8 @@ def test_trial_that_is_not_complete(env):
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     assert_one_line_error(env("retrain", "--trial", str(failed.number)), 2, "is fail")
+    running = study.ask()  # left RUNNING, as a worker's trial in flight
+    assert_one_line_error(env("retrain", "--trial", str(running.number)), 2, "is running")
 
 
 def test_existing_output_is_not_overwritten(env, tmp_path):
