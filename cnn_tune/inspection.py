@@ -124,24 +124,22 @@ def select_rows(study: optuna.Study, states: list[str] | None = None, last: int 
     return rows
 
 
-def best_row(study: optuna.Study) -> TrialRow:
+def best_trial(study: optuna.Study) -> FrozenTrial:
     try:
-        best = study.best_trial
+        return study.best_trial
     except ValueError:
         counts = state_counts(study)
         raise NothingToShow(f"study {study.study_name!r} has no complete trial yet ({_counts_text(counts)})",
                             hint="run `cnn-tune optimize` to add trials") from None
-    return to_row(best, studies.retrain_records(study))
 
 
 def best_record(study: optuna.Study, url: str) -> dict[str, Any]:
     """Everything `cnn-tune best` shows, JSON-ready."""
-    row = best_row(study)
-    frozen = next(t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number == row.number)
-    record = row.as_dict()
+    best = best_trial(study)
+    record = to_row(best, studies.retrain_records(study)).as_dict()
     record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
-                  completed=_iso(frozen.datetime_complete), device=frozen.user_attrs.get("device"),
-                  seed=frozen.user_attrs.get("seed"))
+                  completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
+                  seed=best.user_attrs.get("seed"))
     return record
 
 
