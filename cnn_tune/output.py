@@ -8,7 +8,9 @@ import io
 import json
 from typing import Any, Iterable
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from .inspection import StudySummary, TrialRow, param_names
@@ -43,10 +45,10 @@ def plain_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def rich_table(headers: list[str], rows: list[list[str]], title: str | None = None,
                right: Iterable[int] = ()) -> Table:
-    table = Table(title=title, show_header=True, header_style="bold")
+    table = Table(title=title, show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     right = set(right)
     for i, h in enumerate(headers):
-        table.add_column(h, justify="right" if i in right else "left")
+        table.add_column(h, justify="right" if i in right else "left", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     return table
@@ -55,7 +57,15 @@ def rich_table(headers: list[str], rows: list[list[str]], title: str | None = No
 def emit(text_or_table: str | Table, console: Console | None) -> None:
     if isinstance(text_or_table, Table):
         assert console is not None
-        console.print(text_or_table)
+        # A table wider than the terminal is printed at its natural width (the terminal wraps
+        # or `less -S` scrolls) rather than squeezed until values fold or are cut.
+        natural = Measurement.get(console, console.options.update(max_width=10_000), text_or_table).maximum
+        width = console.width
+        console.width = max(width, natural)
+        try:
+            console.print(text_or_table)
+        finally:
+            console.width = width
     else:
         print(text_or_table, end="", flush=True)
 

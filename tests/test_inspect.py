@@ -259,3 +259,19 @@ def test_optuna_dashboard_serves_a_database_written_by_cnn_tune(cli, db_url):
     status, body = get(f"/api/studies/{listed[0]['study_id']}")
     assert status.startswith("200"), body[:300]
     assert len(json.loads(body)["trials"]) == 2
+
+
+def test_terminal_tables_keep_every_value_on_a_narrow_terminal(tmp_path):
+    """The rich path (forced here: a test has no TTY) on 80 columns: nothing cut to '…'."""
+    url = f"sqlite:///{tmp_path / 'wide.db'}"
+    api_study(url, n=6, name="a-rather-long-study-name")
+    env = {**os.environ, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "80", "CNN_TUNE_STORAGE": url,
+           "CNN_TUNE_STUDY": "a-rather-long-study-name"}
+    for command in (["trials"], ["studies"], ["best"]):
+        r = subprocess.run([sys.executable, "-m", "cnn_tune", *command], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b[" in r.stdout, "expected the rich (terminal) rendering"
+        assert "…" not in r.stdout
+        assert "a-rather-long-study-name" in r.stdout or command == ["trials"]
+    assert all(name in r.stdout for name in ("dropout_rate", "fc2_input_dim", "batch_size"))  # best lists params
