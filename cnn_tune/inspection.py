@@ -129,7 +129,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
         return study.best_trial
     except ValueError:
         counts = state_counts(study)
-        raise NothingToShow(f"study {study.study_name!r} has no complete trial yet ({_counts_text(counts)})",
+        raise NothingToShow(f"study {study.study_name!r} has no complete trial yet ({counts_text(counts)})",
                             hint="run `cnn-tune optimize` to add trials") from None
 
 
@@ -152,7 +152,8 @@ def state_counts(study_or_trials: optuna.Study | list[FrozenTrial]) -> dict[str,
     return counts
 
 
-def _counts_text(counts: dict[str, int]) -> str:
+def counts_text(counts: dict[str, int]) -> str:
+    """``3 complete, 2 pruned`` — the states a study's trials are in, for messages."""
     shown = [f"{n} {state}" for state, n in counts.items() if n]
     return ", ".join(shown) if shown else "no trials"
 

@@ -21,7 +21,7 @@ from . import study as studies
 from .errors import DependencyMissing, NothingToShow, UsageError
 from .files import check_writable, write_atomic
 from .protocol import PROTOCOL_ATTR
-from .inspection import best_record, param_names, select_rows, state_counts
+from .inspection import best_record, counts_text, param_names, select_rows, state_counts
 
 # The article's contour: batch size against learning rate.
 DEFAULT_CONTOUR = ("batch_size", "lr")
@@ -95,9 +95,8 @@ def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | N
         return f"study {study.study_name!r} has no trials yet"
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < view.min_complete:
-        counts = ", ".join(f"{n} {s}" for s, n in state_counts(trials).items() if n)
         return (f"the {kind} view needs at least {view.min_complete} complete trial(s); "
-                f"study {study.study_name!r} has {len(complete)} ({counts})")
+                f"study {study.study_name!r} has {len(complete)} ({counts_text(state_counts(trials))})")
     if kind == "intermediate" and not any(t.intermediate_values for t in trials):
         return f"no trial of study {study.study_name!r} reported per-epoch values"
     if kind in ("importance", "contour", "rank"):
@@ -145,10 +144,7 @@ def output_format(path: Path) -> str:
 
 
 def default_path(url: str, study_name: str, kind: str, suffix: str = ".html") -> Path:
-    """Next to the SQLite database (``studies/`` by default); ``studies/`` for server databases."""
-    path = studies.sqlite_path(studies.parse_storage(url))
-    folder = path.parent if path is not None else Path("studies")
-    return folder / f"{study_name}-{kind}{suffix}"
+    return studies.results_folder(url) / f"{study_name}-{kind}{suffix}"
 
 
 def render(fig, suffix: str) -> bytes:
@@ -211,8 +207,7 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> 
     protocol = study.user_attrs.get(PROTOCOL_ATTR) or {}
     parts = [f"<h1>cnn-tune study {html.escape(study.study_name)}</h1>",
              f"<p>Storage {html.escape(studies.display_url(url))} · report made "
-             f"{datetime.now().isoformat(timespec='seconds')} · "
-             + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "</p>"]
+             f"{datetime.now().isoformat(timespec='seconds')} · {counts_text(counts)}</p>"]
     if protocol:
         parts.append("<h2>Protocol</h2>" + _table(["setting", "value"], [[k, v] for k, v in protocol.items()]))
     try:

@@ -24,6 +24,7 @@ from . import study as studies
 from .data import FILES, load_mnist
 from .errors import DataError, ImageError, UsageError
 from .files import check_writable
+from .inspection import counts_text, state_counts
 from .space import Hyperparams
 from .training import EpochResult, Scores, Trainer, resolve_device, resolve_precision, score, to_inputs
 
@@ -76,9 +77,8 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if number is None:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:
-            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState
-                               if any(t.state == s for t in trials)) or "no trials"
-            raise UsageError(f"study {study.study_name!r} has no complete trial to retrain ({states})",
+            raise UsageError(f"study {study.study_name!r} has no complete trial to retrain "
+                             f"({counts_text(state_counts(trials))})",
                              hint="run `cnn-tune optimize` first")
         return study.best_trial
     match = [t for t in trials if t.number == number]
@@ -97,8 +97,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 
 
 def default_checkpoint(url: str, study_name: str, trial: int) -> Path:
-    path = studies.sqlite_path(studies.parse_storage(url))
-    return (path.parent if path is not None else Path("studies")) / f"{study_name}-trial{trial}.pt"
+    return studies.results_folder(url) / f"{study_name}-trial{trial}.pt"
 
 
 def _versions() -> dict[str, str]:

@@ -72,6 +72,13 @@ def sqlite_path(parsed: URL) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
 
 
+def results_folder(url: str) -> Path:
+    """Where plots and checkpoints go by default: beside the SQLite database (``studies/`` for
+    the default one), or ``studies/`` when the study lives on a server."""
+    path = sqlite_path(parse_storage(url))
+    return path.parent if path is not None else Path("studies")
+
+
 def _sqlite_file(parsed: URL) -> Path | None:
     """The SQLite file behind a URL (None for other databases); refuses in-memory ones and folders."""
     if parsed.get_backend_name() != "sqlite":
