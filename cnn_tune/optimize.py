@@ -197,6 +197,13 @@ def load_worker_study(settings: OptimizeSettings, prepared: Prepared, worker: in
                                       make_pruner(settings.pruner, prepared.protocol.epochs))
 
 
+def make_objective(settings: OptimizeSettings, prepared: Prepared, data: "Mnist", on_epoch) -> Objective:
+    """The objective a worker runs: the study's split of ``data`` on the chosen device and precision."""
+    split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
+    trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
+    return Objective(trainer, prepared.protocol.epochs, settings.seed, on_epoch=on_epoch)
+
+
 def run_trials(study: optuna.Study, objective: Objective, claim, on_trial_done) -> None:
     """Run one trial per successful ``claim()``; Optuna fails stale trials of dead workers
     (heartbeat) before each one and re-queues them."""
@@ -230,10 +237,8 @@ def _run_here(settings: OptimizeSettings, prepared: Prepared, data, reporter: Re
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     study = load_worker_study(settings, prepared, 0)
-    split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
-    trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
     epochs = prepared.protocol.epochs
-    objective = Objective(trainer, epochs, settings.seed, on_epoch=lambda n, r: reporter.epoch(n, r, epochs))
+    objective = make_objective(settings, prepared, data, lambda n, r: reporter.epoch(n, r, epochs))
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
 
     def claim() -> bool:

@@ -22,12 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from . import optimize as opt
-from .data import make_split, read_folder
+from .data import read_folder
 from .errors import CnnTuneError, StorageError
-from .objective import Objective
-from .protocol import SPLIT_SEED
 from .study import quiet_optuna
-from .training import Trainer, resolve_device
 
 JOIN_TIMEOUT_S = 60  # after a stop request, how long a worker may take to end its trial
 
@@ -69,11 +66,7 @@ def _worker(index: int, settings: opt.OptimizeSettings, prepared: opt.Prepared, 
     try:
         data = read_folder(prepared.data_folder)
         study = opt.load_worker_study(settings, prepared, index)
-        split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
-        trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
-        epochs = prepared.protocol.epochs
-        objective = Objective(trainer, epochs, settings.seed,
-                              on_epoch=lambda n, r: events.put(("epoch", index, n, r)))
+        objective = opt.make_objective(settings, prepared, data, lambda n, r: events.put(("epoch", index, n, r)))
 
         def claim() -> bool:
             if shared.stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
