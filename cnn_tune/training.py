@@ -20,7 +20,16 @@ from .errors import UsageError
 from .model import build_model, build_optimizer
 from .space import Hyperparams
 
-EVAL_BATCH = 4096  # large: evaluation keeps no activations for backward
+# Evaluation batch: on a GPU, large batches amortise kernel launches. On a CPU a large batch is
+# slower: a 4096-image batch's first activation is (4096, 16, 28, 28) = 100 MB in bf16, far
+# beyond cache; 256 keeps it at 6 MB. Measured on the 2-core CPU, 12k validation images:
+# 0.31–0.35 s at 256 vs 0.57–0.59 s at 4096 (bf16), 0.48–0.51 s vs 1.0–1.2 s (fp32).
+EVAL_BATCH_CPU = 256
+EVAL_BATCH_CUDA = 4096
+
+
+def eval_batch(device: torch.device) -> int:
+    return EVAL_BATCH_CUDA if device.type == "cuda" else EVAL_BATCH_CPU
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -154,10 +163,11 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision
     model.eval()
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for start in range(0, len(y), EVAL_BATCH):
+    size = eval_batch(x.device)
+    for start in range(0, len(y), size):
         with autocast(x.device, precision):
-            logits = model(x[start:start + EVAL_BATCH]).float()
-        target = y[start:start + EVAL_BATCH]
+            logits = model(x[start:start + size]).float()
+        target = y[start:start + size]
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     return float(loss) / len(y), int(correct) / len(y)
@@ -183,9 +193,10 @@ def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     matrix = torch.zeros(10 * 10, dtype=torch.long, device=x.device)
-    for start in range(0, len(y), EVAL_BATCH):
-        logits = model(x[start:start + EVAL_BATCH])  # (B, 10)
-        target = y[start:start + EVAL_BATCH]  # (B,)
+    size = eval_batch(x.device)
+    for start in range(0, len(y), size):
+        logits = model(x[start:start + size])  # (B, 10)
+        target = y[start:start + size]  # (B,)
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         matrix += torch.bincount(target * 10 + logits.argmax(1), minlength=100)
     confusion = matrix.view(10, 10).cpu()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import optuna
 import pytest
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnn_tune.model import ConvNet, build_model, build_optimizer
+from cnn_tune.model import OPTIMIZER_CLASSES, ConvNet, build_model, build_optimizer
 from cnn_tune.space import Hyperparams, suggest
 
 EXPECTED = {
@@ -51,6 +53,25 @@ def test_network_shapes_and_layers():
     for name, cls in (("Adam", torch.optim.Adam), ("Adadelta", torch.optim.Adadelta), ("Adagrad", torch.optim.Adagrad)):
         opt = build_optimizer(Hyperparams(optimizer=name, lr=0.02), model)
         assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.02
+
+
+@pytest.mark.parametrize("name", ["Adam", "Adadelta", "Adagrad"])
+def test_fast_optimizer_makes_the_plain_update(name):
+    # build_optimizer picks torch's fused kernel where there is one; five steps from the same
+    # start must land where torch's default implementation lands, to float rounding.
+    hp = Hyperparams(optimizer=name, lr=0.01)
+    torch.manual_seed(0)
+    fast = build_model(hp)
+    plain = copy.deepcopy(fast)
+    optimizers = (build_optimizer(hp, fast), OPTIMIZER_CLASSES[name](plain.parameters(), lr=0.01))
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(5):
+        for model, optimizer in zip((fast, plain), optimizers):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model.eval()(x), y).backward()
+            optimizer.step()
+    for a, b in zip(fast.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-5)  # a wrong rule is off by ~1e-2
 
 
 def test_forward_matches_the_article_order():

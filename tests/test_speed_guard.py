@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn_tune.data import Mnist, make_split
-from cnn_tune.model import build_model, build_optimizer
+from cnn_tune.model import OPTIMIZER_CLASSES, build_model
 from cnn_tune.space import Hyperparams
 from cnn_tune.training import Trainer, cpu_has_fast_bf16, resolve_precision
 
@@ -39,7 +39,8 @@ def data() -> Mnist:
 
 
 def reference_val_accuracy(data: Mnist, epochs: int) -> float:
-    """The plainest correct loop: fp32, NCHW, eager, same seeds and batch order as the trainer."""
+    """The plainest correct loop: fp32, NCHW, eager, torch's default (unfused) optimizer, same
+    seeds and batch order as the trainer."""
     split = make_split(len(data.train_labels), None, 0)
     x = data.train_images[split.train].float().unsqueeze(1) / 255  # (n, 1, 28, 28), NCHW
     y = data.train_labels[split.train].long()
@@ -48,7 +49,7 @@ def reference_val_accuracy(data: Mnist, epochs: int) -> float:
     torch.manual_seed(SEED)
     order = torch.Generator().manual_seed(SEED)
     model = build_model(HP)
-    optimizer = build_optimizer(HP, model)
+    optimizer = OPTIMIZER_CLASSES[HP.optimizer](model.parameters(), lr=HP.lr)
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(y), generator=order)
