@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 import optuna
 from optuna.study import StudyDirection
@@ -79,8 +79,9 @@ def _retry_of(trial: FrozenTrial) -> int | None:
         return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-def param_names(rows: list[TrialRow]) -> list[str]:
-    """Parameter names in first-seen order (the order the objective suggests them)."""
+def param_names(rows: Iterable[TrialRow | FrozenTrial]) -> list[str]:
+    """Parameter names in first-seen order (the order the objective suggests them), from rows
+    or straight from Optuna's trials (both carry ``params``)."""
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row.params))

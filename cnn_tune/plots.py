@@ -66,7 +66,9 @@ def make_evaluator(name: str) -> optuna.importance.BaseImportanceEvaluator:
 
 
 def _study_params(study: optuna.Study) -> list[str]:
-    return param_names(select_rows(study, states=["complete"])) or param_names(select_rows(study))
+    # the trials' params are enough: no need to build whole table rows for the names
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return param_names(complete) or param_names(study.get_trials(deepcopy=False))
 
 
 def check_params(study: optuna.Study, kind: str, params: list[str] | None) -> list[str] | None:
