@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import struct
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from typer.testing import CliRunner
 from cnn_tune.cli import app
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for child processes that a test will Ctrl-C: a shell's background job
+    (``cmd &``, as some CI runners start the suite) inherits SIGINT *ignored*, and Python
+    then installs no KeyboardInterrupt handler, so the child would never see the signal. A
+    terminal's Ctrl-C reaches a foreground process with the default disposition; this restores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

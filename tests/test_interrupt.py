@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import write_mnist
+from conftest import default_sigint, write_mnist
 
 
 def _trials(url: str, db) -> list:
@@ -33,7 +33,8 @@ def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url}
     cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", "5", "--epochs", "20",
            "--device", "cpu", "--pruner", "none", "--seed", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until a trial is mid-training

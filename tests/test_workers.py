@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import api_study, assert_one_line_error, write_mnist
+from conftest import api_study, assert_one_line_error, default_sigint, write_mnist
 
 FAST = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
 
@@ -156,7 +156,8 @@ def test_ctrl_c_stops_every_worker(tmp_path):
     url = f"sqlite:///{db}"
     parent = subprocess.Popen(_cnn_tune("optimize", "--trials", "6", "--workers", "2", "--epochs", "20",
                                         "--device", "cpu", "--pruner", "none"),
-                              env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=default_sigint)
     try:
         _wait_for(lambda: _running_with_epochs(url, db), 180, parent)
         parent.send_signal(signal.SIGINT)  # to the parent only: it must stop its workers itself
