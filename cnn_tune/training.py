@@ -30,6 +30,8 @@ EVAL_BATCH_CUDA = 4096
 
 def eval_batch(device: torch.device) -> int:
     return EVAL_BATCH_CUDA if device.type == "cuda" else EVAL_BATCH_CPU
+
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

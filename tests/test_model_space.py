@@ -68,6 +68,7 @@ def test_fast_optimizer_makes_the_plain_update(name):
     for _ in range(5):
         for model, optimizer in zip((fast, plain), optimizers):
             optimizer.zero_grad()
+            # eval mode: no dropout, so both models see the same gradients
             torch.nn.functional.cross_entropy(model.eval()(x), y).backward()
             optimizer.step()
     for a, b in zip(fast.parameters(), plain.parameters()):
