@@ -22,6 +22,9 @@ from pathlib import Path
 
 import optuna
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import seconds_to_target  # noqa: E402 - one definition of "first reached the target"
+
 
 def run(pruner: str, url: str, args: argparse.Namespace) -> dict:
     study_name = f"pruner-{pruner}"
@@ -34,13 +37,11 @@ def run(pruner: str, url: str, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - start
     trials = optuna.load_study(study_name=study_name, storage=url).trials
     t0 = min(t.datetime_start for t in trials)
-    reached = sorted((t.datetime_complete - t0).total_seconds() for t in trials
-                     if t.state.name == "COMPLETE" and t.value >= args.target)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     return {"pruner": pruner, "wall_s": wall, "best": max(t.value for t in complete) if complete else None,
             "complete": len(complete), "pruned": sum(t.state.name == "PRUNED" for t in trials),
             "epochs_trained": sum(t.user_attrs.get("epochs_run", 0) for t in trials),
-            "seconds_to_target": reached[0] if reached else None,
+            "seconds_to_target": seconds_to_target(trials, t0, args.target),
             "trials_to_target": next((t.number + 1 for t in trials if t.state.name == "COMPLETE"
                                       and t.value >= args.target), None),
             "precision": trials[0].user_attrs.get("precision")}
