@@ -65,7 +65,8 @@ def main() -> None:
         for pruner in args.pruners:
             row = run(pruner, url, args)
             rows.append(row)
-            to = f"{row['seconds_to_target']:.0f}s (trial {row['trials_to_target']})" if row["seconds_to_target"] else "never"
+            to = (f"{row['seconds_to_target']:.0f}s (trial {row['trials_to_target']})"
+                  if row["seconds_to_target"] else "never")
             print(f"{pruner:<10} wall {row['wall_s']:7.1f}s  best {100 * row['best']:.2f}%  pruned {row['pruned']:>2}  "
                   f"epochs {row['epochs_trained']:>3}  to {100 * args.target:.1f}%: {to}", flush=True)
     if args.json:

@@ -43,10 +43,13 @@ def main() -> None:
         api_study(url, n=args.trials)
         print(f"built {args.trials} trials in {time.perf_counter() - start:.1f}s", flush=True)
         cli = [sys.executable, "-m", "cnn_tune", "trials", "--storage", url]
+        def command(*extra: str):
+            return lambda: subprocess.run(cli + list(extra), check=True, capture_output=True)
+
         results = {
-            "cnn-tune trials (table, whole command)": timed(lambda: subprocess.run(cli, check=True, capture_output=True), args.repeats),
-            "cnn-tune trials -f csv (whole command)": timed(lambda: subprocess.run(cli + ["-f", "csv"], check=True, capture_output=True), args.repeats),
-            "cnn-tune trials -f json (whole command)": timed(lambda: subprocess.run(cli + ["-f", "json"], check=True, capture_output=True), args.repeats),
+            "cnn-tune trials (table, whole command)": timed(command(), args.repeats),
+            "cnn-tune trials -f csv (whole command)": timed(command("-f", "csv"), args.repeats),
+            "cnn-tune trials -f json (whole command)": timed(command("-f", "json"), args.repeats),
             "python: load_study + trials_dataframe() (whole process)": timed(lambda: subprocess.run(
                 [sys.executable, "-c", "import optuna; optuna.load_study(study_name='mnist-cnn', "
                  f"storage='{url}').trials_dataframe().to_csv()"], check=True, capture_output=True), args.repeats),

@@ -45,7 +45,6 @@ from cnn_tune.model import build_model, build_optimizer  # noqa: E402
 from cnn_tune.space import suggest  # noqa: E402
 from cnn_tune.training import Trainer, autocast, eval_batch, resolve_precision, to_inputs  # noqa: E402
 
-
 FLOOR = "compute floor"
 
 
@@ -54,7 +53,8 @@ def per_epoch(data, split, root: Path, epochs: int, seed: int, precision: str) -
     seed_loop = SeedLoop(root, split, seed)
     variants = {"cnn-tune fp32": Trainer(data, split, torch.device("cpu"), "fp32").fit(CONFIG, epochs, seed)}
     if precision != "fp32":
-        variants[f"cnn-tune {precision}"] = Trainer(data, split, torch.device("cpu"), precision).fit(CONFIG, epochs, seed)
+        trainer = Trainer(data, split, torch.device("cpu"), precision)
+        variants[f"cnn-tune {precision}"] = trainer.fit(CONFIG, epochs, seed)
     variants[FLOOR] = floor_epochs(data, split, precision, seed)
     rows = []
     for epoch in range(1, epochs + 1):
@@ -67,7 +67,7 @@ def per_epoch(data, split, root: Path, epochs: int, seed: int, precision: str) -
             result = next(fit)
             row[name] = {"s": time.perf_counter() - start, "val_acc": result.val_accuracy if result else None}
         rows.append(row)
-        print("  epoch {}: ".format(epoch) + "  |  ".join(
+        print(f"  epoch {epoch}: " + "  |  ".join(
             f"{k} {v['s']:5.1f}s" + (f" val {100 * v['val_acc']:.2f}%" if v["val_acc"] is not None else "")
             for k, v in row.items() if k != "epoch"), flush=True)
     return rows
@@ -199,7 +199,8 @@ def whole_study(root: Path, limit: int | None, epochs: int, trials: int, seed: i
                    "precision": ours.trials[0].user_attrs.get("precision"), "ratio": seed_s / ours_s,
                    "s_to_target": seconds_to_target(ours.trials, began)}
         result["cnn_tune"].append(run)
-        print(f"  {run['command']:<22} {trials} trials ({run['epochs']} epochs) in {ours_s:.1f}s, best {100 * run['best']:.2f}% "
+        print(f"  {run['command']:<22} {trials} trials ({run['epochs']} epochs) in {ours_s:.1f}s, "
+              f"best {100 * run['best']:.2f}% "
               f"({run['precision']}), {reached(run['s_to_target'])}: {run['ratio']:.2f}x less wall time", flush=True)
     return result
 
@@ -224,7 +225,8 @@ def main() -> None:
     names = [k for k in rows[0] if k != "epoch"]
     mean = {n: sum(r[n]["s"] for r in rows) / len(rows) for n in names}
     for n in names[1:-1]:
-        print(f"  {n}: {mean['seed loop'] / mean[n]:.2f}x faster than the seed loop ({mean[n]:.1f} vs {mean['seed loop']:.1f} s/epoch)")
+        print(f"  {n}: {mean['seed loop'] / mean[n]:.2f}x faster than the seed loop "
+              f"({mean[n]:.1f} vs {mean['seed loop']:.1f} s/epoch)")
     # b: warm epochs only where there are some (every loop's first epoch pays oneDNN's one-time
     # kernel creation), the floor taken from the same alternation as the trainer it bounds
     warm = rows[1:] or rows

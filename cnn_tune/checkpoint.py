@@ -50,7 +50,8 @@ def load(path: Path) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}", hint="run `cnn-tune retrain` to make one")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint", hint="give the .pt file `cnn-tune retrain` wrote")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint",
+                              hint="give the .pt file `cnn-tune retrain` wrote")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -94,12 +95,14 @@ def _validate(path: Path, payload: Any) -> Checkpoint:
         raise CheckpointError(f"{path} was written by a newer cnn-tune (format {payload['format_version']})",
                               hint="upgrade cnn-tune")
     if payload["architecture"] != ARCHITECTURE:
-        raise CheckpointError(f"{path} holds a {payload['architecture']!r} network; this cnn-tune builds {ARCHITECTURE!r}",
+        raise CheckpointError(f"{path} holds a {payload['architecture']!r} network; "
+                              f"this cnn-tune builds {ARCHITECTURE!r}",
                               hint="evaluate it with the cnn-tune version that wrote it")
     try:
         hp = Hyperparams.from_params(payload["hyperparams"])
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} has invalid hyperparameters: {exc}", hint="run `cnn-tune retrain` again") from None
+        raise CheckpointError(f"{path} has invalid hyperparameters: {exc}",
+                              hint="run `cnn-tune retrain` again") from None
     model = build_model(hp)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = payload["state_dict"]

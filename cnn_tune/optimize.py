@@ -1,4 +1,9 @@
-"""``cnn-tune optimize``: create or resume a study and run trials on it."""
+"""``cnn-tune optimize``: resolve the options into a plan, open the study once, run the plan.
+
+Order matters for what a failure leaves behind: everything cheap is checked first (names, URL,
+options), then the data is read, and only then is a new SQLite file created. The storage is
+opened once in this process; with ``--workers`` each worker process opens its own, once.
+"""
 
 from __future__ import annotations
 
@@ -7,47 +12,22 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol as Interface
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
-from .data import VAL_FRACTION, Mnist, load_mnist, make_split
-from .errors import ProtocolConflict, UsageError
-from .model import ARCHITECTURE
-from .objective import Objective
-from .protocol import DEFAULT_EPOCHS, PROTOCOL_ATTR, SPLIT_SEED, Protocol
-from .samplers import check_sampler, derive_seed, make_pruner, make_sampler
-from .space import SEARCH_SPACE_VERSION
-from .training import EpochResult, Trainer, resolve_device, resolve_precision
-
-
-@dataclass
-class OptimizeSettings:
-    trials: int = 20
-    timeout: float | None = None
-    epochs: int | None = None  # None: the study's, or DEFAULT_EPOCHS for a new study
-    train_limit: int | None = None  # None: the study's, or all images for a new study
-    study: str = studies.DEFAULT_STUDY
-    storage: str = studies.DEFAULT_STORAGE
-    seed: int | None = None
-    device: str = "auto"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    data_dir: Path | None = None
-    workers: int = 1  # processes on this machine sharing the study
-    threads: int | None = None  # CPU threads per worker; None: the cores shared out among workers
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see training.resolve_precision
-    max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
-    heartbeat: studies.Heartbeat = field(default_factory=studies.Heartbeat)
+from .data import load_mnist
+from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan
+from .protocol import PROTOCOL_ATTR, Protocol
+from .training import EpochResult, resolve_device, resolve_precision
+from .worker import Capped, Claims, EpochDone, Event, Exited, Failed, Interrupted, TrialDone, local_counter, run, search
 
 
 class Reporter(Interface):
     def info(self, message: str) -> None: ...
-    def start(self, study_name: str, resumed: bool, protocol: Protocol, trials: int, device: str) -> None: ...
+    def start(self, plan: Plan) -> None: ...
     def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None: ...
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None: ...
 
@@ -69,7 +49,7 @@ class OptimizeResult:
         return sum(t.state == state for t in self.trials)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
+def best_or_none(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:  # no complete trial yet
@@ -94,170 +74,96 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --max-trials counts
+class Collector:
+    """The parent's side of the worker events: the result and the reporter are kept up to date."""
+
+    def __init__(self, plan: Plan, study: optuna.Study, reporter: Reporter, result: OptimizeResult) -> None:
+        self.plan, self.study, self.reporter, self.result = plan, study, reporter, result
+        self.interrupted_trials: set[int] = set()
+        self.failure: Failed | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, EpochDone):
+            self.reporter.epoch(event.trial, event.result, self.plan.protocol.epochs)
+        elif isinstance(event, TrialDone):
+            self.result.trials.append(event.trial)
+            self.reporter.trial_done(event.trial, best_or_none(self.study))
+        elif isinstance(event, Capped):
+            self.result.capped = True
+        elif isinstance(event, Interrupted):
+            self.result.interrupted = True
+            if event.trial is not None:
+                self.interrupted_trials.add(event.trial)
+        elif isinstance(event, Failed) and self.failure is None:
+            self.failure = event
+        elif not isinstance(event, (Failed, Exited)):
+            raise TypeError(f"unknown worker event {event!r}")
+
+    def finish(self) -> None:
+        """Interrupted trials (stored as FAIL by Optuna) join the summary; a worker's failure is
+        raised as its own kind, with the worker's traceback as its cause for --debug."""
+        seen = {t.number for t in self.result.trials}
+        missing = self.interrupted_trials - seen
+        if missing:
+            self.result.trials += [t for t in self.study.get_trials(deepcopy=False) if t.number in missing]
+        if self.failure is not None:
+            raise self.failure.error from RemoteTraceback(self.failure.traceback)
 
 
-def under_cap(study: optuna.Study, max_trials: int | None) -> bool:
-    """True while the study has fewer than ``max_trials`` complete, pruned or running trials.
-    Failed trials do not count: a crashed trial's retry takes its place."""
-    return max_trials is None or len(study.get_trials(deepcopy=False, states=COUNTED)) < max_trials
+class RemoteTraceback(Exception):
+    """A worker's traceback, shown under --debug as the cause of the error it raised."""
+
+    def __str__(self) -> str:
+        return "\n\n" + str(self.args[0]) if self.args else ""
 
 
-@dataclass
-class Prepared:
-    """Everything checked and made before the first trial, shared by all workers."""
-
-    url: str
-    study_name: str
-    resumed: bool
-    protocol: Protocol
-    data_folder: Path
-    device: str
-    trials_before: int  # trials in the study when this command started
-    precision: str = "fp32"  # resolved: fp32 or bf16
+def _stored(study: optuna.Study | None) -> tuple[Protocol | None, int]:
+    """The protocol a study was created with and its trial count; (None, 0) for a new study."""
+    if study is None:
+        return None, 0
+    n_trials = len(study.get_trials(deepcopy=False))
+    if adoptable(PROTOCOL_ATTR in study.user_attrs, n_trials):
+        return None, 0
+    return studies.stored_protocol(study), n_trials
 
 
-def prepare(settings: OptimizeSettings, reporter: Reporter) -> tuple[Prepared, "Mnist", optuna.Study]:
-    """Validate everything cheap first (names, URL, options), then load data, then write."""
-    studies.check_study_name(settings.study)
-    url = studies.prepare_storage(settings.storage)
-    studies.check_can_write(url)
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    check_sampler(settings.sampler)
-    settings.heartbeat.check()
-    if settings.trials < 1:
-        raise UsageError("--trials must be at least 1")
-    if settings.workers < 1:
-        raise UsageError("--workers must be at least 1", hint="e.g. --workers 2")
-    if settings.epochs is not None and settings.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
-    if settings.threads is not None and settings.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    if settings.max_trials is not None and settings.max_trials < 1:
-        raise UsageError("--max-trials must be at least 1")
-
-    # A SQLite file is only created once all input has been checked and the data read.
-    storage = studies.open_storage(url) if studies.storage_exists(url) else None
-    existing = studies.find_study(storage, settings.study) if storage is not None else None
-    trials_before = existing.get_trials(deepcopy=False) if existing is not None else []
-    if existing is not None and PROTOCOL_ATTR not in existing.user_attrs and not trials_before:
-        existing = None  # created but never given a protocol (e.g. killed in between): adopt it
-    stored = studies.stored_protocol(existing) if existing is not None else None
-    epochs = settings.epochs or (stored.epochs if stored else DEFAULT_EPOCHS)
-    train_limit = settings.train_limit if settings.train_limit is not None else (stored.train_limit if stored else None)
-    if stored and (epochs, train_limit) != (stored.epochs, stored.train_limit):
-        raise ProtocolConflict(
-            f"study {settings.study!r} runs {stored.epochs} epochs on "
-            f"{stored.train_limit or 'all'} training images; you asked {epochs} on {train_limit or 'all'}",
-            hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
-    make_pruner(settings.pruner, epochs)  # validates the name before any data is read
-
-    data = load_mnist(settings.data_dir, reporter.info)
-    n_images = len(data.train_labels)
-    if train_limit is not None and not 10 <= train_limit <= n_images:
-        raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
-    split = make_split(n_images, train_limit, SPLIT_SEED)
-    protocol = Protocol(
-        epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
-        n_train=len(split.train), n_val=len(split.val), data_fingerprint=data.fingerprint,
-        search_space_version=SEARCH_SPACE_VERSION, architecture=ARCHITECTURE,
-    )
-    if existing is not None:
-        studies.check_protocol(existing, protocol)
-    if settings.workers > settings.trials:
-        reporter.info(f"--workers {settings.workers} is more than --trials {settings.trials}: "
-                      f"starting {settings.trials} worker(s), one trial each")
-        settings.workers = settings.trials
-
-    storage = studies.open_storage(url, settings.heartbeat, write=True)
-    with studies.writes_to(url):
-        study = studies.create_or_load(storage, settings.study, protocol, make_sampler(settings.sampler, None),
-                                       make_pruner(settings.pruner, epochs))
-    prepared = Prepared(url, settings.study, existing is not None, protocol, data.folder, str(device),
-                        len(trials_before), precision)
-    return prepared, data, study
-
-
-def sampler_seed(settings: OptimizeSettings, prepared: Prepared, worker: int) -> int | None:
-    """A stored study keeps no sampler state: seeding each run identically would replay the
-    earlier trials' parameters, and identical workers would propose identical ones. Mixing in
-    the trials already there and the worker's index avoids both."""
-    if settings.seed is None:
-        return None
-    return derive_seed(settings.seed, "sampler", prepared.trials_before, *([worker] if worker else []))
-
-
-def load_worker_study(settings: OptimizeSettings, prepared: Prepared, worker: int) -> optuna.Study:
-    """This worker's view of the study: its own storage connection, sampler seed and pruner."""
-    storage = studies.open_storage(prepared.url, settings.heartbeat, write=True)
-    with studies.writes_to(prepared.url):
-        return studies.create_or_load(storage, settings.study, prepared.protocol,
-                                      make_sampler(settings.sampler, sampler_seed(settings, prepared, worker)),
-                                      make_pruner(settings.pruner, prepared.protocol.epochs))
-
-
-def make_objective(settings: OptimizeSettings, prepared: Prepared, data: "Mnist", on_epoch) -> Objective:
-    """The objective a worker runs: the study's split of ``data`` on the chosen device and precision."""
-    split = make_split(len(data.train_labels), prepared.protocol.train_limit, SPLIT_SEED)
-    trainer = Trainer(data, split, resolve_device(prepared.device), prepared.precision)
-    return Objective(trainer, prepared.protocol.epochs, settings.seed, on_epoch=on_epoch)
-
-
-def run_trials(study: optuna.Study, objective: Objective, claim, on_trial_done) -> None:
-    """Run one trial per successful ``claim()``; Optuna fails stale trials of dead workers
-    (heartbeat) before each one and re-queues them."""
-    while claim():
-        study.optimize(objective, n_trials=1, callbacks=[on_trial_done], gc_after_trial=False)
-
-
-def run_optimize(settings: OptimizeSettings, reporter: Reporter) -> OptimizeResult:
+def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult:
     started = time.perf_counter()
-    prepared, data, study = prepare(settings, reporter)
-    result = OptimizeResult(settings.study, prepared.url, prepared.resumed, prepared.protocol,
-                            workers=settings.workers)
-    reporter.start(settings.study, result.resumed, prepared.protocol, settings.trials,
-                   f"{prepared.device}, {prepared.precision}")
-    if settings.workers > 1:
-        from .parallel import run_workers
+    check_options(options)
+    studies.check_study_name(options.study)
+    url = studies.prepare_storage(options.storage)
+    studies.check_can_write(url)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
 
-        del data  # each worker reads its own copy
-        run_workers(settings, prepared, reporter, result)
-    else:
-        _run_here(settings, prepared, data, reporter, result)
-    with studies.writes_to(prepared.url):
-        result.best = best_trial(study)
+    # The one open of this process. A SQLite file not there yet is created only after the data is read.
+    storage = studies.open_storage(url, options.heartbeat, write=True) if studies.storage_exists(url) else None
+    stored, trials_before = _stored(studies.find_study(storage, options.study) if storage is not None else None)
+    data = load_mnist(options.data_dir, reporter.info)
+    plan, notes = make_plan(options, url, stored, trials_before, data, device.type, precision)
+    if stored is not None:
+        studies.check_protocol(options.study, stored, plan.protocol)
+    for note in notes:
+        reporter.info(note)
+    if storage is None:
+        storage = studies.open_storage(url, options.heartbeat, write=True)
+    with studies.writes_to(url):
+        study = studies.create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
+
+    result = OptimizeResult(plan.study, url, plan.resumed, plan.protocol, workers=plan.workers)
+    reporter.start(plan)
+    collect = Collector(plan, study, reporter, result)
+    with sigterm_as_interrupt():
+        if plan.workers > 1:
+            from .parallel import run_workers
+
+            del data  # each worker reads its own copy
+            result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
+        else:
+            run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect)
+    collect.finish()
+    with studies.writes_to(url):
+        result.best = best_or_none(study)
     result.seconds = time.perf_counter() - started
     return result
 
-
-def _run_here(settings: OptimizeSettings, prepared: Prepared, data, reporter: Reporter,
-              result: OptimizeResult) -> None:
-    """One worker, in this process."""
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    study = load_worker_study(settings, prepared, 0)
-    epochs = prepared.protocol.epochs
-    objective = make_objective(settings, prepared, data, lambda n, r: reporter.epoch(n, r, epochs))
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-
-    def claim() -> bool:
-        if len(result.trials) >= settings.trials or (deadline is not None and time.monotonic() >= deadline):
-            return False
-        if not under_cap(study, settings.max_trials):
-            result.capped = True
-            return False
-        return True
-
-    def on_trial_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        result.trials.append(trial)
-        reporter.trial_done(trial, best_trial(study))
-
-    try:
-        with sigterm_as_interrupt(), studies.writes_to(prepared.url):
-            run_trials(study, objective, claim, on_trial_done)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        # Optuna has already stored the running trial as FAIL; pick it up for the summary.
-        if objective.current is not None and objective.current not in {t.number for t in result.trials}:
-            result.trials += [t for t in study.get_trials(deepcopy=False) if t.number == objective.current]

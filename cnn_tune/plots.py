@@ -20,33 +20,34 @@ from optuna.trial import TrialState
 from . import study as studies
 from .errors import DependencyMissing, NothingToShow, UsageError
 from .files import check_writable, write_atomic
-from .protocol import PROTOCOL_ATTR
 from .inspection import best_record, counts_text, param_names, select_rows, state_counts
+from .output import cell, html_table, pairs_table
+from .protocol import PROTOCOL_ATTR
+from .space import contour_default
+from .views import best_pairs, trials_table
 
-# The article's contour: batch size against learning rate.
-DEFAULT_CONTOUR = ("batch_size", "lr")
 FORMATS = (".html", ".png", ".svg", ".pdf")
 EVALUATORS = {"ped-anova": "PED-ANOVA", "fanova": "fANOVA", "mdi": "mean decrease impurity"}
 STATIC_SIZE = (1000, 600)  # pixels; large enough for parallel coordinates' six axes
 
 
 @dataclass(frozen=True)
-class View:
+class Chart:
     title: str
     min_complete: int  # complete trials needed before the view means anything
     takes_params: bool
 
 
-VIEWS: dict[str, View] = {
-    "history": View("Optimization history", 1, False),
-    "importance": View("Hyperparameter importance", 2, True),
-    "contour": View("Contour", 2, True),
-    "parallel": View("Parallel coordinates", 1, True),
-    "slice": View("Slice", 1, True),
-    "edf": View("Empirical distribution of the objective", 1, False),
-    "intermediate": View("Learning curves (validation accuracy per epoch)", 0, False),
-    "timeline": View("Timeline", 0, False),
-    "rank": View("Rank", 2, True),
+VIEWS: dict[str, Chart] = {
+    "history": Chart("Optimization history", 1, False),
+    "importance": Chart("Hyperparameter importance", 2, True),
+    "contour": Chart("Contour", 2, True),
+    "parallel": Chart("Parallel coordinates", 1, True),
+    "slice": Chart("Slice", 1, True),
+    "edf": Chart("Empirical distribution of the objective", 1, False),
+    "intermediate": Chart("Learning curves (validation accuracy per epoch)", 0, False),
+    "timeline": Chart("Timeline", 0, False),
+    "rank": Chart("Rank", 2, True),
 }
 KINDS = (*VIEWS, "report")
 
@@ -78,7 +79,7 @@ def check_params(study: optuna.Study, kind: str, params: list[str] | None) -> li
         raise UsageError(f"plot {kind} does not take --params", hint="drop --params")
     known = _study_params(study)
     if kind == "contour":
-        params = params or list(DEFAULT_CONTOUR)
+        params = params or contour_default()
         if len(params) != 2:
             raise UsageError(f"a contour needs exactly two parameters, got {len(params)}",
                              hint="pass e.g. --params batch_size --params lr")
@@ -186,18 +187,6 @@ def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, pa
     return path
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else str(value)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> str:
     """One page: summary, best trial, every view that can be drawn (and why the others
     cannot), and the trials table. plotly.js is embedded once, in the head."""
@@ -211,17 +200,14 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> 
              f"<p>Storage {html.escape(studies.display_url(url))} · report made "
              f"{datetime.now().isoformat(timespec='seconds')} · {counts_text(counts)}</p>"]
     if protocol:
-        parts.append("<h2>Protocol</h2>" + _table(["setting", "value"], [[k, v] for k, v in protocol.items()]))
+        parts.append("<h2>Protocol</h2>" + html_table(pairs_table([(k, cell(v)) for k, v in protocol.items()],
+                                                                  ("setting", "value"))))
     try:
         best = best_record(study, url)
     except NothingToShow as exc:
         parts.append(f"<p>{html.escape(exc.message)}</p>")
     else:
-        rows = [["trial", best["number"]], ["validation accuracy", best["value"]], ["epochs", best["epochs"]],
-                ["duration (s)", best["duration_s"]], *[[k, v] for k, v in best["params"].items()]]
-        if best["test_accuracy"] is not None:
-            rows += [["test accuracy", best["test_accuracy"]], ["checkpoint", best["checkpoint"]]]
-        parts.append("<h2>Best trial</h2>" + _table(["", "value"], rows))
+        parts.append("<h2>Best trial</h2>" + html_table(pairs_table(best_pairs(best))))
     for kind in VIEWS:
         parts.append(f"<h2>{html.escape(VIEWS[kind].title)}</h2>")
         try:
@@ -230,12 +216,7 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> 
             parts.append(f"<p class='why'>Not drawn: {html.escape(exc.message)}.</p>")
             continue
         parts.append(fig.to_html(include_plotlyjs=False, full_html=False))
-    rows = select_rows(study)
-    names = param_names(rows)
-    parts.append("<h2>Trials</h2>" + _table(
-        ["#", "state", "value", "last val acc", "epochs", "duration (s)", *names],
-        [[r.number, r.state, r.value, r.last_val_accuracy, r.epochs, r.duration_s,
-          *[r.params.get(n) for n in names]] for r in rows]))
+    parts.append("<h2>Trials</h2>" + html_table(trials_table(select_rows(study))))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.why{color:#a60}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cnn-tune: {html.escape(study.study_name)}"

@@ -1,8 +1,8 @@
-"""`retrain`, `evaluate`, `predict`: from a trial in the database to a tested model on disk.
+"""`retrain` and `evaluate`: from a trial in the database to a tested model on disk.
 
 `retrain` rebuilds a trial's hyperparameters from the study alone, trains them on all
 training images (train + validation), scores the held-out test set, writes a checkpoint and
-records the result on the study. `evaluate` and `predict` need only the checkpoint.
+records the result on the study. `evaluate` needs only the checkpoint (and the test set).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from . import study as studies
 from .data import FILES, load_mnist
-from .errors import DataError, ImageError, UsageError
+from .errors import DataError, UsageError
 from .files import check_writable
 from .inspection import counts_text, state_counts
 from .space import Hyperparams
@@ -75,8 +75,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     """The trial to retrain: ``number``, or the best complete one."""
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
+        if not any(t.state == TrialState.COMPLETE for t in trials):
             raise UsageError(f"study {study.study_name!r} has no complete trial to retrain "
                              f"({counts_text(state_counts(trials))})",
                              hint="run `cnn-tune optimize` first")
@@ -130,8 +129,9 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         f"for {epochs} epochs (seed {seed}, device {device}, {precision})")
     started = time.perf_counter()
     model = None
-    for result, model in trainer.fit_model(hp, epochs, seed):
+    for result, trained in trainer.fit_model(hp, epochs, seed):
         on_epoch(result, epochs)
+        model = trained
     train_seconds = time.perf_counter() - started
 
     test_x, test_y = to_inputs(data.test_images, device), data.test_labels.long().to(device)
@@ -154,7 +154,7 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
                       train_seconds, eval_seconds, trial.value)
 
 
-def evaluate(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
+def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
     """Score a checkpoint on the test set again; touches no study."""
     loaded = ckpt.load(path)
     device = resolve_device(device_name)
@@ -170,46 +170,3 @@ def evaluate(path: Path, data_dir: Path | None, device_name: str, log: Log) -> E
     return Evaluation(path, scores, len(data.test_labels), loaded.hyperparams, meta["study"], meta["trial"],
                       meta["epochs"], meta["seed"], None, time.perf_counter() - started,
                       meta["metrics"].get("val_accuracy"), notes)
-
-
-@dataclass
-class Prediction:
-    image: Path
-    digit: int
-    probability: float
-    probabilities: list[float]  # softmax over digits 0–9
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"image": str(self.image), "digit": self.digit, "probability": self.probability,
-                "probabilities": self.probabilities}
-
-
-def read_image(path: Path, invert: bool) -> np.ndarray:
-    """Any PIL-readable picture → uint8 (28, 28), grayscale, MNIST polarity (white on black)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            gray = img.convert("L")
-    except FileNotFoundError:
-        raise ImageError(f"no image at {path}", hint="check the path") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path} is a folder, not an image", hint="give image files") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot decode {path} as an image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
-                         hint="give PNG or JPEG files") from None
-    if gray.size != (28, 28):
-        gray = gray.resize((28, 28), Image.Resampling.BILINEAR)
-    pixels = np.asarray(gray, dtype=np.uint8)  # (28, 28)
-    return 255 - pixels if invert else pixels
-
-
-@torch.inference_mode()
-def predict(path: Path, images: list[Path], invert: bool) -> list[Prediction]:
-    loaded = ckpt.load(path)
-    pixels = np.stack([read_image(p, invert) for p in images])  # all decoded before any is scored
-    x = to_inputs(torch.from_numpy(pixels), torch.device("cpu"))  # (N, 1, 28, 28)
-    probs = torch.softmax(loaded.model(x), dim=1)  # (N, 10)
-    return [Prediction(p, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row])
-            for p, row in zip(images, probs)]

@@ -45,13 +45,17 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
+def check_pruner(name: str) -> None:
+    if name not in PRUNERS:
+        raise UsageError(f"unknown pruner {name!r}", hint=f"choose one of {', '.join(PRUNERS)}")
+
+
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    check_pruner(name)
     if name == "median":  # the seed article's choice
         return optuna.pruners.MedianPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise UsageError(f"unknown pruner {name!r}", hint=f"choose one of {', '.join(PRUNERS)}")
+    return optuna.pruners.NopPruner()

@@ -285,10 +285,10 @@ def stored_protocol(study: optuna.Study) -> Protocol:
     return Protocol.from_attr(value, study.study_name)
 
 
-def check_protocol(study: optuna.Study, protocol: Protocol) -> None:
-    diffs = stored_protocol(study).differences(protocol)
+def check_protocol(name: str, stored: Protocol, protocol: Protocol) -> None:
+    diffs = stored.differences(protocol)
     if diffs:
-        raise ProtocolConflict(f"study {study.study_name!r} was run with another protocol: " + "; ".join(diffs),
+        raise ProtocolConflict(f"study {name!r} was run with another protocol: " + "; ".join(diffs),
                                hint="drop the conflicting options to resume it, or start a new one with --study NAME")
 
 
@@ -299,7 +299,7 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if PROTOCOL_ATTR not in study.user_attrs:
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
-    check_protocol(study, protocol)  # another process may have created it a moment before us
+    check_protocol(name, stored_protocol(study), protocol)  # another process may have created it a moment before
     return study
 
 

@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from .choices import DEVICES, PRECISIONS
 from .data import Mnist, Split
 from .errors import UsageError
 from .model import build_model, build_optimizer
@@ -32,9 +33,6 @@ def eval_batch(device: torch.device) -> int:
     return EVAL_BATCH_CUDA if device.type == "cuda" else EVAL_BATCH_CPU
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based, also the step reported to Optuna
@@ -50,8 +48,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but torch sees no CUDA device", hint="use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r}", hint="use auto, cpu or cuda")
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}", hint=f"use {', '.join(DEVICES)}")
     return torch.device(name)
 
 
@@ -71,7 +69,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """``auto`` → bf16 autocast where the hardware runs it natively (CUDA with bf16 support,
     CPUs with AMX/AVX512-BF16), else fp32. Weights and optimizer state stay fp32 either way."""
     if name not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r}", hint="use auto, fp32 or bf16")
+        raise UsageError(f"unknown precision {name!r}", hint=f"use {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:

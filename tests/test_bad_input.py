@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-
 import optuna
 import pytest
-
 from conftest import FILES, assert_one_line_error, load, quick
 
 

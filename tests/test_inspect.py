@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import api_study, assert_one_line_error, load, quick, write_mnist
+from optuna.trial import TrialState
 
 BOX_ART = set("─│┃━┏┓┗┛┡┩╇╈┼╭╮╰╯")
 

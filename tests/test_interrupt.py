@@ -10,9 +10,8 @@ import time
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import default_sigint, write_mnist
+from optuna.trial import TrialState
 
 
 def _trials(url: str, db) -> list:

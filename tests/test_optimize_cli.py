@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import optuna
 import pytest
+from conftest import load, quick, write_mnist
 from optuna.trial import TrialState
 
 from cnn_tune.model import build_model
 from cnn_tune.protocol import PROTOCOL_ATTR
 from cnn_tune.space import Hyperparams
-from conftest import load, quick, write_mnist
 
 SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "lr", "batch_size"}
 
@@ -179,5 +178,5 @@ def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "\x1b[" in result.stdout  # styled, unlike piped output
     assert "trial 1 · epoch 2/2" in result.stdout  # the live bar showed the running trial's epoch
-    assert "Best trial #" in result.stdout and "┃" in result.stdout and "fc2_input_dim" in result.stdout
+    assert "Best trial #" in result.stdout and "─" in result.stdout and "fc2_input_dim" in result.stdout
     assert len(load(db_url).trials) == 2

@@ -8,10 +8,10 @@ import re
 import shutil
 
 import pytest
+from conftest import api_study, assert_one_line_error, quick
 from optuna.trial import TrialState
 
 from cnn_tune.plots import VIEWS
-from conftest import api_study, assert_one_line_error, quick
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HAS_CHROME = any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome"))

@@ -10,12 +10,12 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from conftest import api_study, assert_one_line_error, synthetic_digits, write_mnist
 from PIL import Image
 from typer.testing import CliRunner
 
 from cnn_tune.cli import app
 from cnn_tune.protocol import RETRAIN_ATTR_PREFIX
-from conftest import api_study, assert_one_line_error, synthetic_digits, write_mnist
 
 GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
         "batch_size": 64}

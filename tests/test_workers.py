@@ -16,9 +16,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from conftest import api_study, assert_one_line_error, default_sigint, write_mnist
+from optuna.trial import TrialState
 
 FAST = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
 

@@ -1,0 +1,132 @@
+"""`optimize`'s options resolved, once, into a frozen :class:`Plan`.
+
+The CLI hands over :class:`OptimizeOptions` exactly as typed (``None`` = "the study's, or the
+default"). Each rule that turns them into what runs is a small named function below, testable
+without data or training; :func:`make_plan` applies them in order. Nothing here opens storage
+or reads data: the caller passes in what the study already holds and what the data is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import VAL_FRACTION, Mnist, make_split
+from .errors import ProtocolConflict, UsageError
+from .model import ARCHITECTURE
+from .protocol import DEFAULT_EPOCHS, SPLIT_SEED, Protocol
+from .samplers import check_pruner, check_sampler
+from .space import SEARCH_SPACE_VERSION
+from .study import DEFAULT_STORAGE, DEFAULT_STUDY, Heartbeat
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """What the user asked for. Typer has already checked each option's own bounds."""
+
+    trials: int = 20
+    timeout: float | None = None
+    epochs: int | None = None  # None: the study's, or DEFAULT_EPOCHS for a new study
+    train_limit: int | None = None  # None: the study's, or all images for a new study
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    seed: int | None = None
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see training.resolve_precision
+    sampler: str = "tpe"
+    pruner: str = "median"
+    data_dir: Path | None = None
+    workers: int = 1  # processes on this machine sharing the study
+    threads: int | None = None  # CPU threads per worker; None: the cores shared out among workers
+    max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs to run its share of the trials; the same in every worker."""
+
+    study: str
+    url: str
+    protocol: Protocol
+    resumed: bool
+    trials_before: int  # trials in the study when this command started (seeds the sampler)
+    trials: int  # to run in this invocation, all workers together
+    workers: int
+    threads: int | None  # per worker; None: torch's default (one worker, not asked)
+    timeout: float | None
+    seed: int | None
+    sampler: str
+    pruner: str
+    max_trials: int | None
+    heartbeat: Heartbeat
+    device: str  # resolved: "cpu" or "cuda"
+    precision: str  # resolved: "fp32" or "bf16"
+    data_folder: Path
+
+
+def check_options(options: OptimizeOptions) -> None:
+    """What can be refused before anything is opened or read (names only; Typer did the bounds)."""
+    check_sampler(options.sampler)
+    check_pruner(options.pruner)
+    options.heartbeat.check()
+
+
+def adoptable(has_protocol: bool, n_trials: int) -> bool:
+    """A study created but never given a protocol and holding no trial (its creator was killed
+    in between) is taken over as if new."""
+    return not has_protocol and n_trials == 0
+
+
+def resolve_length(options: OptimizeOptions, stored: Protocol | None) -> tuple[int, int | None]:
+    """Epochs and train limit: as asked, else the study's, else the defaults. Asking a study
+    for other values than it was run with is refused: its trials would not be comparable."""
+    epochs = options.epochs or (stored.epochs if stored else DEFAULT_EPOCHS)
+    limit = options.train_limit if options.train_limit is not None else (stored.train_limit if stored else None)
+    if stored and (epochs, limit) != (stored.epochs, stored.train_limit):
+        raise ProtocolConflict(
+            f"study {options.study!r} runs {stored.epochs} epochs on {stored.train_limit or 'all'} training "
+            f"images; you asked {epochs} on {limit or 'all'}",
+            hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
+    return epochs, limit
+
+
+def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerprint: str) -> Protocol:
+    """The protocol of a study on ``n_images`` training images (``train_limit`` checked against them)."""
+    if train_limit is not None and not 10 <= train_limit <= n_images:
+        raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
+    split = make_split(n_images, train_limit, SPLIT_SEED)
+    return Protocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
+                    n_train=len(split.train), n_val=len(split.val), data_fingerprint=fingerprint,
+                    search_space_version=SEARCH_SPACE_VERSION, architecture=ARCHITECTURE)
+
+
+def resolve_workers(workers: int, trials: int) -> tuple[int, str | None]:
+    """No more workers than trials (an idle worker would only load data); the note says so."""
+    if workers <= trials:
+        return workers, None
+    return trials, (f"--workers {workers} is more than --trials {trials}: "
+                    f"starting {trials} worker(s), one trial each")
+
+
+def resolve_threads(workers: int, asked: int | None, cores: int | None = None) -> int | None:
+    """CPU threads per worker: as asked; else, for several workers, the cores shared out, at
+    least one each (N workers × all cores would slow every one of them); else torch's default."""
+    if asked is not None or workers == 1:
+        return asked
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trials_before: int, data: Mnist,
+              device: str, precision: str) -> tuple[Plan, list[str]]:
+    """The plan, and notes for the user about what was adjusted."""
+    epochs, limit = resolve_length(options, stored)
+    protocol = make_protocol(epochs, limit, len(data.train_labels), data.fingerprint)
+    workers, note = resolve_workers(options.workers, options.trials)
+    plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None,
+                trials_before=trials_before, trials=options.trials, workers=workers,
+                threads=resolve_threads(workers, options.threads), timeout=options.timeout, seed=options.seed,
+                sampler=options.sampler, pruner=options.pruner, max_trials=options.max_trials,
+                heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder)
+    return plan, [note] if note else []

@@ -1,0 +1,120 @@
+"""Live progress: a rich bar on a terminal, one line per event when piped (notes on stderr)."""
+
+from __future__ import annotations
+
+import sys
+
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from .output import pct
+from .plan import Plan
+from .training import EpochResult
+from .views import trial_line
+
+
+def start_line(plan: Plan) -> str:
+    verb = "Resuming" if plan.resumed else "Creating"
+    p = plan.protocol
+    return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs on "
+            f"{p.n_train} train / {p.n_val} validation images, device {plan.device}, {plan.precision}")
+
+
+def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:
+    progress = Progress(SpinnerColumn(), TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[status]}"), console=console)
+    task = progress.add_task(unit, total=total, status="")
+    progress.start()
+    return progress, task
+
+
+class PlainReporter:
+    """One line per event; progress notes on stderr so stdout holds only trial lines."""
+
+    def info(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def start(self, plan: Plan) -> None:
+        self.info(start_line(plan))
+
+    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None:
+        pass
+
+    def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None:
+        print(trial_line(trial, best), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """A live bar over trials with the running trial's epoch, and a line per finished trial."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def info(self, message: str) -> None:
+        self.console.print(f"[dim]{message}[/dim]", highlight=False)
+
+    def start(self, plan: Plan) -> None:
+        self.console.print(start_line(plan), highlight=False, markup=False)
+        self.progress, self.task = _bar(self.console, "trials", plan.trials)
+
+    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, status=f"trial {trial_number} · epoch {result.epoch}/{epochs} · "
+                                                   f"val {pct(result.val_accuracy)} · {result.seconds:.1f}s/epoch")
+
+    def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None:
+        style = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow"}.get(trial.state, "red")
+        line = trial_line(trial, best)
+        if self.progress is not None:
+            self.progress.console.print(f"[{style}]{line}[/{style}]", highlight=False)
+            self.progress.advance(self.task)
+        else:
+            self.console.print(line, highlight=False, markup=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def reporter(console: Console | None) -> PlainReporter | RichReporter:
+    return RichReporter(console) if console is not None else PlainReporter()
+
+
+def epoch_line(result: EpochResult, epochs: int) -> str:
+    val = f"  val {pct(result.val_accuracy)}" if result.val_accuracy is not None else ""
+    return f"epoch {result.epoch:>3}/{epochs}  train loss {result.train_loss:.4f}{val}  {result.seconds:.1f}s"
+
+
+class EpochProgress:
+    """`retrain`'s display: a rich bar over epochs on a terminal, one stderr line per epoch otherwise."""
+
+    def __init__(self, console: Console | None) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def info(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[dim]{message}[/dim]", highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def epoch(self, result: EpochResult, epochs: int) -> None:
+        if self.console is None:
+            print(epoch_line(result, epochs), file=sys.stderr, flush=True)
+            return
+        if self.progress is None:
+            self.progress, self.task = _bar(self.console, "epochs", epochs)
+        self.progress.update(self.task, advance=1, status=f"train loss {result.train_loss:.4f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,147 @@
+"""What each command shows, as :class:`~cnn_tune.output.View` values built with the one formatter.
+
+Every function takes what the library returned (rows, records, results) and formats it; none
+opens storage or prints. The HTML report (:mod:`cnn_tune.plots`) reuses the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from .inspection import StudySummary, TrialRow, param_names
+from .output import Table, View, cell, flat, pairs_table, pct, secs
+from .space import short_text
+
+if TYPE_CHECKING:  # optimize imports torch; the CLI's --help must not
+    from .optimize import OptimizeResult
+
+# --- trials ----------------------------------------------------------------------------------
+
+TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
+RETRAIN_COLUMNS = ["test_accuracy", "checkpoint", "retry_of"]
+
+
+def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
+    names = param_names(rows)
+    retrained = any(r.test_accuracy is not None for r in rows)
+    headers = ["#", "state", "val acc", "epochs", "seconds", *names] + (["test acc"] if retrained else [])
+    body = []
+    for r in rows:
+        # a pruned or running trial shows the last epoch's accuracy: where it stopped
+        line = [str(r.number), r.state, pct(r.value if r.value is not None else r.last_val_accuracy),
+                str(r.epochs), secs(r.duration_s), *[cell(r.params.get(n)) for n in names]]
+        body.append(line + ([pct(r.test_accuracy)] if retrained else []))
+    return Table(headers, body, title, frozenset({0, 2, 3, 4}))
+
+
+def trials_view(rows: list[TrialRow], study_name: str) -> View:
+    names = param_names(rows)
+    csv_rows = [[d[c] for c in TRIAL_COLUMNS] + [r.params.get(n) for n in names] + [d[c] for c in RETRAIN_COLUMNS]
+                for r, d in ((r, r.as_dict()) for r in rows)]
+    return View([trials_table(rows, f"study {study_name}: {len(rows)} trial(s)")], [r.as_dict() for r in rows],
+                ([*TRIAL_COLUMNS, *(f"params_{n}" for n in names), *RETRAIN_COLUMNS], csv_rows))
+
+
+# --- best ------------------------------------------------------------------------------------
+
+def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = [("study", record["study"]), ("trial", str(record["number"])),
+             ("validation accuracy", pct(record["value"])), ("epochs run", str(record["epochs"])),
+             ("duration (s)", secs(record["duration_s"])), ("started", cell(record["started"])),
+             ("completed", cell(record["completed"])), ("device", cell(record["device"])),
+             ("seed", cell(record["seed"]))]
+    pairs += [(name, cell(value)) for name, value in record["params"].items()]
+    if record["test_accuracy"] is not None:
+        pairs += [("test accuracy", pct(record["test_accuracy"])), ("checkpoint", cell(record["checkpoint"]))]
+    else:
+        pairs.append(("test accuracy", "— (run `cnn-tune retrain`)"))
+    return pairs
+
+
+def best_view(record: dict[str, Any]) -> View:
+    return View([pairs_table(best_pairs(record))], record, flat(record))
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+def studies_view(summaries: list[StudySummary]) -> View:
+    headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "epochs",
+               "train limit", "started"]
+    body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
+             str(s.counts["fail"]), str(s.counts["running"]),
+             # a study of another tool may optimize anything: only ours are accuracies
+             (f"{(pct if s.epochs is not None else cell)(s.best_value)} (#{s.best_trial})"
+              if s.best_trial is not None else "—"),
+             cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
+             cell(s.started)] for s in summaries]
+    dicts = [s.as_dict() for s in summaries]
+    keys = list(dicts[0]) if dicts else ["name"]
+    return View([Table(headers, body, right=frozenset(range(2, 9)))], dicts,
+                (keys, [[d[k] for k in keys] for d in dicts]))
+
+
+# --- optimize --------------------------------------------------------------------------------
+
+def last_value(trial: FrozenTrial) -> float | None:
+    """Last reported validation accuracy (pruned and failed trials have no value)."""
+    steps = trial.intermediate_values
+    return steps[max(steps)] if steps else None
+
+
+def trial_line(trial: FrozenTrial, best: FrozenTrial | None) -> str:
+    seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
+    value = trial.value if trial.state == TrialState.COMPLETE else last_value(trial)
+    best_text = f"best {pct(best.value)} (#{best.number})" if best is not None else "best —"
+    return (f"trial {trial.number:>3}  {trial.state.name:<8}  val {pct(value)}  {best_text}  "
+            f"{short_text(trial.params)}  {trial.user_attrs.get('epochs_run', 0)} ep  {seconds:.1f}s")
+
+
+def summary_view(result: OptimizeResult) -> View:
+    states = (f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned, "
+              f"{result.count(TrialState.FAIL)} failed")
+    head = "Interrupted" if result.interrupted else "Finished"
+    by = f" by {result.workers} workers" if result.workers > 1 else ""
+    first = (f"{head}: {len(result.trials)} trial(s) this run{by} ({states}) in {result.seconds:.1f}s; "
+             f"study {result.study_name!r} in {result.storage}")
+    if result.capped:
+        first += "; stopped early: the study reached --max-trials"
+    blocks: list = [first]
+    best = result.best
+    if best is None:
+        blocks.append("No complete trial yet.")
+    else:
+        seconds = best.duration.total_seconds() if best.duration is not None else 0.0
+        blocks.append(f"Best trial #{best.number}: validation accuracy {pct(best.value)} "
+                      f"after {best.user_attrs.get('epochs_run', '?')} epochs ({seconds:.1f}s)")
+        blocks.append(pairs_table([(k, cell(v)) for k, v in best.params.items()], ("parameter", "value")))
+    if result.interrupted:
+        blocks.append("The study is saved; run the same command again to resume it.")
+    return View(blocks)
+
+
+# --- retrain / evaluate / predict ------------------------------------------------------------
+
+def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
+    head = (f"Retrained trial {record['trial']} of study {record['study']!r}: {record['epochs']} epochs "
+            f"(seed {record['seed']}) in {record['train_seconds']:.1f}s" if retrained else
+            f"Checkpoint of trial {record['trial']} of study {record['study']!r} ({record['epochs']} epochs, "
+            f"seed {record['seed']})")
+    lines = [head, f"Test accuracy {pct(record['test_accuracy'])} on {record['n_test']} images, "
+                   f"test loss {record['test_loss']:.4f} (scored in {record['eval_seconds']:.1f}s)"]
+    if record.get("val_accuracy") is not None:
+        lines.append(f"Validation accuracy of the trial: {pct(record['val_accuracy'])}")
+    lines.append(f"Checkpoint: {record['checkpoint']}")
+    headers = ["true \\ predicted", *map(str, range(10)), "accuracy"]
+    rows = [[str(i), *map(str, counts), pct(record["per_class_accuracy"][i])]
+            for i, counts in enumerate(record["confusion"])]
+    raw = [[i, *counts, record["per_class_accuracy"][i]] for i, counts in enumerate(record["confusion"])]
+    return View([*lines, Table(headers, rows, "Confusion matrix (test set)", frozenset(range(1, 12)))], record,
+                (["true_digit", *(f"predicted_{d}" for d in range(10)), "accuracy"], raw))
+
+
+def predictions_view(records: list[dict[str, Any]]) -> View:
+    rows = [[r["image"], str(r["digit"]), pct(r["probability"])] for r in records]
+    return View([Table(["image", "digit", "probability"], rows, right=frozenset({1, 2}))], records,
+                (["image", "digit", "probability"], [[r["image"], r["digit"], r["probability"]] for r in records]))

@@ -1,0 +1,163 @@
+"""The worker side of `optimize`: what one process does to run its share of a :class:`Plan`.
+
+The same code runs in the `optimize` process itself (one worker) and in each spawned process
+(``--workers N``, see :mod:`cnn_tune.parallel`). A worker tells what happens through typed
+:data:`Event` values handed to a sink: called directly in the first case, put on a queue to
+the parent in the second. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from .data import Mnist, make_split
+from .errors import CnnTuneError, WorkerCrashed
+from .objective import Objective
+from .plan import Plan
+from .samplers import derive_seed, make_pruner, make_sampler
+from .study import writes_to
+from .training import EpochResult, Trainer
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    worker: int
+    trial: int
+    result: EpochResult
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    worker: int
+    trial: FrozenTrial
+
+
+@dataclass(frozen=True)
+class Capped:
+    """The study reached ``--max-trials``: this worker starts no more trials."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    worker: int
+    trial: int | None  # the trial it was training, now stored as FAIL
+
+
+@dataclass(frozen=True)
+class Failed:
+    worker: int
+    error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
+    traceback: str  # the worker's traceback, for --debug
+
+
+@dataclass(frozen=True)
+class Exited:
+    worker: int
+
+
+Event = Union[EpochDone, TrialDone, Capped, Interrupted, Failed, Exited]
+Sink = Callable[[Event], None]
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --max-trials counts
+
+
+def under_cap(study: optuna.Study, max_trials: int | None) -> bool:
+    """True while the study has fewer than ``max_trials`` complete, pruned or running trials.
+    Failed trials do not count: a crashed trial's retry takes its place."""
+    return max_trials is None or len(study.get_trials(deepcopy=False, states=COUNTED)) < max_trials
+
+
+def sampler_seed(plan: Plan, worker: int) -> int | None:
+    """A stored study keeps no sampler state: seeding each run identically would replay the
+    earlier trials' parameters, and identical workers would propose identical ones. Mixing in
+    the trials already there and the worker's index avoids both."""
+    if plan.seed is None:
+        return None
+    return derive_seed(plan.seed, "sampler", plan.trials_before, *([worker] if worker else []))
+
+
+def search(plan: Plan, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """This worker's sampler and pruner."""
+    return make_sampler(plan.sampler, sampler_seed(plan, worker)), make_pruner(plan.pruner, plan.protocol.epochs)
+
+
+def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> optuna.Study:
+    """This worker's view of the (already created) study on a storage it has opened."""
+    sampler, pruner = search(plan, worker)
+    return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink) -> Objective:
+    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``."""
+    split = make_split(len(data.train_labels), plan.protocol.train_limit, plan.protocol.split_seed)
+    trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
+    return Objective(trainer, plan.protocol.epochs, plan.seed,
+                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)))
+
+
+class Claims:
+    """Whether a worker may start another trial: not stopped, before the deadline, under the
+    study-wide cap, and ``take()`` grants one of the invocation's trials (a local count, or
+    a counter shared by all workers — so N workers run ``--trials`` in all, not N times as many)."""
+
+    def __init__(self, plan: Plan, worker: int, sink: Sink, take: Callable[[], bool],
+                 stopped: Callable[[], bool] = lambda: False) -> None:
+        self.plan, self.worker, self.sink, self.take, self.stopped = plan, worker, sink, take, stopped
+        self.deadline = time.monotonic() + plan.timeout if plan.timeout else None
+
+    def __call__(self, study: optuna.Study) -> bool:
+        if self.stopped() or (self.deadline is not None and time.monotonic() >= self.deadline):
+            return False
+        if not under_cap(study, self.plan.max_trials):
+            self.sink(Capped(self.worker))
+            return False
+        return self.take()
+
+
+def local_counter(limit: int) -> Callable[[], bool]:
+    taken = [0]
+
+    def take() -> bool:
+        if taken[0] >= limit:
+            return False
+        taken[0] += 1
+        return True
+
+    return take
+
+
+def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
+        sink: Sink) -> None:
+    """Open what ``attach_study`` opens (the study and the data), then run trials while
+    ``claims`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
+    Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
+    them. Ctrl-C (or SIGTERM, turned into it by the caller) ends the running trial as FAIL
+    and is reported, not raised."""
+    objective = None
+    try:
+        study, data = attach_study()
+        if plan.threads is not None:
+            torch.set_num_threads(plan.threads)
+        objective = make_objective(plan, data, worker, sink)
+        done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
+        with writes_to(plan.url):  # a full disk or a lost server: one StorageError naming the storage
+            while claims(study):
+                study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
+    except KeyboardInterrupt:
+        sink(Interrupted(worker, objective.current if objective is not None else None))
+    except CnnTuneError as exc:
+        sink(Failed(worker, exc, traceback.format_exc()))
+    except Exception as exc:  # noqa: BLE001 - a bug or a library's error: reported, never a bare traceback
+        sink(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
+                                          hint="run again with --debug for the traceback"), traceback.format_exc()))
+    finally:
+        sink(Exited(worker))
