@@ -132,6 +132,7 @@ def _show(view: View, fmt: Format = Format.table, output: Path | None = None) ->
     show(view, fmt.value, output)
 
 
+# Long: one parameter per option of `optimize`; the body itself is a dozen lines.
 @app.command()
 def optimize(
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Trials to run in this invocation.")] = 20,

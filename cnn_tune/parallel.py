@@ -79,12 +79,6 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     for p in procs:
         p.start()
 
-    def stop_all() -> None:
-        shared.stop.set()
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-
     running = set(range(len(procs)))
     try:
         while running:
@@ -95,11 +89,11 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
                 continue
             handle(event)
             if isinstance(event, Failed) and not shared.stop.is_set():
-                stop_all()
+                _stop(shared, procs)
             elif isinstance(event, Exited):
                 running.discard(event.worker)
     except KeyboardInterrupt:
-        stop_all()
+        _stop(shared, procs)
         _drain(shared, procs, handle)
         return True
     finally:
@@ -108,6 +102,13 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
             if p.is_alive():
                 p.kill()
     return False
+
+
+def _stop(shared: _Shared, procs: list) -> None:
+    shared.stop.set()
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
 
 
 def _drain(shared: _Shared, procs: list, handle: Callable[[Event], None]) -> None:

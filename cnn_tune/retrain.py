@@ -21,10 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 from . import __version__
 from . import checkpoint as ckpt
 from . import study as studies
-from .data import FILES, load_mnist
+from .data import FILES, Mnist, load_mnist
 from .errors import DataError, UsageError
 from .files import check_writable
 from .inspection import counts_text, state_counts
+from .protocol import Protocol
 from .space import Hyperparams
 from .training import EpochResult, Scores, Trainer, resolve_device, resolve_precision, score, to_inputs
 
@@ -107,8 +108,6 @@ def _versions() -> dict[str, str]:
 
 def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log) -> Evaluation:
     """Validate everything cheap first (study, trial, output path); then read data and train."""
-    if settings.epochs is not None and settings.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
     study = studies.read_study(settings.storage, settings.study)
     trial = pick_trial(study, settings.trial)
     protocol = studies.stored_protocol(study)
@@ -133,25 +132,34 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         on_epoch(result, epochs)
         model = trained
     train_seconds = time.perf_counter() - started
-
-    test_x, test_y = to_inputs(data.test_images, device), data.test_labels.long().to(device)
-    started = time.perf_counter()
-    scores = score(model, test_x, test_y)
-    eval_seconds = time.perf_counter() - started
-    meta = {"hyperparams": hp.as_dict(), "protocol": protocol.to_attr(),
-            "metrics": {"test_accuracy": scores.accuracy, "test_loss": scores.loss,
-                        "per_class_accuracy": scores.per_class, "confusion": scores.confusion,
-                        "train_seconds": train_seconds, "val_accuracy": trial.value},
-            "data_md5": dict(data.md5), "versions": _versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "study": study.study_name, "trial": trial.number, "epochs": epochs, "seed": seed,
-            "device": str(device), "precision": precision}
+    scores, eval_seconds = _score(model, data, device)
+    ran = Evaluation(path, scores, len(data.test_labels), hp, study.study_name, trial.number, epochs, seed,
+                     train_seconds, eval_seconds, trial.value)
+    meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
     ckpt.save(path, model, meta)
     studies.record_retrain(study, trial.number, {
-        "test_accuracy": scores.accuracy, "test_loss": scores.loss, "checkpoint": str(path.resolve()),
+        "test_accuracy": ran.scores.accuracy, "test_loss": ran.scores.loss, "checkpoint": str(path.resolve()),
         "epochs": epochs, "seed": seed, "created": meta["created"]})
-    return Evaluation(path, scores, len(test_y), hp, study.study_name, trial.number, epochs, seed,
-                      train_seconds, eval_seconds, trial.value)
+    return ran
+
+
+def _score(model: torch.nn.Module, data: Mnist, device: torch.device) -> tuple[Scores, float]:
+    """The test set's scores, and how long scoring took."""
+    started = time.perf_counter()
+    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device))
+    return scores, time.perf_counter() - started
+
+
+def _meta(ran: Evaluation, protocol: Protocol, data: Mnist) -> dict[str, Any]:
+    """What a checkpoint records beside its weights: enough to rebuild and re-score it alone."""
+    s = ran.scores
+    return {"hyperparams": ran.hyperparams.as_dict(), "protocol": protocol.to_attr(),
+            "metrics": {"test_accuracy": s.accuracy, "test_loss": s.loss, "per_class_accuracy": s.per_class,
+                        "confusion": s.confusion, "train_seconds": ran.train_seconds,
+                        "val_accuracy": ran.val_accuracy},
+            "data_md5": dict(data.md5), "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "study": ran.study, "trial": ran.trial, "epochs": ran.epochs, "seed": ran.seed}
 
 
 def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
@@ -163,10 +171,7 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
     test_files = (FILES["test_images"], FILES["test_labels"])
     if any(loaded.meta["data_md5"].get(f) not in (None, data.md5.get(f)) for f in test_files):
         notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
-    model = loaded.model.to(device, memory_format=torch.channels_last)
-    started = time.perf_counter()
-    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device))
+    scores, seconds = _score(loaded.model.to(device, memory_format=torch.channels_last), data, device)
     meta = loaded.meta
     return Evaluation(path, scores, len(data.test_labels), loaded.hyperparams, meta["study"], meta["trial"],
-                      meta["epochs"], meta["seed"], None, time.perf_counter() - started,
-                      meta["metrics"].get("val_accuracy"), notes)
+                      meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes)

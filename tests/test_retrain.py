@@ -77,8 +77,8 @@ def test_the_study_remembers_the_retrain(env):
     assert record["test_accuracy"] == env.retrained["test_accuracy"]
     assert Path(record["checkpoint"]) == (env.root / "best.pt").resolve()
     best = json.loads(env("best", "-f", "json").stdout)
-    if best["number"] == 1:
-        assert best["test_accuracy"] == record["test_accuracy"]
+    assert best["number"] == 1  # the enqueued good configuration beats the 3-epoch random trial 0
+    assert best["test_accuracy"] == record["test_accuracy"] and best["checkpoint"] == record["checkpoint"]
     rows = {r["number"]: r for r in json.loads(env("trials", "-f", "json").stdout)}
     assert rows[1]["test_accuracy"] == record["test_accuracy"] and rows[1]["checkpoint"] == record["checkpoint"]
     assert rows[0]["test_accuracy"] is None

@@ -3,6 +3,8 @@ batches → validation accuracy within 0.5 points of an fp32 NCHW eager referenc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -97,7 +99,17 @@ def test_bf16_detection_reads_cpu_flags(flags, fast):
     assert cpu_has_fast_bf16(f"processor : 0\nflags\t\t: {flags}\n") is fast
 
 
-def test_auto_precision_follows_this_machine():
-    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+@pytest.mark.parametrize("fast, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_flags(monkeypatch, fast, expected):
+    monkeypatch.setattr("cnn_tune.training.cpu_has_fast_bf16", lambda: fast)
     assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"  # asked for: kept, whatever the CPU
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_this_machines_flags_are_read_from_proc_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = {w for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for w in line.split()}
+    assert cpu_has_fast_bf16() is bool(flags & {"avx512_bf16", "amx_bf16"})

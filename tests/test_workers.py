@@ -256,3 +256,39 @@ def test_read_only_file_is_refused_before_any_work(cli, tmp_path):
     result = cli("optimize", "--trials", "1", "--storage", f"sqlite:///{db}")
     assert_one_line_error(result, 1, "read-only")
     assert "Reading MNIST" not in result.stderr
+
+
+# --- a worker's failure keeps its kind; --debug shows the worker's traceback -----------------
+
+def _fail_in_worker(monkeypatch, exc: Exception) -> None:
+    def broken(*_args, **_kwargs):
+        raise exc
+
+    monkeypatch.setattr("cnn_tune.worker.make_objective", broken)
+
+
+def test_a_worker_bug_is_one_line_and_debug_shows_its_traceback(cli, monkeypatch):
+    _fail_in_worker(monkeypatch, RuntimeError("boom"))
+    assert_one_line_error(cli("optimize", "--trials", "1", *FAST), 1, "worker 0: unexpected RuntimeError: boom",
+                          "--debug")
+    result = cli("--debug", "optimize", "--trials", "1", *FAST)
+    assert type(result.exception).__name__ == "WorkerCrashed"
+    cause = result.exception.__cause__
+    assert "RuntimeError: boom" in str(cause) and "Traceback" in str(cause)  # the worker's own traceback
+
+
+def test_a_worker_error_keeps_its_kind(cli, monkeypatch):
+    from cnn_tune.errors import DataError
+
+    _fail_in_worker(monkeypatch, DataError("the IDX files vanished", hint="put them back"))
+    assert_one_line_error(cli("optimize", "--trials", "1", *FAST), 1, "the IDX files vanished — put them back")
+    assert isinstance(cli("--debug", "optimize", "--trials", "1", *FAST).exception, DataError)
+
+
+def test_errors_cross_a_process_boundary_whole():
+    import pickle
+
+    from cnn_tune.errors import ProtocolConflict
+
+    again = pickle.loads(pickle.dumps(ProtocolConflict("differs", hint="use --study NEW")))
+    assert type(again) is ProtocolConflict and again.one_line() == "differs — use --study NEW" and again.exit_code == 2

@@ -1,0 +1,243 @@
+"""The shape of the code: imports flow one way, one storage open per process, the plan's
+rules, the search space declared once, short functions, and the linter."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError, dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import write_mnist
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from cnn_tune import space
+from cnn_tune.errors import ProtocolConflict, UsageError
+from cnn_tune.plan import (
+    OptimizeOptions,
+    adoptable,
+    check_options,
+    make_protocol,
+    resolve_length,
+    resolve_threads,
+    resolve_workers,
+)
+from cnn_tune.protocol import DEFAULT_EPOCHS
+
+PACKAGE = Path(__file__).resolve().parent.parent / "cnn_tune"
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports, at the top or inside functions alike."""
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    deps.add(node.module.split(".")[0])
+                else:  # from . import x, y
+                    deps |= {a.name for a in node.names if (package / f"{a.name}.py").exists()}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnn_tune."):
+                deps.add(node.module.split(".")[1])
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A chain of imports that comes back to its start, or None."""
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        if state.get(module) == "open":
+            return path + [module]
+        if state.get(module) == "done":
+            return None
+        state[module] = "open"
+        for dep in sorted(graph.get(module, ())):
+            cycle = visit(dep, path + [module])
+            if cycle:
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        cycle = visit(module, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_cnn_tune_modules_import_each_other_without_a_cycle():
+    graph = import_graph(PACKAGE)
+    assert {"worker", "plan"} <= graph["parallel"] | graph["worker"] and "optimize" not in graph["parallel"]
+    assert find_cycle(graph) is None, " → ".join(find_cycle(graph) or [])
+
+
+def test_the_walk_finds_a_cycle_through_a_lazy_import(tmp_path):
+    (tmp_path / "a.py").write_text("from .b import x\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .c import y\n")
+    (tmp_path / "c.py").write_text("from . import a\n")
+    assert find_cycle(import_graph(tmp_path)) == ["a", "b", "c", "a"]
+
+
+# --- one storage open per process ------------------------------------------------------------
+
+SITECUSTOMIZE = '''
+import os
+if os.environ.get("OPEN_LOG"):
+    import optuna.storages
+
+    _init = optuna.storages.RDBStorage.__init__
+
+    def _counted(self, *args, **kwargs):
+        with open(os.environ["OPEN_LOG"], "a") as log:
+            log.write(f"{os.getpid()}\\n")
+        _init(self, *args, **kwargs)
+
+    optuna.storages.RDBStorage.__init__ = _counted
+'''
+
+
+@pytest.fixture()
+def counted(tmp_path):
+    """Run the real CLI in fresh processes (spawned workers too) that log each Optuna storage
+    they construct: one line per open, naming the process."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    data = write_mnist(tmp_path / "data", n_train=200, n_test=20)
+    log = tmp_path / "opens.log"
+    env = {**os.environ, "PYTHONPATH": str(hook), "OPEN_LOG": str(log), "CNN_TUNE_DATA_DIR": str(data),
+           "CNN_TUNE_STORAGE": f"sqlite:///{tmp_path / 'o.db'}", "CNN_TUNE_DEBUG": ""}
+
+    def run(*args: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        r = subprocess.run([sys.executable, "-m", "cnn_tune", *args], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        return log.read_text().split() if log.exists() else []
+
+    return run
+
+
+def test_one_storage_open_per_process(counted):
+    fast = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
+    assert len(counted("optimize", "--trials", "1", *fast)) == 1  # a new database
+    assert len(counted("optimize", "--trials", "1", *fast)) == 1  # resuming it
+    opens = counted("optimize", "--trials", "2", "--workers", "2", *fast)
+    assert len(opens) == 3 and len(set(opens)) == 3  # the parent and each worker: once each
+    assert len(counted("trials")) == 1 and len(counted("best")) == 1
+
+
+# --- the plan's rules, without data or training ----------------------------------------------
+
+def _stored(epochs: int = 3, limit: int | None = 200):
+    return make_protocol(epochs, limit, 400, "f" * 16)
+
+
+def test_epochs_and_limit_come_from_the_study_unless_asked():
+    assert resolve_length(OptimizeOptions(), None) == (DEFAULT_EPOCHS, None)
+    assert resolve_length(OptimizeOptions(epochs=4, train_limit=100), None) == (4, 100)
+    assert resolve_length(OptimizeOptions(), _stored()) == (3, 200)
+    assert resolve_length(OptimizeOptions(epochs=3, train_limit=200), _stored()) == (3, 200)
+
+
+@pytest.mark.parametrize("options", [OptimizeOptions(epochs=5), OptimizeOptions(train_limit=300)])
+def test_asking_a_study_for_another_length_is_a_conflict(options):
+    with pytest.raises(ProtocolConflict, match="runs 3 epochs on 200 training images"):
+        resolve_length(options, _stored())
+
+
+def test_a_study_without_protocol_is_adopted_only_while_empty():
+    assert adoptable(has_protocol=False, n_trials=0)
+    assert not adoptable(has_protocol=False, n_trials=1)
+    assert not adoptable(has_protocol=True, n_trials=0)
+
+
+def test_workers_and_threads():
+    assert resolve_workers(2, 5) == (2, None)
+    workers, note = resolve_workers(5, 2)
+    assert workers == 2 and "starting 2 worker(s)" in note
+    assert resolve_threads(1, None, cores=16) is None  # one worker: torch's own default
+    assert resolve_threads(4, None, cores=16) == 4 and resolve_threads(4, None, cores=2) == 1
+    assert resolve_threads(4, 3, cores=2) == 3  # asked for: kept
+
+
+def test_protocol_checks_the_train_limit_against_the_data():
+    assert make_protocol(10, 100, 400, "x").n_train + make_protocol(10, 100, 400, "x").n_val == 100
+    with pytest.raises(UsageError, match="between 10 and 400"):
+        make_protocol(10, 401, 400, "x")
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (OptimizeOptions(sampler="annealing"), "unknown sampler"),
+    (OptimizeOptions(pruner="patience"), "unknown pruner"),
+])
+def test_unknown_names_are_refused_before_anything_opens(options, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        check_options(options)
+
+
+def test_the_options_are_frozen():
+    with pytest.raises(FrozenInstanceError):
+        OptimizeOptions().workers = 3  # type: ignore[misc]
+
+
+# --- the search space, declared once ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tiny:
+    """A second search space is one declaration."""
+
+    width: float = space.param(0.5, FloatDistribution(0.1, 1.0), "w", ".2f", contour=True)
+    act: str = space.param("relu", CategoricalDistribution(["relu", "tanh"]), "", contour=True)
+
+
+def test_a_second_search_space_is_one_declaration():
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    tiny = space.suggest(trial, Tiny)
+    assert isinstance(tiny, Tiny) and trial.distributions == space.distributions(Tiny)
+    assert space.from_params(Tiny, trial.params) == tiny
+    assert space.short_text({"width": 0.25, "act": "tanh"}, Tiny) == "w=0.25 tanh"
+    assert space.contour_default(Tiny) == ["width", "act"]
+    with pytest.raises(ValueError, match="width must be in"):
+        space.check_values(Tiny, {"width": 2.0, "act": "relu"})
+
+
+def test_the_articles_space_derives_everything_from_its_fields():
+    assert space.contour_default() == ["lr", "batch_size"]
+    assert space.short_text(space.Hyperparams().as_dict()) == "drop=0.2 fc=128 drop2=0.1 Adam lr=1.0e-03 bs=128"
+    with pytest.raises(ValueError, match="batch_size must be in 64–256"):
+        space.Hyperparams(batch_size=1000)
+
+
+# --- short functions, clean lint -------------------------------------------------------------
+
+def test_no_long_function_without_a_reason():
+    """Over 40 lines, a function says why it must be that long (a ``# Long:`` comment above it)."""
+    long = []
+    for path in PACKAGE.glob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40:
+                top = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if not any("# Long:" in ln for ln in lines[max(0, top - 3):top]):
+                    long.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not long, long
+
+
+def test_ruff_finds_nothing():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]' brings it)")
+    root = PACKAGE.parent
+    r = subprocess.run([ruff, "check", "cnn_tune", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
