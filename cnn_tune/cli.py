@@ -25,7 +25,7 @@ from .inspection import STATES
 from .output import FORMATS, View
 from .plots import EVALUATORS, KINDS
 from .samplers import PRUNERS, SAMPLERS
-from .study import DEFAULT_STORAGE, DEFAULT_STUDY, Heartbeat, quiet_optuna
+from .study import DEFAULT_STORAGE, DEFAULT_STUDY, Heartbeat, close_all, quiet_optuna
 
 # Typer may bundle its own copy of click; take the exception classes from wherever it does.
 _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
@@ -73,6 +73,8 @@ class OneLineErrors(TyperGroup):
             typer.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
                        err=True)
             sys.exit(1)
+        finally:
+            close_all()
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -3,12 +3,14 @@ own, so optuna-dashboard and ``optuna trials`` keep working on the same files.""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import re
 import time
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,12 +215,17 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
         pass
 
 
+# Every storage this process opened, so that a command closes them when it ends (see close_all).
+_OPENED: weakref.WeakSet[optuna.storages.RDBStorage] = weakref.WeakSet()
+
+
 def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = False) -> optuna.storages.RDBStorage:
     """Open ``url`` through Optuna. ``write``: this process will run trials (SQLite gets WAL)."""
     parsed = parse_storage(url)
     shown = display_url(url)
     try:
         storage = _new_rdb_storage(url, parsed, heartbeat)
+        _OPENED.add(storage)
         if write and parsed.get_backend_name() == "sqlite":
             _use_wal(storage)
         return storage
@@ -233,6 +240,22 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = Fal
             raise StorageError(f"the schema of {shown} is older than this Optuna's",
                                hint=f"run: optuna storage upgrade --storage {shown}") from None
         raise
+
+
+def close_all() -> None:
+    """Close every storage this process opened. A command's connections must not outlive it:
+    in a process that runs several commands (tests, a notebook), a SQLite connection left
+    open while another process rewrites the WAL was seen to read the file as "malformed"."""
+    for storage in list(_OPENED):
+        try:
+            storage.remove_session()
+            storage.engine.dispose()
+        except sqlalchemy.exc.SQLAlchemyError:  # closing is best effort: the command is over
+            pass
+    _OPENED.clear()
+    # Sessions of finished threads (Optuna's heartbeat thread) still hold a checked-out
+    # connection until collected; dispose() cannot reach those.
+    gc.collect()
 
 
 def open_existing(url: str) -> optuna.storages.RDBStorage:

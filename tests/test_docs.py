@@ -1,0 +1,144 @@
+"""Every `cnn-tune …` command shown in README.md and docs/*.md runs, on tiny data.
+
+Commands are taken from fenced blocks (``$ cnn-tune …`` or a bare ``cnn-tune …`` line), in
+order, one temporary folder per page, with the exit code the page shows (``[exit N]`` or
+``$ echo $?``; 0 otherwise). A few cannot run here; they are listed in NOT_RUN with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import write_mnist
+from typer.testing import CliRunner
+
+from cnn_tune.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NOT_RUN = {  # fragment of a command → why it is not run by this test
+    "--train-limit 6000": "needs 6,000 real MNIST images; the tests' data has 400",
+}
+NOT_RUN_BLOCKS = {  # fragment anywhere in a fenced block → why none of its commands run
+    "db.example.org": "needs a PostgreSQL server on another machine",
+}
+STATIC = (".png", ".svg", ".pdf")
+
+
+@dataclass
+class Command:
+    page: str
+    line: int
+    text: str  # as shown, without the prompt and trailing comment
+    exit_code: int
+    skip: str | None = None
+
+
+def commands(page: Path) -> list[Command]:
+    found: list[Command] = []
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+    for block in blocks:
+        lines = block.splitlines()
+        reason = next((why for frag, why in NOT_RUN_BLOCKS.items() if frag in block), None)
+        for i, line in enumerate(lines):
+            shown = line[2:] if line.startswith("$ ") else line
+            if not shown.startswith("cnn-tune "):
+                continue
+            text = shlex.split(shown, comments=True)
+            code = 0
+            for after in lines[i + 1:]:
+                if after.startswith("$ ") and not after.startswith("$ echo $?"):
+                    break
+                match = re.fullmatch(r"\[exit (\d+)\]|(\d+)", after.strip())
+                if match:
+                    code = int(match.group(1) or match.group(2))
+            joined = shlex.join(text)
+            skip = reason or next((why for frag, why in NOT_RUN.items() if frag in joined), None)
+            found.append(Command(page.name, i, joined, code, skip))
+    return found
+
+
+def _static_images_possible() -> bool:
+    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome"))
+
+
+@pytest.fixture()
+def page_dir(tmp_path, monkeypatch):
+    """A folder like a user's: README.md, docs/digits, a non-SQLite notes.db, and a small
+    study made by `optimize` with a checkpoint made by `retrain`, on 400 synthetic images."""
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "docs" / "digits", work / "docs" / "digits")
+    shutil.copy(ROOT / "README.md", work / "README.md")
+    (work / "notes.db").write_text("my notes, not a database\n")
+    data = write_mnist(tmp_path / "data")
+    for name in ("CNN_TUNE_STORAGE", "CNN_TUNE_STUDY", "CNN_TUNE_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(data))
+    monkeypatch.chdir(work)
+    runner = CliRunner()
+    for setup in (["optimize", "--trials", "3", "--epochs", "2", "--seed", "0"],
+                  ["retrain", "--output", str(tmp_path / "setup.pt")]):
+        result = runner.invoke(app, setup)
+        assert result.exit_code == 0, result.output
+    return work, tmp_path / "setup.pt", runner
+
+
+def _args(command: str, work: Path, checkpoint: Path) -> list[list[str]]:
+    """One argument list per command of a shell line (`&&` chains; a pipe's tail is dropped)."""
+    out, segments = [], [[]]
+    for word in shlex.split(command):
+        if word == "&&":
+            segments.append([])
+        else:
+            segments[-1].append(word)
+    for segment in segments:
+        words = segment[:segment.index("|")] if "|" in segment else segment
+        words = [w for w in words if w != "&"][1:]  # `cmd &` runs in the foreground here
+        expanded = [w for word in words for w in (sorted(glob.glob(word)) if any(c in word for c in "*[") else [word])]
+        if expanded[:1] in (["evaluate"], ["predict"]) and not (work / expanded[1]).exists():
+            target = work / expanded[1]  # the page's checkpoint, from a study we do not have here
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(checkpoint, target)
+        out.append(expanded)
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_command_on_the_page_runs(page, page_dir):
+    work, checkpoint, runner = page_dir
+    shown = commands(page)
+    ran: set[str] = set()
+    for cmd in shown:
+        if cmd.skip or cmd.text in ran:  # a command shown twice (a list, then its output) runs once
+            continue
+        ran.add(cmd.text)
+        if any(cmd.text.endswith(s) or f"{s} " in cmd.text for s in STATIC) and not _static_images_possible():
+            continue  # PNG/SVG/PDF need Chromium (`.ci/run` installs it)
+        for args in _args(cmd.text, work, checkpoint):
+            if "--workers" in args:  # worker processes are spawned: run the real program
+                r = subprocess.run([sys.executable, "-m", "cnn_tune", *args], capture_output=True, text=True,
+                                   timeout=600, env=os.environ.copy())
+                code, output = r.returncode, r.stdout + r.stderr
+            else:
+                result = runner.invoke(app, args)
+                code, output = result.exit_code, result.output
+            assert code == cmd.exit_code, f"{cmd.page}:{cmd.line}: `{cmd.text}` exited {code}\n{output[-2000:]}"
+            assert "Traceback" not in output, f"{cmd.page}:{cmd.line}: `{cmd.text}`\n{output[-2000:]}"
+    assert ran or page.name in ("design.md", "data-and-storage.md", "performance.md")
+
+
+def test_pages_show_commands_and_readme_stays_short():
+    assert (ROOT / "README.md").stat().st_size <= 12 * 1024
+    counted = {p.name: len(commands(p)) for p in PAGES}
+    assert counted["README.md"] >= 10 and counted["errors.md"] >= 10, counted
+    skipped = [c for p in PAGES for c in commands(p) if c.skip]
+    assert len(skipped) <= 6, [c.text for c in skipped]  # NOT_RUN stays the exception
