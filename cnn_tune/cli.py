@@ -25,7 +25,16 @@ from .inspection import STATES
 from .output import FORMATS, View
 from .plots import EVALUATORS, KINDS
 from .samplers import PRUNERS, SAMPLERS
-from .study import DEFAULT_STORAGE, DEFAULT_STUDY, Heartbeat, close_all, quiet_optuna
+from .study import (
+    DEFAULT_STORAGE,
+    DEFAULT_STUDY,
+    Heartbeat,
+    close_all,
+    quiet_libraries,
+    quiet_optuna,
+    storage_cause,
+    storage_failure,
+)
 
 # Typer may bundle its own copy of click; take the exception classes from wherever it does.
 _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
@@ -49,7 +58,8 @@ class OneLineErrors(TyperGroup):
         args = list(sys.argv[1:] if args is None else args)
         debug = debug_requested(args)
         try:
-            rv = super().main(args, "cnn-tune", complete_var, standalone_mode=False, **extra)
+            with quiet_libraries(debug):
+                rv = super().main(args, "cnn-tune", complete_var, standalone_mode=False, **extra)
         except _click_exceptions.NoArgsIsHelpError:  # bare `cnn-tune`: help was printed already
             sys.exit(0)
         except _click_exceptions.UsageError as exc:
@@ -67,9 +77,13 @@ class OneLineErrors(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             typer.echo("Interrupted.", err=True)
             sys.exit(130)
-        except Exception as exc:  # a bug: still one line unless --debug
+        except Exception as exc:  # a storage fault deep in Optuna, or a bug: still one line unless --debug
             if debug:
                 raise
+            if storage_cause(exc) is not None:
+                failure = storage_failure(exc)
+                typer.echo(f"Error: {failure.one_line()}", err=True)
+                sys.exit(failure.exit_code)
             typer.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
                        err=True)
             sys.exit(1)
@@ -197,12 +211,19 @@ def optimize(
         raise typer.Exit(130)
 
 
+RankBy = _choice("RankBy", ("value", "mean"))
+
+
 @app.command()
 def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
-         fmt: FormatOpt = Format.table) -> None:
-    """Show the best trial: accuracy, parameters, epochs, and its test accuracy once retrained.
+         fmt: FormatOpt = Format.table,
+         by: Annotated[RankBy, typer.Option(
+             "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
+             RankBy.value)) -> None:
+    """Show the best trial, its parameters and test accuracy.
 
-    The test accuracy and checkpoint appear once `cnn-tune retrain` has made them.
+    Validation accuracy, epochs, duration, seed and parameters; the test accuracy and checkpoint
+    appear once `cnn-tune retrain` has made them.
 
     Example: cnn-tune best --format json
     """
@@ -210,7 +231,7 @@ def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
     from .study import read_study
     from .views import best_view
 
-    _show(best_view(best_record(read_study(storage, study), storage)), fmt)
+    _show(best_view(best_record(read_study(storage, study), storage, by.value)), fmt)
 
 
 @app.command()
@@ -229,9 +250,9 @@ def trials(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
-    """List the trials of a study: state, accuracy, epochs, duration and parameters.
+    """List a study's trials: state, accuracy, epochs, parameters.
 
-    A pruned trial shows its last epoch's validation accuracy.
+    A pruned trial shows its last epoch's validation accuracy; --format csv or json for scripts.
 
     Example: cnn-tune trials --state complete --top 5 --format csv --output top5.csv
     """
@@ -246,7 +267,9 @@ def trials(
 
 @app.command()
 def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table) -> None:
-    """List every study in the storage: direction, trials by state, best value, protocol.
+    """List every study in the database with its counts and best.
+
+    Direction, trials by state, best value and the protocol (epochs, train limit) of each.
 
     Example: cnn-tune studies --storage sqlite:///studies/cnn_tune.db
     """
@@ -272,7 +295,7 @@ def plot(
         "--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or "
                             "mean decrease impurity.")] = Evaluator["ped-anova"],
 ) -> None:
-    """Draw a view of a study (or the whole report) to a file and print its path.
+    """Draw a view of a study, or the whole report, to a file.
 
     Kinds: history, importance, contour, parallel, slice, edf, intermediate, timeline, rank,
     and report (all views, a summary and the best trial on one self-contained HTML page).
@@ -304,7 +327,7 @@ def retrain(
     fmt: FormatOpt = Format.table,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Train a trial on all training images, score the test set, save a checkpoint.
+    """Retrain a trial on all training images and score the test set.
 
     Trains the trial's hyperparameters (default: the best trial's) on all 60,000 training
     images, scores the 10,000 test images and records the test accuracy on the study.
@@ -334,7 +357,9 @@ def evaluate(
     fmt: FormatOpt = Format.table,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Score a saved checkpoint on the MNIST test set again (touches no study).
+    """Score a saved checkpoint on the test set again.
+
+    Touches no study: the checkpoint holds everything needed.
 
     Example: cnn-tune evaluate studies/mnist-cnn-trial3.pt
     """
@@ -356,7 +381,9 @@ def predict(
     invert: Annotated[bool, typer.Option("--invert", help="For dark digits on a light background.")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Classify image files with a saved checkpoint: digit and probability per file.
+    """Classify digit images with a saved checkpoint.
+
+    Prints the digit and its probability for each file.
 
     Images are read as grayscale and resized to 28×28. MNIST digits are white on black;
     for a dark digit on white paper pass --invert.
@@ -367,6 +394,90 @@ def predict(
     from .views import predictions_view
 
     _show(predictions_view([p.as_dict() for p in run_predict(checkpoint, images, invert)]), fmt)
+
+
+@app.command()
+def confirm(
+    top: Annotated[int, typer.Option("--top", min=1, metavar="K", help="Confirm the K best complete trials.")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="S", help="New seeds (runs) per trial.")] = 3,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-w", min=1, help="Worker processes on this machine sharing the runs.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, metavar="N", help="CPU threads per worker. [default: the cores shared out]")] = None,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Train the top trials again with new seeds: a real winner or a lucky seed?
+
+    Each of the --top K best configurations is trained --seeds S more times on the study's own
+    split and protocol, with new recorded seeds; prints mean, standard deviation and 95%
+    interval per configuration and Welch's t-test between the first two. Stored on the
+    study; `best --by mean`, `trials` and `plot report` show it. Resumable; several
+    processes (or --workers) share the runs.
+
+    Example: cnn-tune confirm --top 3 --seeds 3 --workers 2
+    """
+    from .confirm import ConfirmOptions, run_confirm
+    from .output import terminal
+    from .progress import reporter
+    from .views import confirm_view
+
+    options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds, workers=workers, threads=threads,
+                             device=device.value, precision=precision.value, data_dir=data_dir)
+    report = reporter(terminal() if fmt == Format.table else None, stderr_only=fmt != Format.table)
+    try:
+        result = run_confirm(options, report)
+    finally:
+        report.close()
+    _show(confirm_view(result), fmt)
+    if result.runs is not None and result.runs.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="The copy to write, e.g. backups/cnn_tune.db.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing DEST.")] = False,
+) -> None:
+    """Copy a SQLite study database safely while workers write.
+
+    The copy is checked by reopening every study in it with Optuna before it is renamed into
+    place. For PostgreSQL or MySQL use the server's own dump tool (pg_dump, mysqldump).
+
+    Example: cnn-tune backup backups/cnn_tune-$(date +%F).db
+    """
+    from .backup import backup as run_backup
+
+    done = run_backup(storage, dest, overwrite)
+    trials = sum(done.studies.values())
+    typer.echo(f"Copied {done.source} to {done.dest}: {len(done.studies)} study(ies), {trials} trial(s), "
+               f"{done.bytes / 1e6:.1f} MB; every study reopened with Optuna")
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study database.
+
+    A live view in the browser while workers run; it never blocks their writes (WAL).
+
+    Needs the dashboard extra: pip install -e '.[dashboard]'. Ctrl-C stops it.
+
+    Example: cnn-tune dashboard --port 8080
+    """
+    from .dashboard import serve
+
+    serve(storage, host, port, lambda url: typer.echo(f"Dashboard on {url} (Ctrl-C stops it)", err=True))
+    typer.echo("Dashboard stopped.", err=True)
 
 
 def main() -> None:

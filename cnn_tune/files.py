@@ -9,13 +9,13 @@ from pathlib import Path
 from .errors import OutputError
 
 
-def check_writable(path: Path, overwrite: bool = True) -> None:
+def check_writable(path: Path, overwrite: bool = True, option: str = "--output PATH") -> None:
     """Fail before the work, not after: ``path`` must not be a folder, its folder must exist
     or be creatable and be writable; an existing file is refused unless ``overwrite``."""
     if path.is_dir():
         raise OutputError(f"{path} is a folder", hint="give a file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} exists; left it untouched", hint="pass --overwrite or another --output PATH")
+        raise OutputError(f"{path} exists; left it untouched", hint=f"pass --overwrite or another {option}")
     folder = path.parent
     existing = folder
     while not existing.exists() and existing != existing.parent:

@@ -41,22 +41,29 @@ class TrialRow:
     test_accuracy: float | None = None  # set by `cnn-tune retrain`
     checkpoint: str | None = None
     retry_of: int | None = None  # the trial whose dead worker this one re-runs (heartbeat)
+    confirmed_mean: float | None = None  # set by `cnn-tune confirm`: over the original and new seeds
+    confirmed_std: float | None = None
+    confirmed_n: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"number": self.number, "state": self.state, "value": self.value,
                 "last_val_accuracy": self.last_val_accuracy, "epochs": self.epochs,
                 "duration_s": self.duration_s, "started": self.started, "params": dict(self.params),
-                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint, "retry_of": self.retry_of}
+                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint, "retry_of": self.retry_of,
+                "confirmed_mean": self.confirmed_mean, "confirmed_std": self.confirmed_std,
+                "confirmed_n": self.confirmed_n}
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
-def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None) -> TrialRow:
+def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None,
+           confirmed: dict[int, dict] | None = None) -> TrialRow:
     steps = trial.intermediate_values
     last = steps[max(steps)] if steps else None
     record = (retrained or {}).get(trial.number, {})
+    again = (confirmed or {}).get(trial.number, {})
     return TrialRow(
         number=trial.number,
         state=trial.state.name.lower(),
@@ -70,6 +77,9 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None) -> Tria
         test_accuracy=record.get("test_accuracy"),
         checkpoint=record.get("checkpoint"),
         retry_of=_retry_of(trial),
+        confirmed_mean=again.get("mean"),
+        confirmed_std=again.get("std"),
+        confirmed_n=again.get("n"),
     )
 
 
@@ -108,7 +118,8 @@ def select_rows(study: optuna.Study, states: list[str] | None = None, last: int 
     wanted = tuple(STATES[s] for s in states) if states else None
     trials = study.get_trials(deepcopy=False, states=wanted)
     retrained = studies.retrain_records(study) if trials else {}
-    rows = [to_row(t, retrained) for t in trials]
+    confirmed = studies.confirm_records(study) if trials else {}
+    rows = [to_row(t, retrained, confirmed) for t in trials]
     if sort is not None and sort not in SORT_KEYS and sort not in param_names(rows):
         raise UsageError(f"cannot sort by {sort!r}",
                          hint=f"use one of: {', '.join([*SORT_KEYS, *param_names(rows)])}")
@@ -135,13 +146,23 @@ def require_best(study: optuna.Study) -> FrozenTrial:
                             hint="run `cnn-tune optimize` to add trials") from None
 
 
-def best_record(study: optuna.Study, url: str) -> dict[str, Any]:
-    """Everything `cnn-tune best` shows, JSON-ready."""
-    best = require_best(study)
-    record = to_row(best, studies.retrain_records(study)).as_dict()
+def best_record(study: optuna.Study, url: str, by: str = "value") -> dict[str, Any]:
+    """Everything `cnn-tune best` shows, JSON-ready. ``by="mean"``: the trial with the highest
+    confirmed mean (`cnn-tune confirm`) instead of the highest single value."""
+    if by == "mean":
+        leader = studies.confirmed_leader(study)
+        if leader is None:
+            raise NothingToShow(f"study {study.study_name!r} has no confirmed trials yet",
+                                hint="run `cnn-tune confirm` first, or drop --by mean")
+        best = next(t for t in study.get_trials(deepcopy=False) if t.number == leader)
+    else:
+        best = require_best(study)
+    confirmed = studies.confirm_records(study)
+    record = to_row(best, studies.retrain_records(study), confirmed).as_dict()
     record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
                   completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
-                  seed=best.user_attrs.get("seed"))
+                  seed=best.user_attrs.get("seed"), ranked_by=by,
+                  confirmed_ci95=confirmed.get(best.number, {}).get("ci95"))
     return record
 
 

@@ -9,6 +9,7 @@ from typing import Callable
 import optuna
 import torch
 
+from .protocol import CONFIRM_OF
 from .samplers import derive_seed
 from .space import suggest
 from .training import EpochResult, Trainer
@@ -22,21 +23,30 @@ class Objective:
     wall time; per-epoch validation accuracy is its intermediate values."""
 
     def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
-                 on_epoch: EpochCallback = lambda _n, _r: None) -> None:
+                 on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False) -> None:
         self.trainer = trainer
+        self.enqueued_only = enqueued_only  # confirm: only trials enqueued with their params and seed
         self.epochs = epochs
         self.seed = seed
         self.on_epoch = on_epoch
         self.current: int | None = None  # number of the trial being trained, for Ctrl-C reports
 
-    def trial_seed(self, number: int) -> int:
-        # Seeded runs are reproducible trial by trial; unseeded ones still record their seed.
-        return derive_seed(self.seed, "trial", number) if self.seed is not None else secrets.randbits(31)
+    def trial_seed(self, trial: optuna.Trial) -> int:
+        """A seed given with the trial (an enqueued confirm run, a heartbeat retry) is kept.
+        Otherwise seeded runs are reproducible trial by trial; unseeded ones record theirs."""
+        if "seed" in trial.user_attrs:
+            return int(trial.user_attrs["seed"])
+        return derive_seed(self.seed, "trial", trial.number) if self.seed is not None else secrets.randbits(31)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
+        if self.enqueued_only and CONFIRM_OF not in trial.user_attrs:
+            # Another worker took the last waiting run between our check and Optuna's ask: this
+            # trial is a fresh sample, not a run to confirm. Stop it before it trains.
+            trial.set_user_attr("cnn_tune.spare", True)
+            raise optuna.TrialPruned("no run left to confirm")
         hp = suggest(trial)
-        seed = self.trial_seed(trial.number)
+        seed = self.trial_seed(trial)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.trainer.device))
         trial.set_user_attr("threads", torch.get_num_threads())  # CPU threads it trained with

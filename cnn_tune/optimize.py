@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
-from .data import load_mnist
+from .data import Mnist, load_mnist
 from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan
 from .protocol import PROTOCOL_ATTR, Protocol
 from .training import EpochResult, resolve_device, resolve_precision
@@ -149,8 +149,15 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
         storage = studies.open_storage(url, options.heartbeat, write=True)
     with studies.writes_to(url):
         study = studies.create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
+    result = execute(plan, study, data, reporter)
+    result.seconds = time.perf_counter() - started
+    return result
 
-    result = OptimizeResult(plan.study, url, plan.resumed, plan.protocol, workers=plan.workers)
+
+def execute(plan: Plan, study: optuna.Study, data: Mnist, reporter: Reporter) -> OptimizeResult:
+    """Run ``plan`` on ``study`` (already open): here, or in ``plan.workers`` processes."""
+    started = time.perf_counter()
+    result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
     with sigterm_as_interrupt():
@@ -162,7 +169,7 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
         else:
             run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect)
     collect.finish()
-    with studies.writes_to(url):
+    with studies.writes_to(plan.url):
         result.best = best_or_none(study)
     result.seconds = time.perf_counter() - started
     return result

@@ -21,7 +21,7 @@ from typing import Callable
 
 from .data import read_folder
 from .plan import Plan
-from .study import open_storage, quiet_optuna
+from .study import open_storage, quiet_libraries, quiet_optuna
 from .worker import Claims, Event, Exited, Failed, attach, run
 
 JOIN_TIMEOUT_S = 60  # after a stop request, how long a worker may take to end its trial
@@ -64,7 +64,8 @@ def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
         return attach(open_storage(plan.url, plan.heartbeat, write=True), plan, index), data
 
     sink = shared.events.put
-    run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink)
+    with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
+        run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink)
 
 
 def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str], None]) -> bool:

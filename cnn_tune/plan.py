@@ -64,6 +64,7 @@ class Plan:
     device: str  # resolved: "cpu" or "cuda"
     precision: str  # resolved: "fp32" or "bf16"
     data_folder: Path
+    enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
 
 
 def check_options(options: OptimizeOptions) -> None:

@@ -187,6 +187,40 @@ def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, pa
     return path
 
 
+def confirmed_figure(study: optuna.Study):
+    """Mean validation accuracy of each confirmed trial with its 95% interval as error bars,
+    and every run as a dot; None before `cnn-tune confirm`."""
+    import plotly.graph_objects as go
+
+    records = studies.confirm_records(study)
+    if not records:
+        return None
+    ranked = sorted(records.items(), key=lambda item: item[1]["mean"], reverse=True)
+    names = [f"trial {n}" for n, _ in ranked]
+    means = [r["mean"] for _, r in ranked]
+    up = [(r["ci95"][1] - r["mean"]) if r.get("ci95") else 0 for _, r in ranked]
+    fig = go.Figure(go.Bar(x=names, y=means, name="mean",
+                           error_y={"type": "data", "array": up, "visible": True}))
+    for name, (_, r) in zip(names, ranked):
+        fig.add_trace(go.Scatter(x=[name] * len(r["values"]), y=r["values"], mode="markers", showlegend=False,
+                                 marker={"color": "black", "size": 6}, name=f"{name} runs"))
+    low = min(v for _, r in ranked for v in r["values"])
+    fig.update_layout(title=f"Confirmed: mean validation accuracy and 95% interval — study {study.study_name}",
+                      yaxis={"title": "validation accuracy", "range": [low - 0.003, 1.0]}, xaxis={"title": ""})
+    return fig
+
+
+def confirmed_section(study: optuna.Study) -> list[str]:
+    fig = confirmed_figure(study)
+    if fig is None:
+        return []
+    rows = select_rows(study)
+    confirmed = [r for r in rows if r.confirmed_mean is not None]
+    confirmed.sort(key=lambda r: r.confirmed_mean, reverse=True)
+    return ["<h2>Confirmed configurations (cnn-tune confirm)</h2>",
+            fig.to_html(include_plotlyjs=False, full_html=False), html_table(trials_table(confirmed))]
+
+
 def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> str:
     """One page: summary, best trial, every view that can be drawn (and why the others
     cannot), and the trials table. plotly.js is embedded once, in the head."""
@@ -208,6 +242,7 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> 
         parts.append(f"<p>{html.escape(exc.message)}</p>")
     else:
         parts.append("<h2>Best trial</h2>" + html_table(pairs_table(best_pairs(best))))
+    parts += confirmed_section(study)
     for kind in VIEWS:
         parts.append(f"<h2>{html.escape(VIEWS[kind].title)}</h2>")
         try:

@@ -15,8 +15,11 @@ from .views import trial_line
 
 
 def start_line(plan: Plan) -> str:
-    verb = "Resuming" if plan.resumed else "Creating"
     p = plan.protocol
+    if plan.enqueued_only:
+        return (f"Confirming: {plan.trials} run(s) of {p.epochs} epochs on {p.n_train} train / {p.n_val} validation "
+                f"images, stored in study {plan.study!r}, device {plan.device}, {plan.precision}")
+    verb = "Resuming" if plan.resumed else "Creating"
     return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs on "
             f"{p.n_train} train / {p.n_val} validation images, device {plan.device}, {plan.precision}")
 
@@ -30,7 +33,11 @@ def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:
 
 
 class PlainReporter:
-    """One line per event; progress notes on stderr so stdout holds only trial lines."""
+    """One line per event; progress notes on stderr so stdout holds only trial lines (or
+    nothing but the result, when ``stderr_only``: a JSON or CSV document follows on stdout)."""
+
+    def __init__(self, stderr_only: bool = False) -> None:
+        self.stderr_only = stderr_only
 
     def info(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -42,7 +49,7 @@ class PlainReporter:
         pass
 
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None:
-        print(trial_line(trial, best), flush=True)
+        print(trial_line(trial, best), file=sys.stderr if self.stderr_only else sys.stdout, flush=True)
 
     def close(self) -> None:
         pass
@@ -83,8 +90,9 @@ class RichReporter:
             self.progress = None
 
 
-def reporter(console: Console | None) -> PlainReporter | RichReporter:
-    return RichReporter(console) if console is not None else PlainReporter()
+def reporter(console: Console | None, stderr_only: bool = False) -> PlainReporter | RichReporter:
+    """Rich on a terminal; else plain lines (all on stderr when stdout carries a document)."""
+    return RichReporter(console) if console is not None else PlainReporter(stderr_only)
 
 
 def epoch_line(result: EpochResult, epochs: int) -> str:

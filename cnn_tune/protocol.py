@@ -17,6 +17,13 @@ PROTOCOL_ATTR = "cnn_tune.protocol"
 # Optuna refuses to change a finished trial, so what `retrain` learns about trial N is kept on
 # the study under RETRAIN_ATTR_PREFIX + "N" (one key per trial: concurrent retrains never collide).
 RETRAIN_ATTR_PREFIX = "cnn_tune.retrain."
+# `confirm` runs live in a companion study named STUDY + CONFIRM_SUFFIX; each run's trial has the
+# user attrs CONFIRM_OF (the original trial's number), "repeat" (1..S) and "seed". The summary per
+# original trial is stored on the study itself under CONFIRM_ATTR_PREFIX + "N".
+CONFIRM_SUFFIX = ".confirm"
+CONFIRM_OF = "confirm_of"
+CONFIRM_ATTR_PREFIX = "cnn_tune.confirm."
+CONFIRM_SUMMARY_ATTR = "cnn_tune.confirm"  # leader, runner-up, and the test between them
 
 
 @dataclass(frozen=True)

@@ -73,14 +73,16 @@ class Evaluation:
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """The trial to retrain: ``number``, or the best complete one."""
+    """The trial to retrain: ``number``; else the confirmed leader once `cnn-tune confirm` has
+    run (the best mean over several seeds); else the best complete one."""
     trials = study.get_trials(deepcopy=False)
     if number is None:
         if not any(t.state == TrialState.COMPLETE for t in trials):
             raise UsageError(f"study {study.study_name!r} has no complete trial to retrain "
                              f"({counts_text(state_counts(trials))})",
                              hint="run `cnn-tune optimize` first")
-        return study.best_trial
+        leader = studies.confirmed_leader(study)
+        return trials[leader] if leader is not None and trials[leader].number == leader else study.best_trial
     match = [t for t in trials if t.number == number]
     if not match:
         raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0–{len(trials) - 1})"
@@ -110,6 +112,10 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     """Validate everything cheap first (study, trial, output path); then read data and train."""
     study = studies.read_study(settings.storage, settings.study)
     trial = pick_trial(study, settings.trial)
+    confirmed = studies.confirm_records(study).get(trial.number)
+    if settings.trial is None and confirmed is not None:
+        log(f"Trial {trial.number} is the confirmed leader: mean validation accuracy {100 * confirmed['mean']:.2f}% "
+            f"over {confirmed['n']} runs (`cnn-tune confirm`); pass --trial N for another")
     protocol = studies.stored_protocol(study)
     hp = Hyperparams.from_params(trial.params)
     epochs = settings.epochs or protocol.epochs

@@ -8,6 +8,8 @@ import logging
 import os
 import random
 import re
+import sys
+import threading
 import time
 import warnings
 import weakref
@@ -21,11 +23,12 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
 from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, StudyNotFound, UsageError
-from .protocol import PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
+from .protocol import CONFIRM_ATTR_PREFIX, PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
 SERVER_CONNECT_TIMEOUT_S = 5  # PostgreSQL/MySQL: a server that does not answer fails this fast
 DEFAULT_STUDY = "mnist-cnn"
+METRIC_NAME = "validation_accuracy"  # the objective's name, as the dashboard and Optuna's tools show it
 SCHEMA_RETRIES = 8  # first opens of a new database by several processes at once
 SQLITE_BUSY_TIMEOUT_S = 30  # wait this long for another writer instead of failing with "database is locked"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -135,7 +138,7 @@ def _refuse_foreign_sqlite(url: str, path: Path) -> None:
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(f"cannot read {path}: {_first_line(exc)}", hint="point --storage at another file") from None
+        raise storage_failure(exc, url, "read") from None
     finally:
         engine.dispose()
     if tables and "studies" not in tables:
@@ -217,6 +220,7 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
 
 # Every storage this process opened, so that a command closes them when it ends (see close_all).
 _OPENED: weakref.WeakSet[optuna.storages.RDBStorage] = weakref.WeakSet()
+_LAST_URL: list[str | None] = [None]
 
 
 def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = False) -> optuna.storages.RDBStorage:
@@ -224,6 +228,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = Fal
     parsed = parse_storage(url)
     shown = display_url(url)
     try:
+        _LAST_URL[0] = url
         storage = _new_rdb_storage(url, parsed, heartbeat)
         _OPENED.add(storage)
         if write and parsed.get_backend_name() == "sqlite":
@@ -234,7 +239,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = Fal
         raise DependencyMissing(f"no database driver for {shown}: {exc}",
                                 hint=_DRIVER_EXTRA.get(backend, "install the SQLAlchemy driver for it")) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(f"cannot open {shown}: {_first_line(exc)}", hint="check --storage") from None
+        raise storage_failure(exc, url, "open") from None
     except RuntimeError as exc:  # Optuna: schema written by another Optuna version
         if "optuna storage upgrade" in str(exc) or "schema" in str(exc):
             raise StorageError(f"the schema of {shown} is older than this Optuna's",
@@ -322,33 +327,133 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if PROTOCOL_ATTR not in study.user_attrs:
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
+    if study.metric_names is None:  # named for optuna-dashboard, Optuna's plots and `optuna trials`
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
     check_protocol(name, stored_protocol(study), protocol)  # another process may have created it a moment before
     return study
 
 
+def _by_trial(study: optuna.Study, prefix: str) -> dict[int, dict]:
+    """Study user attrs named PREFIX + trial number, by trial number."""
+    return {int(key[len(prefix):]): value for key, value in study.user_attrs.items()
+            if key.startswith(prefix) and key[len(prefix):].isdigit()}
+
+
 def retrain_records(study: optuna.Study) -> dict[int, dict]:
     """What `cnn-tune retrain` stored, by trial number."""
-    return {int(key[len(RETRAIN_ATTR_PREFIX):]): value for key, value in study.user_attrs.items()
-            if key.startswith(RETRAIN_ATTR_PREFIX) and key[len(RETRAIN_ATTR_PREFIX):].isdigit()}
+    return _by_trial(study, RETRAIN_ATTR_PREFIX)
+
+
+def confirm_records(study: optuna.Study) -> dict[int, dict]:
+    """What `cnn-tune confirm` stored (mean, std, 95% interval, runs), by trial number."""
+    return _by_trial(study, CONFIRM_ATTR_PREFIX)
+
+
+def confirmed_leader(study: optuna.Study) -> int | None:
+    """The trial with the highest confirmed mean, once `cnn-tune confirm` has run."""
+    found = confirm_records(study)
+    return max(found, key=lambda n: found[n]["mean"]) if found else None
 
 
 def record_retrain(study: optuna.Study, trial_number: int, record: dict) -> None:
     study.set_user_attr(f"{RETRAIN_ATTR_PREFIX}{trial_number}", record)
 
 
+STORAGE_FAILURES = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+# The driver's words for a fault → what it is, and what to do. Checked in order, lower case.
+_FAULTS = (
+    (("readonly", "read-only", "read only"), "the database is read-only",
+     "make the database file and its folder writable, or choose another --storage"),
+    (("disk is full", "database or disk is full", "no space left"), "the disk is full",
+     "free space on the disk that holds {where} (or point --storage elsewhere) and run the same command "
+     "again; finished trials are safe"),
+    (("malformed", "file is not a database", "file is encrypted"), "the file is damaged",
+     "restore {where} from a copy (`cnn-tune backup` makes one) or start a new --storage; "
+     "`sqlite3 {where} .recover` may save its trials"),
+    (("disk i/o error",), "the disk reported an I/O error",
+     "check the disk that holds {where}; `cnn-tune backup` copies what can still be read"),
+    (("server closed the connection", "terminating connection", "connection refused", "connection reset",
+      "could not receive data", "consuming input failed", "ssl syscall", "lost connection", "gone away",
+      "connection is closed", "broken pipe", "the connection is lost"), "the connection to the database server failed",
+     "check that the server at {where} is up, then run the same command again; finished trials are safe"),
+)
+
+
+def storage_cause(exc: BaseException) -> BaseException | None:
+    """The storage failure behind ``exc``, following its chain (Optuna wraps failed commits in
+    StorageInternalError, and a failure while it stores a trial's end can surface as its own
+    AssertionError with the storage failure as its context); None if there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.SQLAlchemyError):
+            return current
+        if isinstance(current, optuna.exceptions.StorageInternalError):
+            inner = storage_cause(current.__cause__) if current.__cause__ is not None else None
+            return inner or current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def storage_failure(exc: BaseException, url: str | None = None, action: str = "use") -> StorageError:
+    """One StorageError for a failed read or write: the storage, the cause, the fix."""
+    cause = storage_cause(exc) or exc
+    text = _first_line(cause) if isinstance(cause, sqlalchemy.exc.SQLAlchemyError) else str(cause).strip()
+    url = url or last_opened_url()
+    shown = display_url(url) if url else "the study database"
+    path = sqlite_path(parse_storage(url)) if url else None
+    where = str(path) if path is not None else shown
+    lowered = text.lower()
+    for needles, what, hint in _FAULTS:
+        if any(n in lowered for n in needles):
+            return StorageError(f"cannot {action} {shown}: {what} ({text})", hint=hint.format(where=where))
+    return StorageError(f"cannot {action} {shown}: {text}", hint="check --storage")
+
+
 @contextmanager
 def writes_to(url: str):
-    """Database errors while trials run (a read-only file, a lost server) become one
-    StorageError naming the storage."""
+    """Database errors while trials run (a read-only file, a full disk, a lost server) become
+    one StorageError naming the storage, the cause and the fix."""
     try:
         yield
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        # Optuna wraps failed commits in StorageInternalError; the driver's reason is the cause
-        cause = exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
-        text = _first_line(cause) if isinstance(cause, sqlalchemy.exc.SQLAlchemyError) else str(exc)
-        hint = ("make the database file and its folder writable, or choose another --storage"
-                if "readonly" in text.replace("-", "").lower() or "read only" in text.lower() else "check --storage")
-        raise StorageError(f"cannot write to {display_url(url)}: {text}", hint=hint) from None
+    except STORAGE_FAILURES as exc:
+        raise storage_failure(exc, url, "write to") from None
+
+
+def last_opened_url() -> str | None:
+    """The URL of the storage this process opened last (for errors raised far from the open)."""
+    return _LAST_URL[0]
+
+
+@contextmanager
+def quiet_libraries(debug: bool):
+    """While a command runs, without --debug: library warnings users cannot act on (torch's
+    pickle notes, Optuna's experimental features) are not shown, and an exception in a
+    library's thread (Optuna's heartbeat thread on a full disk) prints no traceback — the
+    main thread meets the same fault and reports it in one line. Restored afterwards."""
+    if debug:
+        yield
+        return
+    previous = threading.excepthook
+    threading.excepthook = _silent_thread_failure
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        threading.excepthook = previous
+
+
+def _silent_thread_failure(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not None and issubclass(args.exc_type, STORAGE_FAILURES):
+        return  # the heartbeat thread's write failed; the main thread meets and reports the fault
+    name = args.thread.name if args.thread is not None else "a background thread"
+    print(f"Error in {name}: {args.exc_type.__name__}: {args.exc_value} (run again with --debug for the traceback)",
+          file=sys.stderr, flush=True)
 
 
 def quiet_optuna(debug: bool) -> None:

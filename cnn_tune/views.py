@@ -12,27 +12,39 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .inspection import StudySummary, TrialRow, param_names
 from .output import Table, View, cell, flat, pairs_table, pct, secs
+from .protocol import CONFIRM_OF
 from .space import short_text
 
-if TYPE_CHECKING:  # optimize imports torch; the CLI's --help must not
+if TYPE_CHECKING:  # optimize and confirm import torch; the CLI's --help must not
+    from .confirm import ConfirmResult
     from .optimize import OptimizeResult
 
 # --- trials ----------------------------------------------------------------------------------
 
 TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
-RETRAIN_COLUMNS = ["test_accuracy", "checkpoint", "retry_of"]
+RETRAIN_COLUMNS = ["test_accuracy", "checkpoint", "retry_of", "confirmed_mean", "confirmed_std", "confirmed_n"]
+
+
+def confirmed_text(mean: float | None, std: float | None, n: int | None) -> str:
+    """``98.95% ± 0.05 (4)``: mean and standard deviation in points, over n runs."""
+    if mean is None:
+        return "—"
+    return f"{pct(mean)} ± {100 * std:.2f} ({n})" if std is not None else f"{pct(mean)} ({n})"
 
 
 def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
     names = param_names(rows)
     retrained = any(r.test_accuracy is not None for r in rows)
-    headers = ["#", "state", "val acc", "epochs", "seconds", *names] + (["test acc"] if retrained else [])
+    confirmed = any(r.confirmed_mean is not None for r in rows)
+    headers = (["#", "state", "val acc", "epochs", "seconds", *names] + (["test acc"] if retrained else [])
+               + (["confirmed mean ± sd (runs)"] if confirmed else []))
     body = []
     for r in rows:
         # a pruned or running trial shows the last epoch's accuracy: where it stopped
         line = [str(r.number), r.state, pct(r.value if r.value is not None else r.last_val_accuracy),
                 str(r.epochs), secs(r.duration_s), *[cell(r.params.get(n)) for n in names]]
-        body.append(line + ([pct(r.test_accuracy)] if retrained else []))
+        line += [pct(r.test_accuracy)] if retrained else []
+        body.append(line + ([confirmed_text(r.confirmed_mean, r.confirmed_std, r.confirmed_n)] if confirmed else []))
     return Table(headers, body, title, frozenset({0, 2, 3, 4}))
 
 
@@ -57,6 +69,14 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
         pairs += [("test accuracy", pct(record["test_accuracy"])), ("checkpoint", cell(record["checkpoint"]))]
     else:
         pairs.append(("test accuracy", "— (run `cnn-tune retrain`)"))
+    if record.get("confirmed_mean") is not None:
+        ci = record.get("confirmed_ci95")
+        pairs.append(("confirmed mean ± sd (runs)", confirmed_text(record["confirmed_mean"], record["confirmed_std"],
+                                                                    record["confirmed_n"])))
+        if ci:
+            pairs.append(("confirmed 95% interval", f"{pct(ci[0])} – {pct(ci[1])}"))
+    if record.get("ranked_by") == "mean":
+        pairs.insert(2, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
     return pairs
 
 
@@ -93,6 +113,10 @@ def last_value(trial: FrozenTrial) -> float | None:
 def trial_line(trial: FrozenTrial, best: FrozenTrial | None) -> str:
     seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
     value = trial.value if trial.state == TrialState.COMPLETE else last_value(trial)
+    if CONFIRM_OF in trial.user_attrs:  # a `confirm` run: which trial it repeats, and with which seed
+        return (f"trial {trial.user_attrs[CONFIRM_OF]:>3}  run {trial.user_attrs.get('repeat', '?')}  "
+                f"{trial.state.name:<8}  val {pct(value)}  seed {trial.user_attrs.get('seed')}  "
+                f"{trial.user_attrs.get('epochs_run', 0)} ep  {seconds:.1f}s")
     best_text = f"best {pct(best.value)} (#{best.number})" if best is not None else "best —"
     return (f"trial {trial.number:>3}  {trial.state.name:<8}  val {pct(value)}  {best_text}  "
             f"{short_text(trial.params)}  {trial.user_attrs.get('epochs_run', 0)} ep  {seconds:.1f}s")
@@ -145,3 +169,25 @@ def predictions_view(records: list[dict[str, Any]]) -> View:
     rows = [[r["image"], str(r["digit"]), pct(r["probability"])] for r in records]
     return View([Table(["image", "digit", "probability"], rows, right=frozenset({1, 2}))], records,
                 (["image", "digit", "probability"], [[r["image"], r["digit"], r["probability"]] for r in records]))
+
+
+# --- confirm ---------------------------------------------------------------------------------
+
+def confirm_view(result: ConfirmResult) -> View:
+    headers = ["rank", "trial", "runs", "mean", "sd (points)", "95% interval", "original", "params"]
+    rows, data = [], []
+    for rank, c in enumerate(result.ranked, 1):
+        ci = c.ci95
+        rows.append([str(rank), str(c.trial), str(c.n), pct(c.mean), "—" if c.std is None else f"{100 * c.std:.2f}",
+                     f"{pct(ci[0])} – {pct(ci[1])}" if ci else "—", pct(c.values[0]), short_text(c.params)])
+        data.append({"rank": rank, "trial": c.trial, **c.as_attr()})
+    v = result.verdict
+    blocks: list = [f"Confirmed {len(result.ranked)} configuration(s) of study {result.study!r}: validation accuracy "
+                    "over the original run and new seeds, ranked by mean",
+                    Table(headers, rows, right=frozenset({0, 1, 2, 3, 4, 6})), v.sentence]
+    if result.runs is not None and result.runs.interrupted:
+        blocks.append("Interrupted: run the same command again to finish the remaining runs.")
+    csv_rows = [[d["rank"], d["trial"], d["n"], d["mean"], d["std"], *(d["ci95"] or [None, None])] for d in data]
+    return View(blocks, {"study": result.study, "ranked": data, "leader": v.leader, "runner_up": v.runner_up,
+                         "test": "Welch's t-test, two-sided", "p_value": v.p_value, "sentence": v.sentence},
+                (["rank", "trial", "runs", "mean", "std", "ci95_low", "ci95_high"], csv_rows))

@@ -22,7 +22,7 @@ from .errors import CnnTuneError, WorkerCrashed
 from .objective import Objective
 from .plan import Plan
 from .samplers import derive_seed, make_pruner, make_sampler
-from .study import writes_to
+from .study import storage_cause, storage_failure
 from .training import EpochResult, Trainer
 
 
@@ -101,7 +101,8 @@ def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink) -> Objectiv
     split = make_split(len(data.train_labels), plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
     return Objective(trainer, plan.protocol.epochs, plan.seed,
-                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)))
+                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
+                     enqueued_only=plan.enqueued_only)
 
 
 class Claims:
@@ -116,6 +117,8 @@ class Claims:
 
     def __call__(self, study: optuna.Study) -> bool:
         if self.stopped() or (self.deadline is not None and time.monotonic() >= self.deadline):
+            return False
+        if self.plan.enqueued_only and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return False
         if not under_cap(study, self.plan.max_trials):
             self.sink(Capped(self.worker))
@@ -135,6 +138,18 @@ def local_counter(limit: int) -> Callable[[], bool]:
     return take
 
 
+def _fate(study: optuna.Study, number: int) -> str:
+    """What became of the trial that was running when the storage failed."""
+    try:
+        state = next(t.state for t in study.get_trials(deepcopy=False) if t.number == number)
+    except Exception:  # noqa: BLE001 - the storage may not even be readable now
+        state = TrialState.RUNNING
+    if state == TrialState.FAIL:
+        return f"trial {number} was stored as failed"
+    return (f"trial {number} could not be closed: once its heartbeat is older than --grace, the next "
+            "`cnn-tune optimize` on this study fails it and runs it again")
+
+
 def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
         sink: Sink) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
@@ -142,21 +157,27 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, work
     Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
     them. Ctrl-C (or SIGTERM, turned into it by the caller) ends the running trial as FAIL
     and is reported, not raised."""
-    objective = None
+    objective, study = None, None
     try:
         study, data = attach_study()
         if plan.threads is not None:
             torch.set_num_threads(plan.threads)
         objective = make_objective(plan, data, worker, sink)
         done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
-        with writes_to(plan.url):  # a full disk or a lost server: one StorageError naming the storage
-            while claims(study):
-                study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
+        while claims(study):
+            study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
     except KeyboardInterrupt:
         sink(Interrupted(worker, objective.current if objective is not None else None))
     except CnnTuneError as exc:
         sink(Failed(worker, exc, traceback.format_exc()))
-    except Exception as exc:  # noqa: BLE001 - a bug or a library's error: reported, never a bare traceback
+    except Exception as exc:  # noqa: BLE001 - a storage fault inside Optuna, a bug: reported, never a bare traceback
+        if storage_cause(exc) is not None:
+            failure = storage_failure(exc, plan.url, "write to")
+            running = objective.current if objective is not None else None
+            if running is not None:
+                failure.hint = f"{failure.hint}; {_fate(study, running)}"
+            sink(Failed(worker, failure, traceback.format_exc()))
+            return
         sink(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
                                           hint="run again with --debug for the traceback"), traceback.format_exc()))
     finally:

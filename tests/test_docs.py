@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = {  # fragment of a command → why it is not run by this test
     "--train-limit 6000": "needs 6,000 real MNIST images; the tests' data has 400",
+    "cnn-tune dashboard": "serves until Ctrl-C; tests/test_bad_day.py runs it in headless Chromium",
 }
 NOT_RUN_BLOCKS = {  # fragment anywhere in a fenced block → why none of its commands run
     "db.example.org": "needs a PostgreSQL server on another machine",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 from conftest import load, quick, write_mnist
@@ -143,8 +145,31 @@ def test_sqlite_folder_is_created(cli, tmp_path):
 
 
 def test_version_and_help_have_examples(cli):
+    from typer.main import get_command
+
+    from cnn_tune.cli import app
+
     assert cli("--version").stdout.startswith("cnn-tune ")
-    assert "Example: cnn-tune optimize" in cli("optimize", "--help").stdout
+    for name in get_command(app).commands:
+        assert f"Example: cnn-tune {name}" in " ".join(cli(name, "--help").stdout.split()), name
+
+
+def test_every_command_summary_is_one_line_on_80_columns():
+    import subprocess
+    import sys
+
+    from typer.main import get_command
+
+    from cnn_tune.cli import app
+
+    done = subprocess.run([sys.executable, "-m", "cnn_tune", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "80", "TERM": "xterm"})
+    lines = done.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "Commands" in ln)
+    rows = [ln for ln in lines[start + 1:] if ln.startswith("│")]
+    assert max(len(ln) for ln in lines) <= 80
+    names = list(get_command(app).commands)
+    assert [ln.split()[1] for ln in rows] == names, rows  # one row per command: no summary wraps
 
 
 def test_python_dash_m_runs_the_cli():

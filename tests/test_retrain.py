@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -248,3 +249,21 @@ def test_undecodable_image(env, tmp_path, content):
 
 def test_missing_image(env, tmp_path):
     assert_one_line_error(env("predict", str(env.root / "best.pt"), str(tmp_path / "none.png")), 1, "no image at")
+
+
+def test_a_refused_checkpoint_prints_only_our_line(env, tmp_path):
+    """In a real process (pytest would swallow warnings in-process): torch's pickle-protocol
+    UserWarning must not reach the user before our one line."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "protocol4.pt"
+    with path.open("wb") as fh:  # pickle protocol 4: torch warns about it before refusing the file
+        torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(tmp_path / "pwned")}, fh, pickle_module=pickle,
+                   pickle_protocol=4)
+    r = subprocess.run([sys.executable, "-m", "cnn_tune", "evaluate", str(path)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "CNN_TUNE_DEBUG": "", "PYTHONWARNINGS": "default"})
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error:")]
+    assert len(r.stderr.strip().splitlines()) == 1 and "not a cnn-tune checkpoint" in r.stderr, r.stderr
+    assert not (tmp_path / "pwned").exists()

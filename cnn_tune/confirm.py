@@ -1,0 +1,284 @@
+"""`cnn-tune confirm`: train the top trials again with new seeds, to tell a better
+configuration from a lucky seed.
+
+Each run is a trial of a companion study, ``STUDY.confirm``, enqueued with the original
+trial's parameters and its own seed (user attrs ``confirm_of``, ``repeat``, ``seed``), so the
+worker machinery of `optimize` runs them: several processes share them (Optuna hands each
+waiting trial to one worker), an interrupted run is run again next time, a killed worker's
+run is failed and re-queued by the heartbeat. Runs use the study's protocol — the same split,
+epochs and data — and report validation accuracy; the test set is never touched, and the
+original trials are never changed. The summary per trial (mean, standard deviation, 95%
+interval) is stored on the study as the user attr ``cnn_tune.confirm.N``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from . import study as studies
+from .data import load_mnist
+from .errors import NothingToShow, ProtocolConflict
+from .optimize import OptimizeResult, Reporter, execute
+from .plan import Plan, make_protocol, resolve_threads, resolve_workers
+from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_OF, CONFIRM_SUFFIX, CONFIRM_SUMMARY_ATTR, PROTOCOL_ATTR, Protocol
+from .samplers import derive_seed
+from .training import resolve_device, resolve_precision
+
+LOCK_STALE_S = 120  # a lock older than this was left by a process that died while enqueueing
+
+
+@dataclass(frozen=True)
+class ConfirmOptions:
+    study: str = studies.DEFAULT_STUDY
+    storage: str = studies.DEFAULT_STORAGE
+    top: int = 3
+    seeds: int = 3
+    workers: int = 1
+    threads: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    data_dir: Path | None = None
+    heartbeat: studies.Heartbeat = field(default_factory=studies.Heartbeat)
+
+
+@dataclass
+class Confirmed:
+    """One configuration's accuracies: the original run first, then the confirm runs."""
+
+    trial: int
+    params: dict[str, Any]
+    values: list[float]
+    seeds: list[int]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / self.n
+
+    @property
+    def std(self) -> float | None:
+        if self.n < 2:
+            return None
+        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        """Student's t interval for the mean (the runs' noise is assumed roughly normal)."""
+        if self.std is None:
+            return None
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n)
+        return max(0.0, self.mean - half), min(1.0, self.mean + half)  # an accuracy stays in [0, 1]
+
+    def as_attr(self) -> dict[str, Any]:
+        return {"values": self.values, "seeds": self.seeds, "n": self.n, "mean": self.mean, "std": self.std,
+                "ci95": list(self.ci95) if self.ci95 else None, "params": self.params}
+
+
+@dataclass
+class Verdict:
+    leader: int
+    runner_up: int | None
+    p_value: float | None  # Welch's t-test, two-sided
+    sentence: str
+
+
+@dataclass
+class ConfirmResult:
+    study: str
+    ranked: list[Confirmed]
+    verdict: Verdict
+    runs: OptimizeResult | None  # None when every run was already done
+    notes: list[str]
+
+
+def welch(a: Confirmed, b: Confirmed) -> float | None:
+    """Two-sided p-value of Welch's t-test on two sets of accuracies (None if undefined)."""
+    if a.n < 2 or b.n < 2 or (a.std == 0 and b.std == 0):
+        return None
+    from scipy import stats
+
+    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+
+
+def verdict(ranked: list[Confirmed]) -> Verdict:
+    leader = ranked[0]
+    if len(ranked) < 2:
+        return Verdict(leader.trial, None, None, f"Only trial {leader.trial} was confirmed: nothing to compare.")
+    second = ranked[1]
+    p = welch(leader, second)
+    gap = 100 * (leader.mean - second.mean)
+    head = (f"Trial {leader.trial} leads trial {second.trial} by {gap:.2f} points of mean validation accuracy "
+            f"({leader.n} and {second.n} runs)")
+    if p is None:
+        return Verdict(leader.trial, second.trial, None, head + "; too few runs for Welch's t-test.")
+    judged = ("distinguishable at the 5% level" if p < 0.05
+              else "not distinguishable at the 5% level: the difference may be seed noise")
+    return Verdict(leader.trial, second.trial, p, f"{head}; Welch's t-test p = {p:.3f}: {judged}.")
+
+
+def companion_name(study: str) -> str:
+    return study + CONFIRM_SUFFIX
+
+
+def _top(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
+
+
+def _check_reproducible(name: str, protocol: Protocol, n_images: int, fingerprint: str) -> None:
+    """Refuse a study whose protocol this machine's data cannot reproduce, naming the difference."""
+    if fingerprint != protocol.data_fingerprint:
+        raise ProtocolConflict(f"study {name!r} was tuned on other MNIST files (data fingerprint "
+                               f"{protocol.data_fingerprint} vs {fingerprint} here)",
+                               hint="point --data-dir at the study's data")
+    here = make_protocol(protocol.epochs, protocol.train_limit, n_images, fingerprint)
+    diffs = protocol.differences(here)
+    if diffs:
+        raise ProtocolConflict(f"this machine cannot reproduce study {name!r}: " + "; ".join(diffs),
+                               hint="run confirm where the study's data and cnn-tune version are")
+
+
+def _runs_wanted(top: list[FrozenTrial], seeds: int) -> list[dict[str, Any]]:
+    """Every (trial, repeat) run asked for, with its seed derived from the trial and the counter."""
+    return [{"params": t.params, "user_attrs": {CONFIRM_OF: t.number, "repeat": r,
+                                                "seed": derive_seed(int(t.user_attrs.get("seed", 0)), "confirm", r)}}
+            for t in top for r in range(1, seeds + 1)]
+
+
+def _key(trial: FrozenTrial) -> tuple[int, int] | None:
+    attrs = trial.user_attrs
+    return (int(attrs[CONFIRM_OF]), int(attrs["repeat"])) if CONFIRM_OF in attrs and "repeat" in attrs else None
+
+
+def _enqueue_missing(storage: optuna.storages.BaseStorage, companion: optuna.Study, wanted: list[dict]) -> int:
+    """Enqueue the runs not done, running or waiting yet — under a lock (a lock study that only
+    one process can create), so that two `confirm` processes never enqueue the same run twice.
+    A failed run (Ctrl-C) counts as not done: it is enqueued again."""
+    lock = companion.study_name + ".lock"
+    deadline = time.monotonic() + 2 * LOCK_STALE_S
+    while True:
+        try:
+            held = optuna.create_study(study_name=lock, storage=storage)
+            held.set_user_attr("created", time.time())
+            break
+        except optuna.exceptions.DuplicatedStudyError:
+            stale = _lock_age(storage, lock) > LOCK_STALE_S
+            if stale or time.monotonic() > deadline:
+                _release(storage, lock)
+            else:
+                time.sleep(0.2)
+    try:
+        have = {_key(t) for t in companion.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+        missing = [w for w in wanted if (w["user_attrs"][CONFIRM_OF], w["user_attrs"]["repeat"]) not in have]
+        for run in missing:
+            companion.enqueue_trial(run["params"], user_attrs=run["user_attrs"])
+        return len(missing)
+    finally:
+        _release(storage, lock)
+
+
+def _lock_age(storage: optuna.storages.BaseStorage, lock: str) -> float:
+    try:
+        created = optuna.load_study(study_name=lock, storage=storage).user_attrs.get("created")
+    except KeyError:
+        return 0.0  # released meanwhile
+    return time.time() - created if created is not None else 0.0
+
+
+def _release(storage: optuna.storages.BaseStorage, lock: str) -> None:
+    try:
+        optuna.delete_study(study_name=lock, storage=storage)
+    except KeyError:
+        pass
+
+
+def collect(study: optuna.Study, companion: optuna.Study | None, top: list[FrozenTrial]) -> list[Confirmed]:
+    """Each top trial's original accuracy plus its complete confirm runs (each repeat once),
+    ranked by mean, best first."""
+    runs: dict[tuple[int, int], FrozenTrial] = {}
+    for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if companion else []:
+        key = _key(t)
+        if key is not None and key not in runs:
+            runs[key] = t
+    out = []
+    for t in top:
+        mine = sorted(r for (n, r) in runs if n == t.number)
+        values = [t.value] + [runs[(t.number, r)].value for r in mine]
+        seeds = [int(t.user_attrs.get("seed", 0))] + [int(runs[(t.number, r)].user_attrs["seed"]) for r in mine]
+        out.append(Confirmed(t.number, dict(t.params), values, seeds))
+    return sorted(out, key=lambda c: c.mean, reverse=True)
+
+
+def store(study: optuna.Study, ranked: list[Confirmed], judged: Verdict) -> None:
+    for c in ranked:
+        study.set_user_attr(f"{CONFIRM_ATTR_PREFIX}{c.trial}", c.as_attr())
+    study.set_user_attr(CONFIRM_SUMMARY_ATTR, {"leader": judged.leader, "runner_up": judged.runner_up,
+                                       "test": "Welch's t-test, two-sided", "p_value": judged.p_value,
+                                       "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+# Long: the steps of one confirm run in order (check, open once, read data, enqueue, run, store),
+# each a call; splitting it would only pass the same eight values around.
+def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
+    studies.check_study_name(options.study)
+    options.heartbeat.check()
+    url = studies.prepare_storage(options.storage)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
+    studies.open_existing(url)  # a missing database is an error, never a new empty file
+    storage = studies.open_storage(url, options.heartbeat, write=True)
+    study = studies.load_existing(storage, url, options.study)
+    protocol = studies.stored_protocol(study)
+    top = _top(study, options.top)
+    if not top:
+        raise NothingToShow(f"study {options.study!r} has no complete trial to confirm",
+                            hint="run `cnn-tune optimize` first")
+    notes = [] if len(top) == options.top else [
+        f"study {options.study!r} has {len(top)} complete trial(s), fewer than --top {options.top}: "
+        f"confirming those"]
+    data = load_mnist(options.data_dir, reporter.info)
+    _check_reproducible(options.study, protocol, len(data.train_labels), data.fingerprint)
+
+    with studies.writes_to(url):
+        companion = optuna.create_study(study_name=companion_name(options.study), storage=storage,
+                                        direction="maximize", load_if_exists=True)
+        if PROTOCOL_ATTR not in companion.user_attrs:
+            companion.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
+            companion.set_user_attr("cnn_tune.confirm_of_study", options.study)
+        waiting = _enqueue_missing(storage, companion, _runs_wanted(top, options.seeds))
+        pending = len(companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    for note in notes:
+        reporter.info(note)
+    runs = None
+    if pending:
+        workers, note = resolve_workers(options.workers, pending)
+        if note:
+            reporter.info(note)
+        plan = Plan(study=companion.study_name, url=url, protocol=protocol, resumed=waiting < pending,
+                    trials_before=len(companion.trials), trials=pending, workers=workers,
+                    threads=resolve_threads(workers, options.threads), timeout=None, seed=None, sampler="random",
+                    pruner="none", max_trials=None, heartbeat=options.heartbeat, device=device.type,
+                    precision=precision, data_folder=data.folder, enqueued_only=True)
+        runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,
+                                               sampler=optuna.samplers.RandomSampler(),
+                                               pruner=optuna.pruners.NopPruner()), data, reporter)
+    ranked = collect(study, companion, top)
+    judged = verdict(ranked)
+    if runs is None or not runs.interrupted:
+        with studies.writes_to(url):
+            store(study, ranked, judged)
+    return ConfirmResult(options.study, ranked, judged, runs, notes)

@@ -1,0 +1,324 @@
+"""A bad day, for real: a disk that fills up, a damaged file, a database server that goes away;
+and the tools for it: `backup` of a live database, `dashboard` in a real browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import api_study, assert_one_line_error, write_mnist
+from optuna.trial import TrialState
+
+FAST = ["--epochs", "1", "--device", "cpu", "--train-limit", "200"]
+
+
+def _env(data: Path, url: str | None = None) -> dict:
+    env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_DEBUG": ""}
+    if url:
+        env["CNN_TUNE_STORAGE"] = url
+    return env
+
+
+def _cnn_tune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnn_tune", *args]
+
+
+def _one_error_line(stderr: str, *fragments: str) -> str:
+    """No traceback from any thread; exactly one error line, the last; each fragment in it."""
+    assert "Traceback" not in stderr and "Exception in thread" not in stderr, stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
+def _complete(url: str) -> list:
+    return [t for t in optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+            if t.state == TrialState.COMPLETE]
+
+
+# --- a disk that fills up --------------------------------------------------------------------
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 600 KB tmpfs: room for a few trials, then SQLite's 'database or disk is full'."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk):
+    data = write_mnist(tmp_path / "data")
+    db = tiny_disk / "s.db"
+    url = f"sqlite:///{db}"
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "200", "--pruner", "none", *FAST), env=_env(data, url),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    line = _one_error_line(r.stderr, "the disk is full", str(db), "free space", "finished trials are safe")
+    finished = [ln for ln in r.stdout.splitlines() if ln.startswith("trial")]
+    # the copy in RAM of a full disk still opens: every trial reported finished is there, complete
+    shutil.copytree(tiny_disk, tmp_path / "copy")
+    copy = f"sqlite:///{tmp_path / 'copy' / 's.db'}"
+    complete = _complete(copy)
+    assert len(complete) >= len(finished) >= 1 and all(t.value is not None for t in complete)
+    trials = optuna.load_study(study_name="mnist-cnn", storage=copy).get_trials()
+    open_ones = [t for t in trials if t.state == TrialState.RUNNING]
+    if open_ones:  # could not be closed: the message says the heartbeat will retry it
+        assert f"trial {open_ones[0].number} could not be closed" in line
+    listed = subprocess.run(_cnn_tune("trials", "-f", "json"), env=_env(data, url), capture_output=True, text=True,
+                            timeout=120)
+    assert listed.returncode == 0, listed.stderr  # reading a full disk works
+
+
+# --- a damaged file --------------------------------------------------------------------------
+
+def test_a_damaged_database_is_named_and_explained(tmp_path, cli):
+    db = tmp_path / "damaged.db"
+    url = f"sqlite:///{db}"
+    api_study(url, n=40)
+    raw = bytearray(db.read_bytes())
+    for page in (3, 5, 8):  # overwrite whole pages in the middle of the file
+        raw[page * 4096:(page + 1) * 4096] = os.urandom(4096)
+    db.write_bytes(bytes(raw))
+    for command in (["trials"], ["best"], ["studies"], ["optimize", "--trials", "1", *FAST]):
+        result = cli(*command, "--storage", url)
+        assert_one_line_error(result, 1, "the file is damaged", str(db), "cnn-tune backup", ".recover")
+
+
+# --- a database server that goes away --------------------------------------------------------
+
+class Proxy:
+    """A TCP relay from a free local port to PostgreSQL's; ``close()`` cuts every connection
+    and stops listening — the server itself is never touched."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+@pytest.fixture()
+def postgres_db():
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"cnn_tune_test_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_db):
+    data = write_mnist(tmp_path / "data", n_train=2000)
+    direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_db}"
+    proxy = Proxy(("127.0.0.1", 5432))
+    via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_db}"
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "500", "--pruner", "none", "--epochs", "2",
+                                      "--device", "cpu", "--train-limit", "1000"),
+                            env=_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if len(_complete(direct)) >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - the study is still being created
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proxy.close()  # mid-study: the next write finds the connection gone
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proxy.close()
+    assert proc.returncode == 1, err
+    _one_error_line(err, "connection to the database server failed", f"127.0.0.1:{proxy.port}",
+                    "run the same command again")
+    finished = [ln for ln in out.splitlines() if ln.startswith("trial")]
+    assert len(_complete(direct)) >= len(finished) >= 2  # every trial it reported is stored, complete
+
+
+# --- backup ----------------------------------------------------------------------------------
+
+def test_backup_copies_a_study_while_two_workers_write(tmp_path, cli):
+    data = write_mnist(tmp_path / "data", n_train=2000)
+    db = tmp_path / "live.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "40", "--workers", "2", "--pruner", "none",
+                                      "--epochs", "2", "--device", "cpu"),
+                            env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if len(_complete(url)) >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        before = len(_complete(url))
+        result = cli("backup", str(tmp_path / "copies" / "b.db"), "--storage", url)
+        running = proc.poll() is None
+        after = len(_complete(url))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert running, "the workers finished before the backup: the test did not test a live copy"
+    assert result.exit_code == 0, result.output
+    assert re.search(r"Copied sqlite:///.*live\.db to .*b\.db: 1 study\(ies\), \d+ trial\(s\)", result.stdout)
+    copied = _complete(f"sqlite:///{tmp_path / 'copies' / 'b.db'}")
+    assert before <= len(copied) <= after
+    assert not list((tmp_path / "copies").glob(".*part"))  # no half-written copy left
+
+
+def test_backup_refuses_what_it_cannot_copy(tmp_path, cli):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    api_study(url, n=2)
+    (tmp_path / "taken.db").write_text("mine")
+    assert_one_line_error(cli("backup", str(tmp_path / "taken.db"), "--storage", url), 1, "exists", "--overwrite")
+    assert (tmp_path / "taken.db").read_text() == "mine"
+    assert_one_line_error(cli("backup", str(tmp_path / "x.db"), "--storage", "postgresql+psycopg://u@h/db"), 2,
+                          "pg_dump")
+    assert_one_line_error(cli("backup", str(tmp_path / "x.db"), "--storage", f"sqlite:///{tmp_path / 'none.db'}"),
+                          2, "no study database")
+    assert_one_line_error(cli("backup", str(tmp_path / "s.db"), "--storage", url), 2, "overwrite the database itself")
+
+
+# --- the dashboard, in a real browser --------------------------------------------------------
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on this machine (`.ci/run` installs it: apt-get install -y chromium)")
+
+
+def _dom(browser: str, url: str, tmp_path: Path) -> str:
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                           "--virtual-time-budget=15000", "--dump-dom", url], capture_output=True, text=True,
+                          timeout=120)
+    text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", done.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    browser = _chromium()
+    data = write_mnist(tmp_path / "data", n_train=2000)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    env = _env(data, url)
+    worker = subprocess.Popen(_cnn_tune("optimize", "--trials", "200", "--pruner", "none", "--epochs", "1",
+                                        "--device", "cpu"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dashboard = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if len(_complete(url)) >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            time.sleep(0.2)
+        dashboard = subprocess.Popen(_cnn_tune("dashboard", "--port", "0"), env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+        first = dashboard.stderr.readline()
+        match = re.search(r"Dashboard on (http://\S+) ", first)
+        assert match, first
+        base = match.group(1)
+        study_page = _dom(browser, f"{base}studies/1", tmp_path / "b1")
+        n_before = len(optuna.load_study(study_name="mnist-cnn", storage=url).trials)
+        trials_page = _dom(browser, f"{base}studies/1/trials", tmp_path / "b2")
+        n_after = len(optuna.load_study(study_name="mnist-cnn", storage=url).trials)
+        assert worker.poll() is None, "the worker stopped: the dashboard was not tested against a live study"
+        dashboard.send_signal(2)  # Ctrl-C
+        _, err = dashboard.communicate(timeout=30)
+    finally:
+        worker.kill()
+        if dashboard is not None:
+            dashboard.kill()
+    assert "mnist-cnn" in study_page and "validation_accuracy" in study_page, study_page[:2000]
+    shown = re.search(r"(\d+) Trials", trials_page)
+    assert shown and n_before - 2 <= int(shown.group(1)) <= n_after + 2, trials_page[:2000]
+    assert dashboard.returncode == 0 and "Dashboard stopped." in err and "Traceback" not in err
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_dashboard_without_the_package_says_how_to_install_it(cli, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    api_study(url, n=1)
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed
+    assert_one_line_error(cli("dashboard", "--storage", url), 1, "pip install -e '.[dashboard]'")
+
+
+def test_new_and_resumed_studies_name_their_metric(cli, db_url):
+    assert cli("optimize", "--trials", "1", *FAST).exit_code == 0
+    assert optuna.load_study(study_name="mnist-cnn", storage=db_url).metric_names == ["validation_accuracy"]
+    # a study from before metric names: Optuna keeps them as a study system attribute
+    storage = optuna.storages.RDBStorage(db_url)
+    storage.set_study_system_attr(storage.get_study_id_from_name("mnist-cnn"), "study:metric_names", None)
+    assert optuna.load_study(study_name="mnist-cnn", storage=db_url).metric_names is None
+    assert cli("optimize", "--trials", "1").exit_code == 0
+    assert optuna.load_study(study_name="mnist-cnn", storage=db_url).metric_names == ["validation_accuracy"]
