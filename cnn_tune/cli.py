@@ -21,7 +21,7 @@ from . import __version__
 from .choices import DEVICES, PRECISIONS
 from .env import DATA_DIR_ENV, DEBUG_ENV, STORAGE_ENV, STUDY_ENV
 from .errors import CnnTuneError
-from .inspection import STATES
+from .inspection import DEFAULT_TARGET, STATES
 from .output import FORMATS, View
 from .plots import EVALUATORS, KINDS
 from .samplers import PRUNERS, SAMPLERS
@@ -123,6 +123,15 @@ PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="auto = bf16 autocast where the hardware runs it natively (CUDA, CPUs with AMX/AVX512-BF16), "
                         "else fp32.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (plain text when piped), json or csv.")]
+def _target(value: float) -> float:
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"{value} is not between 0 and 1 (exclusive), e.g. 0.989 for 98.9%")
+    return value
+
+
+TargetOpt = Annotated[float, typer.Option(
+    "--target", callback=_target, metavar="ACCURACY",
+    help="Report when validation accuracy first reached this (wall time from the first trial).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
 
@@ -219,7 +228,8 @@ def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
          fmt: FormatOpt = Format.table,
          by: Annotated[RankBy, typer.Option(
              "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
-             RankBy.value)) -> None:
+             RankBy.value),
+         target: TargetOpt = DEFAULT_TARGET) -> None:
     """Show the best trial, its parameters and test accuracy.
 
     Validation accuracy, epochs, duration, seed and parameters; the test accuracy and checkpoint
@@ -231,7 +241,7 @@ def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
     from .study import read_study
     from .views import best_view
 
-    _show(best_view(best_record(read_study(storage, study), storage, by.value)), fmt)
+    _show(best_view(best_record(read_study(storage, study), storage, by.value, target)), fmt)
 
 
 @app.command()
@@ -266,7 +276,8 @@ def trials(
 
 
 @app.command()
-def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table) -> None:
+def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table,
+            target: TargetOpt = DEFAULT_TARGET) -> None:
     """List every study in the database with its counts and best.
 
     Direction, trials by state, best value and the protocol (epochs, train limit) of each.
@@ -277,7 +288,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table
     from .study import open_existing
     from .views import studies_view
 
-    _show(studies_view(summarize_studies(open_existing(storage))), fmt)
+    _show(studies_view(summarize_studies(open_existing(storage), target), target), fmt)
 
 
 @app.command()
@@ -294,6 +305,7 @@ def plot(
     evaluator: Annotated[Evaluator, typer.Option(
         "--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or "
                             "mean decrease impurity.")] = Evaluator["ped-anova"],
+    target: TargetOpt = DEFAULT_TARGET,
 ) -> None:
     """Draw a view of a study, or the whole report, to a file.
 
@@ -306,7 +318,8 @@ def plot(
     from .plots import write_plot
     from .study import read_study
 
-    typer.echo(str(write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value)))
+    typer.echo(str(write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value,
+                              target)))
 
 
 @app.command()

@@ -23,6 +23,7 @@ from .protocol import PROTOCOL_ATTR
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
           "running": TrialState.RUNNING, "waiting": TrialState.WAITING}
 SORT_KEYS = ("number", "value", "epochs", "duration", "started")
+DEFAULT_TARGET = 0.989  # the seed article's best validation accuracy: the figure tuners are compared by
 
 
 @dataclass
@@ -146,7 +147,7 @@ def require_best(study: optuna.Study) -> FrozenTrial:
                             hint="run `cnn-tune optimize` to add trials") from None
 
 
-def best_record(study: optuna.Study, url: str, by: str = "value") -> dict[str, Any]:
+def best_record(study: optuna.Study, url: str, by: str = "value", target: float = DEFAULT_TARGET) -> dict[str, Any]:
     """Everything `cnn-tune best` shows, JSON-ready. ``by="mean"``: the trial with the highest
     confirmed mean (`cnn-tune confirm`) instead of the highest single value."""
     if by == "mean":
@@ -162,7 +163,8 @@ def best_record(study: optuna.Study, url: str, by: str = "value") -> dict[str, A
     record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
                   completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
                   seed=best.user_attrs.get("seed"), ranked_by=by,
-                  confirmed_ci95=confirmed.get(best.number, {}).get("ci95"))
+                  confirmed_ci95=confirmed.get(best.number, {}).get("ci95"),
+                  **time_to_target(study.get_trials(deepcopy=False), target, _maximize(study)))
     return record
 
 
@@ -192,14 +194,35 @@ class StudySummary:
     epochs: int | None  # from the cnn-tune protocol; None for studies of other tools
     train_limit: int | None
     started: str | None
+    times: dict[str, Any] = field(default_factory=dict)  # see time_to_target
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
                 "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
-                "train_limit": self.train_limit, "started": self.started}
+                "train_limit": self.train_limit, "started": self.started, **self.times}
 
 
-def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
+
+def time_to_target(trials: list[FrozenTrial], target: float, maximize: bool = True) -> dict[str, Any]:
+    """The figures users compare tuners by, in wall time from the study's first trial start:
+    when the best trial finished, and when a complete trial first reached ``target``."""
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values and t.datetime_complete),
+                  key=lambda t: t.datetime_complete)
+    out: dict[str, Any] = {"best_after_s": None, "target": target, "target_after_s": None, "target_trial": None}
+    if not starts or not done:
+        return out
+    first = min(starts)
+    best = (max if maximize else min)(done, key=lambda t: t.values[0])
+    out["best_after_s"] = (best.datetime_complete - first).total_seconds()
+    hit = next((t for t in done if (t.values[0] >= target if maximize else t.values[0] <= target)), None)
+    if hit is not None:
+        out["target_after_s"] = (hit.datetime_complete - first).total_seconds()
+        out["target_trial"] = hit.number
+    return out
+
+
+def summarize_studies(storage: optuna.storages.BaseStorage, target: float = DEFAULT_TARGET) -> list[StudySummary]:
     out = []
     for frozen in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
         trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
@@ -217,5 +240,6 @@ def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary
             trials=len(trials), counts=state_counts(trials),
             best_value=best.values[0] if best else None, best_trial=best.number if best else None,
             epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
-            started=_iso(min(starts)) if starts else None))
+            started=_iso(min(starts)) if starts else None,
+            times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE)))
     return out

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from . import study as studies
 from .errors import DependencyMissing, NothingToShow, UsageError
 from .files import check_writable, write_atomic
-from .inspection import best_record, counts_text, param_names, select_rows, state_counts
+from .inspection import DEFAULT_TARGET, best_record, counts_text, param_names, select_rows, state_counts
 from .output import cell, html_table, pairs_table
 from .protocol import PROTOCOL_ATTR
 from .space import contour_default
@@ -170,7 +170,7 @@ def render(fig, suffix: str) -> bytes:
 
 
 def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, params: list[str] | None,
-               evaluator: str) -> Path:
+               evaluator: str, target: float = DEFAULT_TARGET) -> Path:
     """Draw one view (or the report) of ``study`` into ``output``; returns the path written."""
     path = output if output is not None else default_path(url, study.study_name, kind)
     suffix = output_format(path)
@@ -180,7 +180,7 @@ def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, pa
         raise UsageError("plot report does not take --params", hint="drop --params")
     check_writable(path)
     if kind == "report":
-        data = report_html(study, url, evaluator).encode()
+        data = report_html(study, url, evaluator, target).encode()
     else:
         data = render(figure(study, kind, params, evaluator), suffix)
     write_atomic(path, data)
@@ -221,7 +221,7 @@ def confirmed_section(study: optuna.Study) -> list[str]:
             fig.to_html(include_plotlyjs=False, full_html=False), html_table(trials_table(confirmed))]
 
 
-def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> str:
+def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", target: float = DEFAULT_TARGET) -> str:
     """One page: summary, best trial, every view that can be drawn (and why the others
     cannot), and the trials table. plotly.js is embedded once, in the head."""
     from plotly.offline import get_plotlyjs
@@ -237,7 +237,7 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova") -> 
         parts.append("<h2>Protocol</h2>" + html_table(pairs_table([(k, cell(v)) for k, v in protocol.items()],
                                                                   ("setting", "value"))))
     try:
-        best = best_record(study, url)
+        best = best_record(study, url, target=target)
     except NothingToShow as exc:
         parts.append(f"<p>{html.escape(exc.message)}</p>")
     else:

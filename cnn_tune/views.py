@@ -77,6 +77,12 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
             pairs.append(("confirmed 95% interval", f"{pct(ci[0])} – {pct(ci[1])}"))
     if record.get("ranked_by") == "mean":
         pairs.insert(2, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
+    if "target" in record:  # wall time from the study's first trial
+        pairs.append(("best found after", after(record["best_after_s"])))
+        reached = after(record["target_after_s"])
+        if record["target_trial"] is not None:
+            reached += f" (trial {record['target_trial']})"
+        pairs.append((f"first {target_label(record['target'])} after", reached))
     return pairs
 
 
@@ -86,19 +92,33 @@ def best_view(record: dict[str, Any]) -> View:
 
 # --- studies ---------------------------------------------------------------------------------
 
-def studies_view(summaries: list[StudySummary]) -> View:
-    headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "epochs",
-               "train limit", "started"]
+def after(seconds: float | None) -> str:
+    """Wall time from the study's first trial, as people read it: 377 s, 10.2 min, 3.1 h."""
+    if seconds is None:
+        return "never"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 3 * 3600 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def target_label(target: float) -> str:
+    return f"≥ {100 * target:g}%"
+
+
+def studies_view(summaries: list[StudySummary], target: float) -> View:
+    headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "best after",
+               f"{target_label(target)} after", "epochs", "train limit", "started"]
     body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
              str(s.counts["fail"]), str(s.counts["running"]),
              # a study of another tool may optimize anything: only ours are accuracies
              (f"{(pct if s.epochs is not None else cell)(s.best_value)} (#{s.best_trial})"
               if s.best_trial is not None else "—"),
+             after(s.times.get("best_after_s")) if s.best_trial is not None else "—",
+             after(s.times.get("target_after_s")) if s.epochs is not None else "—",
              cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
              cell(s.started)] for s in summaries]
     dicts = [s.as_dict() for s in summaries]
     keys = list(dicts[0]) if dicts else ["name"]
-    return View([Table(headers, body, right=frozenset(range(2, 9)))], dicts,
+    return View([Table(headers, body, right=frozenset(range(2, 11)))], dicts,
                 (keys, [[d[k] for k in keys] for d in dicts]))
 
 

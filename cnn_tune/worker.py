@@ -138,12 +138,15 @@ def local_counter(limit: int) -> Callable[[], bool]:
     return take
 
 
-def _fate(study: optuna.Study, number: int) -> str:
-    """What became of the trial that was running when the storage failed."""
+def _fate(study: optuna.Study, number: int) -> str | None:
+    """What became of the last trial this worker started, when the storage failed (None: it
+    had finished before the failure)."""
     try:
         state = next(t.state for t in study.get_trials(deepcopy=False) if t.number == number)
     except Exception:  # noqa: BLE001 - the storage may not even be readable now
         state = TrialState.RUNNING
+    if state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return None
     if state == TrialState.FAIL:
         return f"trial {number} was stored as failed"
     return (f"trial {number} could not be closed: once its heartbeat is older than --grace, the next "
@@ -173,9 +176,9 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, work
     except Exception as exc:  # noqa: BLE001 - a storage fault inside Optuna, a bug: reported, never a bare traceback
         if storage_cause(exc) is not None:
             failure = storage_failure(exc, plan.url, "write to")
-            running = objective.current if objective is not None else None
-            if running is not None:
-                failure.hint = f"{failure.hint}; {_fate(study, running)}"
+            fate = _fate(study, objective.current) if objective is not None and objective.current is not None else None
+            if fate:
+                failure.hint = f"{failure.hint}; {fate}"
             sink(Failed(worker, failure, traceback.format_exc()))
             return
         sink(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",

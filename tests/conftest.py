@@ -123,3 +123,45 @@ def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> op
         else:
             study.tell(trial, score)
     return study
+
+
+def wait_for_complete(url: str, n: int, proc=None, timeout: float = 180, name: str = "mnist-cnn") -> int:
+    """Wait until study ``name`` has ``n`` complete trials (it may not exist yet); fail if
+    ``proc`` ends first or time runs out. Returns the count seen."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = len(optuna.load_study(study_name=name, storage=url).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        except Exception:  # noqa: BLE001 - the database or the study is still being created
+            done = 0
+        if done >= n:
+            return done
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended first: {proc.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} complete trials within {timeout} s")
+
+
+@pytest.fixture()
+def postgres_database():
+    """A PostgreSQL database of its own on the shared server (created, then dropped); its name."""
+    import socket
+    import uuid
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"cnn_tune_test_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,13 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import api_study, assert_one_line_error, write_mnist
+from conftest import api_study, assert_one_line_error, wait_for_complete, write_mnist
 from optuna.trial import TrialState
 
 FAST = ["--epochs", "1", "--device", "cpu", "--train-limit", "200"]
@@ -147,42 +145,16 @@ class Proxy:
             s.close()
 
 
-@pytest.fixture()
-def postgres_db():
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
-    except OSError:
-        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
-    psycopg = pytest.importorskip("psycopg")
-    name = f"cnn_tune_test_{uuid.uuid4().hex[:8]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_db):
+def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_database):
     data = write_mnist(tmp_path / "data", n_train=2000)
-    direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_db}"
+    direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}"
     proxy = Proxy(("127.0.0.1", 5432))
-    via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_db}"
+    via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_database}"
     proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "500", "--pruner", "none", "--epochs", "2",
                                       "--device", "cpu", "--train-limit", "1000"),
                             env=_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if len(_complete(direct)) >= 2:
-                    break
-            except Exception:  # noqa: BLE001 - the study is still being created
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
+        wait_for_complete(direct, 2, proc)
         proxy.close()  # mid-study: the next write finds the connection gone
         out, err = proc.communicate(timeout=120)
     finally:
@@ -205,15 +177,7 @@ def test_backup_copies_a_study_while_two_workers_write(tmp_path, cli):
                                       "--epochs", "2", "--device", "cpu"),
                             env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if len(_complete(url)) >= 2:
-                    break
-            except Exception:  # noqa: BLE001 - not created yet
-                pass
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
+        wait_for_complete(url, 2, proc)
         before = len(_complete(url))
         result = cli("backup", str(tmp_path / "copies" / "b.db"), "--storage", url)
         running = proc.poll() is None
@@ -269,14 +233,7 @@ def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
                                         "--device", "cpu"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dashboard = None
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if len(_complete(url)) >= 2:
-                    break
-            except Exception:  # noqa: BLE001 - not created yet
-                pass
-            time.sleep(0.2)
+        wait_for_complete(url, 2, worker)
         dashboard = subprocess.Popen(_cnn_tune("dashboard", "--port", "0"), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         first = dashboard.stderr.readline()

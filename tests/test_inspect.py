@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import api_study, assert_one_line_error, load, quick, write_mnist
 from optuna.trial import TrialState
@@ -273,3 +274,41 @@ def test_terminal_tables_keep_every_value_on_a_narrow_terminal(tmp_path):
         assert "…" not in r.stdout
         assert "a-rather-long-study-name" in r.stdout or command == ["trials"]
     assert all(name in r.stdout for name in ("dropout_rate", "fc2_input_dim", "batch_size"))  # best lists params
+
+
+def _timed_study(url: str) -> None:
+    """Four complete trials at known moments: 0.95 at +60 s, 0.99 at +200 s, 0.992 at +500 s,
+    0.97 at +900 s (the first trial started at +0)."""
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(study_name="mnist-cnn", storage=url, direction="maximize")
+    t0 = datetime(2026, 1, 1, 12, 0, 0)
+    for i, (value, start, end) in enumerate([(0.95, 0, 60), (0.99, 60, 200), (0.992, 200, 500), (0.97, 500, 900)]):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=i, state=TrialState.COMPLETE, value=value, datetime_start=t0 + timedelta(seconds=start),
+            datetime_complete=t0 + timedelta(seconds=end), params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=i))
+    study.set_user_attr("cnn_tune.protocol", {"epochs": 10, "train_limit": None})
+
+
+def test_time_to_target_in_studies_and_best(cli, db_url):
+    Path(db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    _timed_study(db_url)
+    listed = json.loads(cli("studies", "-f", "json").stdout)[0]
+    assert listed["best_after_s"] == 500 and listed["target"] == 0.989
+    assert listed["target_after_s"] == 200 and listed["target_trial"] == 1
+    assert json.loads(cli("studies", "-f", "json", "--target", "0.9").stdout)[0]["target_after_s"] == 60
+    assert json.loads(cli("studies", "-f", "json", "--target", "0.995").stdout)[0]["target_after_s"] is None
+    best = json.loads(cli("best", "-f", "json", "--target", "0.96").stdout)
+    assert best["best_after_s"] == 500 and best["target_after_s"] == 200 and best["target_trial"] == 1
+    table = cli("studies").stdout
+    assert "≥ 98.9% after" in table and "200 s" in table and "500 s" in table
+    assert "first ≥ 99.5% after  never" in cli("best", "--target", "0.995").stdout
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])
+def test_target_outside_zero_one_is_a_usage_error(cli, db_url, value):
+    assert_one_line_error(cli("studies", "--target", value), 2, "--target", "between 0 and 1")

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -181,19 +180,8 @@ def _server_answers(port: int) -> bool:
 
 
 @pytest.fixture()
-def postgres_url():
-    if not _server_answers(5432):
-        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
-    psycopg = pytest.importorskip("psycopg")
-    name = f"cnn_tune_test_{uuid.uuid4().hex[:8]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_url(postgres_database):
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}"
 
 
 def test_postgresql_three_workers_exact_counts(small, postgres_url):
