@@ -132,6 +132,15 @@ def _target(value: float) -> float:
 TargetOpt = Annotated[float, typer.Option(
     "--target", callback=_target, metavar="ACCURACY",
     help="Report when validation accuracy first reached this (wall time from the first trial).")]
+def _workers(value: str) -> str:
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise typer.BadParameter(f"{value!r} is neither a number of workers (at least 1) nor 'auto'")
+
+
+WorkersOpt = Annotated[str, typer.Option(
+    "--workers", "-w", callback=_workers, metavar="N|auto",
+    help="Worker processes on this machine sharing the work; auto = one per core, as memory allows.")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
 
@@ -177,9 +186,7 @@ def optimize(
     pruner: Annotated[Pruner, typer.Option("--pruner", help="Optuna pruner (median, as in the article).")] = (
         Pruner.median),
     data_dir: DataDirOpt = None,
-    workers: Annotated[int, typer.Option(
-        "--workers", "-w", min=1,
-        help="Worker processes on this machine sharing the study; --trials is their total.")] = 1,
+    workers: WorkersOpt = "1",
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, metavar="N", help="CPU threads per worker. [default: the cores shared out]")] = None,
     max_trials: Annotated[Optional[int], typer.Option(
@@ -191,6 +198,9 @@ def optimize(
         help="How often a running trial tells the database it is alive.")] = 10,
     grace: Annotated[int, typer.Option(
         "--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued.")] = 60,
+    warm_start: Annotated[bool, typer.Option(
+        "--warm-start", help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
+                             "so pruning has a strong reference from the start.")] = False,
 ) -> None:
     """Create or resume a study and run trials on it.
 
@@ -208,8 +218,8 @@ def optimize(
     options = OptimizeOptions(
         trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study, storage=storage,
         seed=seed, device=device.value, precision=precision.value, sampler=sampler.value, pruner=pruner.value,
-        data_dir=data_dir, workers=workers, threads=threads, max_trials=max_trials,
-        heartbeat=Heartbeat(heartbeat, grace))
+        data_dir=data_dir, workers=workers if workers == "auto" else int(workers), threads=threads,
+        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start)
     report = reporter(terminal())
     try:
         result = run_optimize(options, report)
@@ -415,8 +425,7 @@ def confirm(
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="S", help="New seeds (runs) per trial.")] = 3,
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
-    workers: Annotated[int, typer.Option(
-        "--workers", "-w", min=1, help="Worker processes on this machine sharing the runs.")] = 1,
+    workers: WorkersOpt = "1",
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, metavar="N", help="CPU threads per worker. [default: the cores shared out]")] = None,
     device: DeviceOpt = Device.auto,
@@ -424,7 +433,7 @@ def confirm(
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Train the top trials again with new seeds: a real winner or a lucky seed?
+    """Train the top trials again with new seeds: real or lucky?
 
     Each of the --top K best configurations is trained --seeds S more times on the study's own
     split and protocol, with new recorded seeds; prints mean, standard deviation and 95%
@@ -439,7 +448,8 @@ def confirm(
     from .progress import reporter
     from .views import confirm_view
 
-    options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds, workers=workers, threads=threads,
+    options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds,
+                             workers=workers if workers == "auto" else int(workers), threads=threads,
                              device=device.value, precision=precision.value, data_dir=data_dir)
     report = reporter(terminal() if fmt == Format.table else None, stderr_only=fmt != Format.table)
     try:

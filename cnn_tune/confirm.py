@@ -14,7 +14,9 @@ interval) is stored on the study as the user attr ``cnn_tune.confirm.N``.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +29,7 @@ from . import study as studies
 from .data import load_mnist
 from .errors import NothingToShow, ProtocolConflict
 from .optimize import OptimizeResult, Reporter, execute
-from .plan import Plan, make_protocol, resolve_threads, resolve_workers
+from .plan import Plan, auto_workers, available_memory_gb, make_protocol, resolve_threads, resolve_workers
 from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_OF, CONFIRM_SUFFIX, CONFIRM_SUMMARY_ATTR, PROTOCOL_ATTR, Protocol
 from .samplers import derive_seed
 from .training import resolve_device, resolve_precision
@@ -41,7 +43,7 @@ class ConfirmOptions:
     storage: str = studies.DEFAULT_STORAGE
     top: int = 3
     seeds: int = 3
-    workers: int = 1
+    workers: int | str = 1  # or "auto"
     threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -259,16 +261,22 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
         if PROTOCOL_ATTR not in companion.user_attrs:
             companion.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
             companion.set_user_attr("cnn_tune.confirm_of_study", options.study)
-        waiting = _enqueue_missing(storage, companion, _runs_wanted(top, options.seeds))
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a run whose worker died is failed and re-queued now, so that this process can redo it
+            optuna.storages.fail_stale_trials(companion)
+        _enqueue_missing(storage, companion, _runs_wanted(top, options.seeds))
         pending = len(companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     for note in notes:
         reporter.info(note)
     runs = None
     if pending:
-        workers, note = resolve_workers(options.workers, pending)
+        asked = options.workers if options.workers != "auto" else auto_workers(
+            device.type, options.threads, os.cpu_count() or 1, available_memory_gb())
+        workers, note = resolve_workers(int(asked), pending)
         if note:
             reporter.info(note)
-        plan = Plan(study=companion.study_name, url=url, protocol=protocol, resumed=waiting < pending,
+        plan = Plan(study=companion.study_name, url=url, protocol=protocol, resumed=False,
                     trials_before=len(companion.trials), trials=pending, workers=workers,
                     threads=resolve_threads(workers, options.threads), timeout=None, seed=None, sampler="random",
                     pruner="none", max_trials=None, heartbeat=options.heartbeat, device=device.type,

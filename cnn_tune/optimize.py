@@ -21,6 +21,7 @@ from . import study as studies
 from .data import Mnist, load_mnist
 from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan
 from .protocol import PROTOCOL_ATTR, Protocol
+from .space import Hyperparams
 from .training import EpochResult, resolve_device, resolve_precision
 from .worker import Capped, Claims, EpochDone, Event, Exited, Failed, Interrupted, TrialDone, local_counter, run, search
 
@@ -149,6 +150,9 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
         storage = studies.open_storage(url, options.heartbeat, write=True)
     with studies.writes_to(url):
         study = studies.create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
+        if plan.warm_start and not study.get_trials(deepcopy=False):
+            # the article's configuration first: a strong reference for pruning from trial 1 on
+            study.enqueue_trial(Hyperparams().as_dict(), user_attrs={"cnn_tune.warm_start": True})
     result = execute(plan, study, data, reporter)
     result.seconds = time.perf_counter() - started
     return result

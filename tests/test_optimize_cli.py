@@ -102,14 +102,14 @@ def test_other_data_is_refused_on_resume(cli, db_url, tmp_path):
     assert len(load(db_url).trials) == 2
 
 
-@pytest.mark.parametrize("pruner", ["median", "hyperband", "halving", "none"])
+@pytest.mark.parametrize("pruner", ["median", "leader", "hyperband", "halving", "none"])
 def test_every_pruner_runs(cli, db_url, pruner):
     result = cli(*quick("--pruner", pruner, "--trials", "3"))
     assert result.exit_code == 0, result.output
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in load(db_url).trials)
 
 
-@pytest.mark.parametrize("sampler,needs", [("tpe", None), ("random", None), ("nsgaii", None),
+@pytest.mark.parametrize("sampler,needs", [("tpe", None), ("tpe-mv", None), ("random", None), ("nsgaii", None),
                                             ("qmc", "scipy"), ("gp", "scipy"), ("cmaes", "cmaes")])
 def test_every_sampler_runs_or_names_its_missing_package(cli, db_url, tmp_path, sampler, needs):
     from importlib.util import find_spec
@@ -205,3 +205,33 @@ def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch)
     assert "trial 1 · epoch 2/2" in result.stdout  # the live bar showed the running trial's epoch
     assert "Best trial #" in result.stdout and "─" in result.stdout and "fc2_input_dim" in result.stdout
     assert len(load(db_url).trials) == 2
+
+
+def test_warm_start_runs_the_articles_configuration_first(cli, db_url):
+    from cnn_tune.space import Hyperparams
+
+    assert cli(*quick("--warm-start", "--seed", "1")).exit_code == 0
+    first = load(db_url).trials[0]
+    assert first.params == Hyperparams().as_dict() and first.user_attrs["cnn_tune.warm_start"] is True
+    assert cli(*quick("--warm-start", "--seed", "1")).exit_code == 0  # resuming: not enqueued again
+    assert sum(t.params == Hyperparams().as_dict() for t in load(db_url).trials) == 1
+
+
+def test_leader_pruner_stops_hopeless_trials_from_the_first_one():
+    from optuna.trial import create_trial
+
+    from cnn_tune.samplers import LeaderPruner
+
+    study = optuna.create_study(direction="maximize")
+    pruner = LeaderPruner(floor=0.5, margin=0.02)
+    running = study.ask()
+    running.report(0.11, 1)  # near chance after a whole epoch: hopeless, even as the first trial
+    assert pruner.prune(study, study.trials[0])
+    study.tell(running, state=TrialState.PRUNED)
+    study.add_trial(create_trial(value=0.99, intermediate_values={1: 0.97, 2: 0.98, 3: 0.99}, params={},
+                                 distributions={}))
+    behind, close = study.ask(), study.ask()
+    behind.report(0.94, 1)  # more than 2 points behind the leader at epoch 1
+    close.report(0.96, 1)  # within 2 points: may still catch up
+    frozen = {t.number: t for t in study.get_trials()}
+    assert pruner.prune(study, frozen[behind.number]) and not pruner.prune(study, frozen[close.number])

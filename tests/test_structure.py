@@ -241,3 +241,19 @@ def test_ruff_finds_nothing():
     root = PACKAGE.parent
     r = subprocess.run([ruff, "check", "cnn_tune", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- --workers auto ------------------------------------------------------------------------------
+
+def test_auto_workers_share_out_cores_within_memory():
+    from cnn_tune.plan import auto_workers, available_memory_gb
+
+    assert auto_workers("cpu", None, cores=2, memory_gb=24) == 2  # one 1-thread worker per core
+    assert auto_workers("cpu", 2, cores=8, memory_gb=24) == 4
+    assert auto_workers("cpu", None, cores=16, memory_gb=3.5) == 3  # ~1 GB per worker
+    assert auto_workers("cpu", None, cores=4, memory_gb=0.5) == 1
+    assert auto_workers("cuda", None, cores=16, memory_gb=64) == 1
+    with pytest.raises(UsageError, match="--threads 3 is more than the 2 core"):
+        auto_workers("cpu", 3, cores=2, memory_gb=24)
+    assert available_memory_gb("MemTotal: 100 kB\nMemAvailable:   2097152 kB\n") == 2.0
+    assert available_memory_gb("nothing here") is None

@@ -199,6 +199,8 @@ def test_postgresql_three_workers_exact_counts(small, postgres_url):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--workers", "0"], "--workers"),
+    (["--workers", "many"], "--workers"),
+    (["--workers", "auto", "--threads", "999"], "--threads 999 is more than"),
     (["--heartbeat", "10", "--grace", "10"], "must be longer than --heartbeat"),
     (["--heartbeat", "10", "--grace", "5"], "must be longer than --heartbeat"),
     (["--max-trials", "0"], "--max-trials"),
@@ -280,3 +282,15 @@ def test_errors_cross_a_process_boundary_whole():
 
     again = pickle.loads(pickle.dumps(ProtocolConflict("differs", hint="use --study NEW")))
     assert type(again) is ProtocolConflict and again.one_line() == "differs — use --study NEW" and again.exit_code == 2
+
+
+def test_workers_auto_starts_one_worker_per_core(small):
+    from cnn_tune.plan import auto_workers, available_memory_gb
+
+    data, url = small
+    expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "3", "--workers", "auto", *FAST), env=_env(data, url),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
+    _assert_exact(_trials(url), 3)

@@ -1,0 +1,123 @@
+"""How a whole study spends its epochs and cores: candidate (sampler, pruner, workers) settings,
+each run as a user runs it — the `cnn-tune optimize` command — over several seeds. Run by hand
+on an otherwise idle machine; appends every run to the JSON file (none is ever dropped).
+
+    # screening: a cheap protocol (12,000 images x 5 epochs, target scaled to 0.98), many candidates
+    .venv/bin/python benchmarks/search.py --mode screen --seeds 0 1 2 3 4 5 6 7
+    # full: the seed protocol (all images, 10 epochs, target 0.989) on seeds not used in screening
+    .venv/bin/python benchmarks/search.py --mode full --seeds 100 101 102 --candidates old-default NAME seed-style
+
+Per run: wall time of the whole command, best validation accuracy, time from the study's first
+trial until a trial first finished at or above the target, epochs trained in all, trials pruned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import cpu_model  # noqa: E402
+from speed import SeedObjective, epochs_trained  # noqa: E402 - the article's objective, one copy
+
+TARGET_KEY = "first_at_or_above_0.989_s"  # in screen mode it holds the scaled target's time
+PROTOCOLS = {"screen": {"train_limit": 12000, "epochs": 5, "trials": 20, "target": 0.98},
+             "full": {"train_limit": None, "epochs": 10, "trials": 20, "target": 0.989}}
+CANDIDATES = {  # name → (role, cnn-tune optimize options)
+    "old-default": ("old-default", []),
+    "tpe-mv": ("candidate", ["--sampler", "tpe-mv"]),
+    "leader": ("candidate", ["--pruner", "leader"]),
+    "hyperband": ("candidate", ["--pruner", "hyperband"]),
+    "tpe-mv+leader": ("candidate", ["--sampler", "tpe-mv", "--pruner", "leader"]),
+    "tpe-mv+leader+warm": ("candidate", ["--sampler", "tpe-mv", "--pruner", "leader", "--warm-start"]),
+    "workers-auto": ("candidate", ["--workers", "auto"]),
+    "tpe-mv+leader+warm+auto": ("candidate", ["--sampler", "tpe-mv", "--pruner", "leader", "--warm-start",
+                                              "--workers", "auto"]),
+    "gp+leader": ("candidate", ["--sampler", "gp", "--pruner", "leader"]),
+    "seed-style": ("seed-style", None),  # the article's objective in-process (full mode's reference row)
+}
+
+
+def first_at_or_above(trials: list, target: float) -> float | None:
+    """Seconds from the study's first trial start until a trial first finished at or above ``target``."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    hits = [t.datetime_complete for t in trials if t.state.name == "COMPLETE" and t.value >= target]
+    return (min(hits) - min(starts)).total_seconds() if hits and starts else None
+
+
+def summary(trials: list, wall: float, seed: int, target: float) -> dict:
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    return {"seed": seed, "wall_s": round(wall, 1), "best": max((t.value for t in complete), default=None),
+            TARGET_KEY: first_at_or_above(trials, target), "epochs_trained": epochs_trained(trials),
+            "pruned": sum(t.state.name == "PRUNED" for t in trials)}
+
+
+def run_cli(options: list[str], protocol: dict, seed: int, data_dir: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/search.db"
+        cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", str(protocol["trials"]), "--seed", str(seed),
+               "--epochs", str(protocol["epochs"]), "--storage", url, "--data-dir", str(data_dir),
+               *(["--train-limit", str(protocol["train_limit"])] if protocol["train_limit"] else []), *options]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        return summary(optuna.load_study(study_name="mnist-cnn", storage=url).trials, wall, seed, protocol["target"])
+
+
+def run_seed_style(protocol: dict, seed: int, data_dir: Path) -> dict:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    start = time.perf_counter()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner())
+    study.optimize(SeedObjective(data_dir, protocol["train_limit"], protocol["epochs"], seed),
+                   n_trials=protocol["trials"])
+    return summary(study.trials, time.perf_counter() - start, seed, protocol["target"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(PROTOCOLS), default="screen")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES),
+                        default=[c for c in CANDIDATES if c != "seed-style"])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "cnn-tune")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "search_cpu.json")
+    args = parser.parse_args()
+    protocol = PROTOCOLS[args.mode]
+    result = json.loads(args.json.read_text()) if args.json.exists() else {"protocol": {}, "candidates": []}
+    result["protocol"][args.mode] = {**protocol, "machine": cpu_model(), "cores": os.cpu_count(),
+                                     "python": platform.python_version()}
+    print(f"{args.mode}: {protocol}, {cpu_model()}, {os.cpu_count()} cores", flush=True)
+    # seeds outermost, candidates alternating within each: machine noise hits every candidate alike
+    for seed in args.seeds:
+        for name in args.candidates:
+            role, options = CANDIDATES[name]
+            run = (run_seed_style(protocol, seed, args.data_dir) if options is None
+                   else run_cli(options, protocol, seed, args.data_dir))
+            run["date"] = datetime.now().isoformat(timespec="seconds")
+            entry = next((c for c in result["candidates"] if c["name"] == name and c["mode"] == args.mode), None)
+            if entry is None:
+                entry = {"name": name, "mode": args.mode, "role": role, "options": options, "runs": []}
+                result["candidates"].append(entry)
+            entry["runs"].append(run)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: nothing lost
+            hit = run[TARGET_KEY]
+            print(f"seed {seed:>3}  {name:<26} wall {run['wall_s']:7.1f}s  best {100 * (run['best'] or 0):.2f}%  "
+                  f"to {protocol['target']}: {'never' if hit is None else f'{hit:.0f}s':>6}  "
+                  f"epochs {run['epochs_trained']:>3}  pruned {run['pruned']:>2}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
