@@ -141,6 +141,10 @@ def _workers(value: str) -> str:
 WorkersOpt = Annotated[str, typer.Option(
     "--workers", "-w", callback=_workers, metavar="N|auto",
     help="Worker processes on this machine sharing the work; auto = one per core, as memory allows.")]
+HeartbeatOpt = Annotated[int, typer.Option(
+    "--heartbeat", min=1, metavar="SECONDS", help="How often a running trial tells the database it is alive.")]
+GraceOpt = Annotated[int, typer.Option(
+    "--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued.")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
 
@@ -193,11 +197,8 @@ def optimize(
         "--max-trials", min=1, metavar="N",
         help="Study-wide cap for a fleet of independent workers: start no trial once the study has N complete, "
              "pruned or running trials (failed ones do not count).")] = None,
-    heartbeat: Annotated[int, typer.Option(
-        "--heartbeat", min=1, metavar="SECONDS",
-        help="How often a running trial tells the database it is alive.")] = 10,
-    grace: Annotated[int, typer.Option(
-        "--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued.")] = 60,
+    heartbeat: HeartbeatOpt = 10,
+    grace: GraceOpt = 60,
     warm_start: Annotated[bool, typer.Option(
         "--warm-start", help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
                              "so pruning has a strong reference from the start.")] = False,
@@ -432,6 +433,8 @@ def confirm(
     precision: PrecisionOpt = Precision.auto,
     data_dir: DataDirOpt = None,
     fmt: FormatOpt = Format.table,
+    heartbeat: HeartbeatOpt = 10,
+    grace: GraceOpt = 60,
 ) -> None:
     """Train the top trials again with new seeds: real or lucky?
 
@@ -450,7 +453,8 @@ def confirm(
 
     options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds,
                              workers=workers if workers == "auto" else int(workers), threads=threads,
-                             device=device.value, precision=precision.value, data_dir=data_dir)
+                             device=device.value, precision=precision.value, data_dir=data_dir,
+                             heartbeat=Heartbeat(heartbeat, grace))
     report = reporter(terminal() if fmt == Format.table else None, stderr_only=fmt != Format.table)
     try:
         result = run_confirm(options, report)

@@ -190,3 +190,32 @@ def test_two_confirm_processes_share_the_runs_without_doing_one_twice(slow_study
     assert sorted(done) == sorted((n, r) for n in {k for k, _ in done} for r in (1, 2)) and len(done) == 6
     ran = [sum(ln.startswith("trial") for ln in out.splitlines()) for out, _ in outs]
     assert sum(ran) == 6 and all(ran), ran  # both worked, together exactly once each
+
+
+def test_a_killed_confirm_worker_has_its_run_redone(slow_study):
+    data, url = slow_study
+    beat = ["--heartbeat", "1", "--grace", "3", "--device", "cpu"]
+    victim = subprocess.Popen(_cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=_env(data, url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until a run is mid-training
+            try:
+                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in _companion(url)):
+                    break
+            except KeyError:
+                pass
+            assert victim.poll() is None, victim.communicate()
+            time.sleep(0.05)
+    finally:
+        victim.kill()  # SIGKILL: no handler runs, the run stays RUNNING
+        victim.wait()
+    killed = [t for t in _companion(url) if t.state == TrialState.RUNNING]
+    assert len(killed) == 1
+    time.sleep(4)  # longer than --grace: its heartbeat is stale now
+    again = subprocess.run(_cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=_env(data, url),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    runs = _companion(url)
+    assert next(t for t in runs if t.number == killed[0].number).state == TrialState.FAIL
+    assert sorted(_done(url)) == [(killed[0].user_attrs["confirm_of"], 1), (killed[0].user_attrs["confirm_of"], 2)]
