@@ -31,7 +31,9 @@ from epoch_time import cpu_model  # noqa: E402
 from speed import SeedObjective, epochs_trained  # noqa: E402 - the article's objective, one copy
 
 TARGET_KEY = "first_at_or_above_0.989_s"  # in screen mode it holds the scaled target's time
-PROTOCOLS = {"screen": {"train_limit": 12000, "epochs": 5, "trials": 20, "target": 0.98},
+# The screening target is scaled to what 12,000 images x 5 epochs reach: 0.98 was never reached
+# on seed 0 by any of 7 candidates (best 97.4-97.8%), so it separated nothing.
+PROTOCOLS = {"screen": {"train_limit": 12000, "epochs": 5, "trials": 20, "target": 0.975},
              "full": {"train_limit": None, "epochs": 10, "trials": 20, "target": 0.989}}
 CANDIDATES = {  # name → (role, cnn-tune optimize options)
     "old-default": ("old-default", []),
@@ -57,9 +59,14 @@ def first_at_or_above(trials: list, target: float) -> float | None:
 
 def summary(trials: list, wall: float, seed: int, target: float) -> dict:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
+    first = min(t.datetime_start for t in trials)
+    # every complete trial as (seconds from the first trial's start, value): any other target
+    # can be computed from the JSON later
+    finished = sorted(((t.datetime_complete - first).total_seconds(), t.value) for t in complete)
     return {"seed": seed, "wall_s": round(wall, 1), "best": max((t.value for t in complete), default=None),
             TARGET_KEY: first_at_or_above(trials, target), "epochs_trained": epochs_trained(trials),
-            "pruned": sum(t.state.name == "PRUNED" for t in trials)}
+            "pruned": sum(t.state.name == "PRUNED" for t in trials), "target": target,
+            "complete_at_s": [[round(s, 1), v] for s, v in finished]}
 
 
 def run_cli(options: list[str], protocol: dict, seed: int, data_dir: Path) -> dict:

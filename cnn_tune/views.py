@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # optimize and confirm import torch; the CLI's --help must no
 # --- trials ----------------------------------------------------------------------------------
 
 TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
-RETRAIN_COLUMNS = ["test_accuracy", "checkpoint", "retry_of", "confirmed_mean", "confirmed_std", "confirmed_n"]
+# filled in later by `retrain` (test accuracy, checkpoint), the heartbeat (retry_of) and `confirm`
+LATER_COLUMNS = ["test_accuracy", "checkpoint", "retry_of", "confirmed_mean", "confirmed_std", "confirmed_n"]
 
 
 def confirmed_text(mean: float | None, std: float | None, n: int | None) -> str:
@@ -50,10 +51,10 @@ def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
 
 def trials_view(rows: list[TrialRow], study_name: str) -> View:
     names = param_names(rows)
-    csv_rows = [[d[c] for c in TRIAL_COLUMNS] + [r.params.get(n) for n in names] + [d[c] for c in RETRAIN_COLUMNS]
+    csv_rows = [[d[c] for c in TRIAL_COLUMNS] + [r.params.get(n) for n in names] + [d[c] for c in LATER_COLUMNS]
                 for r, d in ((r, r.as_dict()) for r in rows)]
     return View([trials_table(rows, f"study {study_name}: {len(rows)} trial(s)")], [r.as_dict() for r in rows],
-                ([*TRIAL_COLUMNS, *(f"params_{n}" for n in names), *RETRAIN_COLUMNS], csv_rows))
+                ([*TRIAL_COLUMNS, *(f"params_{n}" for n in names), *LATER_COLUMNS], csv_rows))
 
 
 # --- best ------------------------------------------------------------------------------------
