@@ -420,6 +420,7 @@ def predict(
     _show(predictions_view([p.as_dict() for p in run_predict(checkpoint, images, invert)]), fmt)
 
 
+# Long: one parameter per option of `confirm`; the body itself is a dozen lines.
 @app.command()
 def confirm(
     top: Annotated[int, typer.Option("--top", min=1, metavar="K", help="Confirm the K best complete trials.")] = 3,
