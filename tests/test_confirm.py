@@ -173,8 +173,12 @@ def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study
     assert again.returncode == 0, again.stderr
     runs = _companion(url)
     complete = [t for t in runs if t.state == TrialState.COMPLETE]
-    assert sorted(Counter(_done(url)).values()) == [1] * 6  # every (trial, repeat) once
+    assert set(Counter(_done(url)).values()) == {1}  # no (trial, repeat) done twice
     assert {t.number: t.value for t in complete if t.number in finished} == finished  # not redone
+    # Every run is done, or — when Ctrl-C fell between Optuna handing out a waiting run and the
+    # objective starting it — still held RUNNING until its heartbeat is older than --grace.
+    held = {(t.user_attrs["confirm_of"], t.user_attrs["repeat"]) for t in runs if t.state == TrialState.RUNNING}
+    assert len(set(_done(url)) | held) == 6 and len(held) <= 1
     assert any(t.state == TrialState.FAIL and t.user_attrs.get("interrupted") for t in runs)
 
 
