@@ -136,7 +136,7 @@ def companion_name(study: str) -> str:
 
 
 def _top(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
 
 
@@ -208,7 +208,7 @@ def _release(storage: optuna.storages.BaseStorage, lock: str) -> None:
         pass
 
 
-def collect(study: optuna.Study, companion: optuna.Study | None, top: list[FrozenTrial]) -> list[Confirmed]:
+def collect(companion: optuna.Study | None, top: list[FrozenTrial]) -> list[Confirmed]:
     """Each top trial's original accuracy plus its complete confirm runs (each repeat once),
     ranked by mean, best first."""
     runs: dict[tuple[int, int], FrozenTrial] = {}
@@ -284,7 +284,7 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
         runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,
                                                sampler=optuna.samplers.RandomSampler(),
                                                pruner=optuna.pruners.NopPruner()), data, reporter)
-    ranked = collect(study, companion, top)
+    ranked = collect(companion, top)
     judged = verdict(ranked)
     if runs is None or not runs.interrupted:
         with studies.writes_to(url):
