@@ -9,9 +9,10 @@ from typing import Callable
 import optuna
 import torch
 
+from .interrupts import Gate
 from .protocol import CONFIRM_OF
 from .samplers import derive_seed
-from .space import suggest
+from .space import Hyperparams, suggest
 from .training import EpochResult, Trainer
 
 EpochCallback = Callable[[int, EpochResult], None]
@@ -23,13 +24,16 @@ class Objective:
     wall time; per-epoch validation accuracy is its intermediate values."""
 
     def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
-                 on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False) -> None:
+                 on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False,
+                 gate: Gate | None = None) -> None:
         self.trainer = trainer
+        self.gate = gate if gate is not None else Gate()  # Ctrl-C cuts an epoch short, never a write
         self.enqueued_only = enqueued_only  # confirm: only trials enqueued with their params and seed
         self.epochs = epochs
         self.seed = seed
         self.on_epoch = on_epoch
-        self.current: int | None = None  # number of the trial being trained, for Ctrl-C reports
+        self.current: int | None = None  # number of the trial being trained
+        self.interrupted: int | None = None  # number of the trial Ctrl-C stopped, for its report
 
     def trial_seed(self, trial: optuna.Trial) -> int:
         """A seed given with the trial (an enqueued confirm run, a heartbeat retry) is kept.
@@ -51,24 +55,37 @@ class Objective:
         trial.set_user_attr("device", str(self.trainer.device))
         trial.set_user_attr("threads", torch.get_num_threads())  # CPU threads it trained with
         trial.set_user_attr("precision", self.trainer.precision)
+        try:
+            return self._train(trial, hp, seed)
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises; say why in the trial itself.
+            self.interrupted = trial.number
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _train(self, trial: optuna.Trial, hp: Hyperparams, seed: int) -> float:
+        """Train epoch by epoch, storing each; the last epoch's validation accuracy is the value."""
         start = time.perf_counter()
         losses: list[float] = []
         result: EpochResult | None = None
-        try:
-            for result in self.trainer.fit(hp, self.epochs, seed):
-                losses.append(result.train_loss)
-                trial.report(result.val_accuracy, result.epoch)
-                trial.set_user_attr("train_loss", losses)
-                trial.set_user_attr("epochs_run", result.epoch)
-                trial.set_user_attr("wall_time_s", round(time.perf_counter() - start, 3))
-                self.on_epoch(trial.number, result)
-                # A trial that has trained every epoch is complete: its value is final, so it is
-                # never pruned after the last one.
-                if result.epoch < self.epochs and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
-        except KeyboardInterrupt:
-            # Optuna marks the trial FAIL and re-raises; say why in the trial itself.
-            trial.set_user_attr("interrupted", True)
-            raise
+        self.gate.check()  # Ctrl-C while Optuna was handing out this trial: stop it here
+        epochs = self.trainer.fit(hp, self.epochs, seed)
+        while True:
+            with self.gate.open():  # only the computation may be cut short, never a write
+                done = next(epochs, None)
+            if done is None:
+                break
+            result = done
+            losses.append(result.train_loss)
+            trial.report(result.val_accuracy, result.epoch)
+            trial.set_user_attr("train_loss", losses)
+            trial.set_user_attr("epochs_run", result.epoch)
+            trial.set_user_attr("wall_time_s", round(time.perf_counter() - start, 3))
+            self.on_epoch(trial.number, result)
+            self.gate.check()  # Ctrl-C while the epoch was stored
+            # A trial that has trained every epoch is complete: its value is final, so it is
+            # never pruned after the last one.
+            if result.epoch < self.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
         assert result is not None  # epochs >= 1
         return result.val_accuracy

@@ -6,7 +6,7 @@ opens its own storage connection (once), reads the data from the same folder and
 
 Workers put their events on a queue; the parent hands each to its ``handle`` callback. Ctrl-C
 or SIGTERM in the parent is forwarded as SIGTERM, which each worker handles like Ctrl-C: its
-running trial ends FAIL, it exits.
+running trial ends FAIL, it exits (see :mod:`cnn_tune.interrupts`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .data import read_folder
+from .interrupts import Gate, route_signals
 from .plan import Plan
 from .study import open_storage, quiet_libraries, quiet_optuna
 from .worker import Claims, Event, Exited, Failed, attach, run
@@ -34,23 +35,11 @@ class _Shared:
     events: "mp.queues.Queue"
 
 
-def _interrupt_once() -> None:
-    """The first SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored, so that
-    a terminal's Ctrl-C plus the parent's forwarded SIGTERM cannot interrupt Optuna while it
-    stores the interrupted trial's final state."""
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
     """Entry point of a worker process (spawned: nothing inherited from the parent)."""
     quiet_optuna(False)
-    _interrupt_once()
+    gate = Gate()  # from here on, Ctrl-C or the parent's SIGTERM is a stop request (never a traceback)
+    route_signals(gate)  # for the life of this process: nothing to restore
 
     def take() -> bool:
         with shared.claimed.get_lock():
@@ -65,7 +54,7 @@ def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
 
     sink = shared.events.put
     with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
-        run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink)
+        run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink, gate)
 
 
 def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str], None]) -> bool:

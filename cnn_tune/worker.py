@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .data import Mnist, make_split
 from .errors import CnnTuneError, WorkerCrashed
+from .interrupts import Gate, gated
 from .objective import Objective
 from .plan import Plan
 from .samplers import derive_seed, make_pruner, make_sampler
@@ -96,13 +97,13 @@ def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> opt
     return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink) -> Objective:
+def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink, gate: Gate | None = None) -> Objective:
     """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``."""
     split = make_split(len(data.train_labels), plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
     return Objective(trainer, plan.protocol.epochs, plan.seed,
                      on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
-                     enqueued_only=plan.enqueued_only)
+                     enqueued_only=plan.enqueued_only, gate=gate)
 
 
 class Claims:
@@ -154,23 +155,26 @@ def _fate(study: optuna.Study, number: int) -> str | None:
 
 
 def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
-        sink: Sink) -> None:
+        sink: Sink, gate: Gate | None = None) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
     ``claims`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
     Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
-    them. Ctrl-C (or SIGTERM, turned into it by the caller) ends the running trial as FAIL
-    and is reported, not raised."""
-    objective, study = None, None
+    them. Ctrl-C or SIGTERM (see :mod:`cnn_tune.interrupts`) ends the running trial as FAIL,
+    starts no other, and is reported, not raised. A ``gate`` the caller installed earlier keeps a
+    signal that came before this call."""
+    objective, study, gate = None, None, gate if gate is not None else Gate()
     try:
-        study, data = attach_study()
-        if plan.threads is not None:
-            torch.set_num_threads(plan.threads)
-        objective = make_objective(plan, data, worker, sink)
-        done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
-        while claims(study):
-            study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
+        with gated(gate):
+            study, data = attach_study()
+            if plan.threads is not None:
+                torch.set_num_threads(plan.threads)
+            objective = make_objective(plan, data, worker, sink, gate)
+            done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
+            while not gate.requested and claims(study):
+                study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
+            gate.check()
     except KeyboardInterrupt:
-        sink(Interrupted(worker, objective.current if objective is not None else None))
+        sink(Interrupted(worker, objective.interrupted if objective is not None else None))
     except CnnTuneError as exc:
         sink(Failed(worker, exc, traceback.format_exc()))
     except Exception as exc:  # noqa: BLE001 - a storage fault inside Optuna, a bug: reported, never a bare traceback

@@ -59,3 +59,50 @@ def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     assert "Resuming study 'mnist-cnn'" in again.stderr
     after = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
     assert len(after) == len(trials) + 1 and after[-1].state == TrialState.COMPLETE
+
+
+# --- the signal at the awkward moments: inside Optuna, outside any epoch --------------------
+
+class _SignalWhileAsking(optuna.samplers.RandomSampler):
+    """A real sampler that sends this process SIGINT while Optuna hands out trial ``at``: the
+    trial already exists (RUNNING) and the objective has not started."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(seed=0)
+        self.at = at
+
+    def before_trial(self, study, trial) -> None:
+        super().before_trial(study, trial)
+        if trial.number == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_while_optuna_hands_out_a_trial_leaves_nothing_running(cli, db_url, monkeypatch):
+    from conftest import load, quick
+
+    import cnn_tune.worker
+
+    monkeypatch.setattr(cnn_tune.worker, "make_sampler", lambda name, seed: _SignalWhileAsking(at=1))
+    result = cli(*quick("--trials", "3"))
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    trials = load(db_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]  # no trial after the signal
+    assert trials[1].user_attrs["interrupted"] is True and not trials[1].intermediate_values
+
+
+def test_ctrl_c_as_a_trial_is_stored_keeps_it_and_starts_no_other(cli, db_url, monkeypatch):
+    from conftest import load, quick
+
+    import cnn_tune.worker
+
+    real_done = cnn_tune.worker.TrialDone
+
+    def done_then_signal(worker, trial):  # Optuna's callback: the trial's state is already stored
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_done(worker, trial)
+
+    monkeypatch.setattr(cnn_tune.worker, "TrialDone", done_then_signal)
+    result = cli(*quick("--trials", "3"))
+    assert result.exit_code == 130, result.output
+    assert [t.state for t in load(db_url).get_trials()] == [TrialState.COMPLETE]
