@@ -200,8 +200,9 @@ def optimize(
     heartbeat: HeartbeatOpt = 10,
     grace: GraceOpt = 60,
     warm_start: Annotated[bool, typer.Option(
-        "--warm-start", help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
-                             "so pruning has a strong reference from the start.")] = False,
+        "--warm-start/--no-warm-start",
+        help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
+             "so pruning has a strong reference from the start.")] = False,
 ) -> None:
     """Create or resume a study and run trials on it.
 
