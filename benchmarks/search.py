@@ -63,7 +63,7 @@ def first_at_or_above(trials: list, target: float) -> float | None:
 
 def summary(trials: list, wall: float, seed: int, target: float) -> dict:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    first = min(t.datetime_start for t in trials)
+    first = min(t.datetime_start for t in trials if t.datetime_start)
     # every complete trial as (seconds from the first trial's start, value): any other target
     # can be computed from the JSON later
     finished = sorted(((t.datetime_complete - first).total_seconds(), t.value) for t in complete)
@@ -80,9 +80,17 @@ def run_cli(options: list[str], protocol: dict, seed: int, data_dir: Path) -> di
                "--epochs", str(protocol["epochs"]), "--storage", url, "--data-dir", str(data_dir),
                *(["--train-limit", str(protocol["train_limit"])] if protocol["train_limit"] else []), *options]
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
-        return summary(optuna.load_study(study_name="mnist-cnn", storage=url).trials, wall, seed, protocol["target"])
+        try:
+            trials = optuna.load_study(study_name="mnist-cnn", storage=url).trials
+        except KeyError:  # it failed before creating the study
+            trials = []
+        run = summary(trials, wall, seed, protocol["target"]) if trials else {"seed": seed, "wall_s": round(wall, 1)}
+        if proc.returncode:  # kept, never dropped: the table counts it apart
+            run["exit_code"], run["error"] = proc.returncode, proc.stderr.strip().splitlines()[-5:]
+            print(f"seed {seed}: exit {proc.returncode}:", *run["error"], sep="\n  ", flush=True)
+        return run
 
 
 def run_seed_style(protocol: dict, seed: int, data_dir: Path) -> dict:
@@ -95,6 +103,46 @@ def run_seed_style(protocol: dict, seed: int, data_dir: Path) -> dict:
     return summary(study.trials, time.perf_counter() - start, seed, protocol["target"])
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def table(result: dict, mode: str) -> str:
+    """The Markdown table of one mode's candidates, medians over their runs. A run that never
+    reached the target counts as infinitely slow, so a median is "never" when most runs never did."""
+    target = result["protocol"][mode]["target"]
+    entries = [c for c in result["candidates"] if c["mode"] == mode]
+    old = next(c for c in entries if c["role"] == "old-default")
+    inf = float("inf")
+
+    def finished(c: dict) -> list[dict]:  # runs whose command exited 0 (the others are listed apart)
+        return [r for r in c["runs"] if "exit_code" not in r]
+
+    def hit(run: dict) -> float:
+        return inf if run[TARGET_KEY] is None else run[TARGET_KEY]
+
+    old_wall, old_hit = _median([r["wall_s"] for r in finished(old)]), _median([hit(r) for r in finished(old)])
+    goal = f"{100 * target:g}%"
+    lines = [f"| candidate | seeds | median wall | wall vs old default | reached {goal} | median time to {goal} "
+             f"| vs old default | median best | lowest best | median epochs trained | median pruned |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in entries:
+        runs = finished(c)
+        failed = len(c["runs"]) - len(runs)
+        seeds = ", ".join(str(r["seed"]) for r in runs) + (f" (+{failed} failed)" if failed else "")
+        wall, to = _median([r["wall_s"] for r in runs]), _median([hit(r) for r in runs])
+        speedup = "–" if to == inf or old_hit == inf else f"{old_hit / to:.2f}x"
+        best = [r["best"] for r in runs]
+        lines.append(
+            f"| {c['name']} | {seeds} | {wall:.0f} s | {old_wall / wall:.2f}x "
+            f"| {sum(r[TARGET_KEY] is not None for r in runs)}/{len(runs)} | {'never' if to == inf else f'{to:.0f} s'} "
+            f"| {speedup} | {100 * _median(best):.2f}% | {100 * min(best):.2f}% "
+            f"| {_median([r['epochs_trained'] for r in runs]):.0f} | {_median([r['pruned'] for r in runs]):.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(PROTOCOLS), default="screen")
@@ -104,7 +152,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "cnn-tune")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "search_cpu.json")
+    parser.add_argument("--table", action="store_true", help="print the mode's table from the JSON file, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text()), args.mode))
+        return
     protocol = PROTOCOLS[args.mode]
     result = json.loads(args.json.read_text()) if args.json.exists() else {"protocol": {}, "candidates": []}
     result["protocol"][args.mode] = {**protocol, "machine": cpu_model(), "cores": os.cpu_count(),
@@ -124,6 +176,8 @@ def main() -> None:
             entry["runs"].append(run)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: nothing lost
+            if "exit_code" in run:
+                continue
             hit = run[TARGET_KEY]
             print(f"seed {seed:>3}  {name:<26} wall {run['wall_s']:7.1f}s  best {100 * (run['best'] or 0):.2f}%  "
                   f"to {protocol['target']}: {'never' if hit is None else f'{hit:.0f}s':>6}  "

@@ -43,7 +43,7 @@ class ConfirmOptions:
     storage: str = studies.DEFAULT_STORAGE
     top: int = 3
     seeds: int = 3
-    workers: int | str = 1  # or "auto"
+    workers: int | str = "auto"  # or a number
     threads: int | None = None
     device: str = "auto"
     precision: str = "auto"

@@ -15,6 +15,7 @@ from pathlib import Path
 from .data import VAL_FRACTION, Mnist, make_split
 from .errors import ProtocolConflict, UsageError
 from .model import ARCHITECTURE
+from .presets import DEFAULT_PRESET, PRESETS, Search
 from .protocol import DEFAULT_EPOCHS, SPLIT_SEED, Protocol
 from .samplers import check_pruner, check_sampler
 from .space import SEARCH_SPACE_VERSION
@@ -34,14 +35,15 @@ class OptimizeOptions:
     seed: int | None = None
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); see training.resolve_precision
-    sampler: str = "tpe"
-    pruner: str = "median"
+    preset: str = DEFAULT_PRESET  # what sampler, pruner, warm_start and workers are when None
+    sampler: str | None = None
+    pruner: str | None = None
     data_dir: Path | None = None
-    workers: int | str = 1  # processes on this machine sharing the study, or "auto" (see auto_workers)
+    workers: int | str | None = None  # processes on this machine sharing the study, or "auto" (see auto_workers)
     threads: int | None = None  # CPU threads per worker; None: the cores shared out among workers
     max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
-    warm_start: bool = False  # a new study's first trial is a known-good configuration (enqueued)
+    warm_start: bool | None = None  # a new study's first trial is a known-good configuration (enqueued)
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,23 @@ class Plan:
     enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
 
 
+def resolve_search(options: OptimizeOptions) -> Search:
+    """Sampler, pruner, warm start and workers: as asked, else the preset's."""
+    if options.preset not in PRESETS:
+        raise UsageError(f"unknown preset {options.preset!r}", hint=f"use one of: {', '.join(PRESETS)}")
+    preset = PRESETS[options.preset]
+    return Search(sampler=options.sampler or preset.sampler, pruner=options.pruner or preset.pruner,
+                  warm_start=preset.warm_start if options.warm_start is None else options.warm_start,
+                  workers=preset.workers if options.workers is None else options.workers)
+
+
 def check_options(options: OptimizeOptions) -> None:
     """What can be refused before anything is opened or read (names only; Typer did the bounds)."""
-    check_sampler(options.sampler)
-    check_pruner(options.pruner)
+    search = resolve_search(options)
+    check_sampler(search.sampler)
+    check_pruner(search.pruner)
     options.heartbeat.check()
-    if options.workers == "auto":
+    if search.workers == "auto":
         auto_workers("cpu", options.threads, os.cpu_count() or 1, None)  # --threads beyond the cores
 
 
@@ -159,13 +172,14 @@ def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trial
     """The plan, and notes for the user about what was adjusted."""
     epochs, limit = resolve_length(options, stored)
     protocol = make_protocol(epochs, limit, len(data.train_labels), data.fingerprint)
-    asked = options.workers if options.workers != "auto" else auto_workers(
+    search = resolve_search(options)
+    asked = search.workers if search.workers != "auto" else auto_workers(
         device, options.threads, os.cpu_count() or 1, available_memory_gb())
     workers, note = resolve_workers(int(asked), options.trials)
     plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None,
                 trials_before=trials_before, trials=options.trials, workers=workers,
                 threads=resolve_threads(workers, options.threads), timeout=options.timeout, seed=options.seed,
-                sampler=options.sampler, pruner=options.pruner, max_trials=options.max_trials,
+                sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=options.warm_start)
+                warm_start=search.warm_start)
     return plan, [note] if note else []

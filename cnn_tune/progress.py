@@ -20,8 +20,10 @@ def start_line(plan: Plan) -> str:
         return (f"Confirming: {plan.trials} run(s) of {p.epochs} epochs on {p.n_train} train / {p.n_val} validation "
                 f"images, stored in study {plan.study!r}, device {plan.device}, {plan.precision}")
     verb = "Resuming" if plan.resumed else "Creating"
+    warm = ", warm start" if plan.warm_start and not plan.resumed else ""
     return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs on "
-            f"{p.n_train} train / {p.n_val} validation images, device {plan.device}, {plan.precision}")
+            f"{p.n_train} train / {p.n_val} validation images, device {plan.device}, {plan.precision}; "
+            f"{plan.sampler} sampler, {plan.pruner} pruner{warm}")
 
 
 def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 from pathlib import Path
@@ -12,6 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cnn_tune.cli import app
+
+# The default --workers is auto: on a 2-core machine every in-process test would spawn two
+# worker processes (each importing torch) for a few tiny trials. The suite runs one worker
+# unless a test asks for more; tests of the default itself remove this.
+os.environ["CNN_TUNE_WORKERS"] = "1"
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -86,7 +86,9 @@ def page_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(data))
     monkeypatch.chdir(work)
     runner = CliRunner()
-    for setup in (["optimize", "--trials", "3", "--epochs", "2", "--seed", "0"],
+    # --pruner none: on 400 synthetic images the default leader pruner may stop trials the
+    # pages need complete (a contour needs two)
+    for setup in (["optimize", "--trials", "3", "--epochs", "2", "--seed", "0", "--pruner", "none"],
                   ["retrain", "--output", str(tmp_path / "setup.pt")]):
         result = runner.invoke(app, setup)
         assert result.exit_code == 0, result.output
@@ -143,3 +145,20 @@ def test_pages_show_commands_and_readme_stays_short():
     assert counted["README.md"] >= 10 and counted["errors.md"] >= 10, counted
     skipped = [c for p in PAGES for c in commands(p) if c.skip]
     assert len(skipped) <= 10, [c.text for c in skipped]  # NOT_RUN stays the exception
+
+
+def test_the_search_tables_are_generated_from_the_benchmark_file():
+    """README's and docs/performance.md's search tables are what benchmarks/search.py --table
+    prints from benchmarks/results/search_cpu.json: no figure typed by hand."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import search
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    result = json.loads((ROOT / "benchmarks" / "results" / "search_cpu.json").read_text())
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    assert search.table(result, "screen") in performance
+    assert search.table(result, "full") in performance
+    assert search.table(result, "full") in (ROOT / "README.md").read_text()

@@ -199,7 +199,7 @@ def test_pruned_trials_record_where_they_stopped(cli, db_url):
 def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch):
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich treats the captured stream as a terminal
     monkeypatch.setenv("TTY_INTERACTIVE", "1")
-    result = cli(*quick("--seed", "4"))
+    result = cli(*quick("--seed", "4", "--pruner", "none"))  # trial 1 reaches its last epoch
     assert result.exit_code == 0, result.output
     assert "\x1b[" in result.stdout  # styled, unlike piped output
     assert "trial 1 · epoch 2/2" in result.stdout  # the live bar showed the running trial's epoch

@@ -24,9 +24,11 @@ from cnn_tune.plan import (
     check_options,
     make_protocol,
     resolve_length,
+    resolve_search,
     resolve_threads,
     resolve_workers,
 )
+from cnn_tune.presets import PRESETS, Search
 from cnn_tune.protocol import DEFAULT_EPOCHS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnn_tune"
@@ -180,10 +182,20 @@ def test_protocol_checks_the_train_limit_against_the_data():
 @pytest.mark.parametrize("options, fragment", [
     (OptimizeOptions(sampler="annealing"), "unknown sampler"),
     (OptimizeOptions(pruner="patience"), "unknown pruner"),
+    (OptimizeOptions(preset="quickest"), "unknown preset"),
 ])
 def test_unknown_names_are_refused_before_anything_opens(options, fragment):
     with pytest.raises(UsageError, match=fragment):
         check_options(options)
+
+
+def test_a_preset_fills_only_what_was_not_asked():
+    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "leader", True, "auto")
+    assert resolve_search(OptimizeOptions(preset="article")) == Search("tpe", "median", False, 1)
+    assert resolve_search(OptimizeOptions(preset="article", pruner="leader", workers="auto", warm_start=True)) == (
+        Search("tpe", "leader", True, "auto"))
+    assert resolve_search(OptimizeOptions(sampler="gp", warm_start=False, workers=3)) == (
+        Search("gp", "leader", False, 3))
 
 
 def test_the_options_are_frozen():

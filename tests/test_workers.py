@@ -294,3 +294,35 @@ def test_workers_auto_starts_one_worker_per_core(small):
     assert r.returncode == 0, r.stderr
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
     _assert_exact(_trials(url), 3)
+
+
+def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
+    """No CNN_TUNE_WORKERS (the suite sets it to 1): what a user gets from a bare command."""
+    from cnn_tune.plan import auto_workers, available_memory_gb
+    from cnn_tune.space import Hyperparams
+
+    data, url = small
+    env = {k: v for k, v in _env(data, url).items() if k != "CNN_TUNE_WORKERS"}
+    bare = ["--epochs", "1", "--device", "cpu"]  # one epoch: never pruned, whatever the pruner
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tpe-mv sampler, leader pruner, warm start" in r.stderr
+    expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
+    assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
+    trials = _trials(url)
+    _assert_exact(trials, 3)
+    assert trials[0].params == Hyperparams().as_dict() and trials[0].user_attrs["cnn_tune.warm_start"] is True
+
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tpe sampler, median pruner" in r.stderr and "warm start" not in r.stderr and "Starting" not in r.stderr
+    assert not any("cnn_tune.warm_start" in t.user_attrs for t in _trials(url, "article"))
+
+
+def test_an_unknown_preset_is_a_usage_error(small):
+    data, url = small
+    r = subprocess.run(_cnn_tune("optimize", "--preset", "quickest"), env=_env(data, url), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "quickest" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,26 @@
+"""How `optimize` searches unless told otherwise: named presets of (sampler, pruner, warm
+start, workers). Torch-free, so the CLI builds its choices without loading torch.
+
+``fast`` is the default because of benchmarks/search.py's full-mode run (docs/performance.md):
+on the seed protocol it reached 98.9% validation accuracy sooner and finished sooner than the
+article's choice, over held-out seeds. ``article`` is the seed article's choice, one flag away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Search:
+    sampler: str  # a name in samplers.SAMPLERS
+    pruner: str  # a name in samplers.PRUNERS
+    warm_start: bool  # a new study's first trial is the article's configuration
+    workers: int | str  # or "auto": one 1-thread worker per core, as memory allows
+
+
+PRESETS: dict[str, Search] = {
+    "fast": Search(sampler="tpe-mv", pruner="leader", warm_start=True, workers="auto"),
+    "article": Search(sampler="tpe", pruner="median", warm_start=False, workers=1),
+}
+DEFAULT_PRESET = "fast"
