@@ -14,7 +14,6 @@ interval) is stored on the study as the user attr ``cnn_tune.confirm.N``.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from . import study as studies
 from .data import load_mnist
 from .errors import NothingToShow, ProtocolConflict
 from .optimize import OptimizeResult, Reporter, execute
-from .plan import Plan, auto_workers, available_memory_gb, make_protocol, resolve_threads, resolve_workers
+from .plan import Plan, make_protocol, resolve_threads, workers_for
 from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_OF, CONFIRM_SUFFIX, CONFIRM_SUMMARY_ATTR, PROTOCOL_ATTR, Protocol
 from .samplers import derive_seed
 from .training import resolve_device, resolve_precision
@@ -271,9 +270,7 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
         reporter.info(note)
     runs = None
     if pending:
-        asked = options.workers if options.workers != "auto" else auto_workers(
-            device.type, options.threads, os.cpu_count() or 1, available_memory_gb())
-        workers, note = resolve_workers(int(asked), pending)
+        workers, note = workers_for(options.workers, pending, device.type, options.threads)
         if note:
             reporter.info(note)
         plan = Plan(study=companion.study_name, url=url, protocol=protocol, resumed=False,

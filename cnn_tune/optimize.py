@@ -59,8 +59,8 @@ def best_or_none(study: optuna.Study) -> FrozenTrial | None:
 
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM (``kill``, a batch scheduler, a container stop) ends the run like Ctrl-C:
-    the running trial gets a final state instead of staying RUNNING forever."""
+    """SIGTERM (``kill``, a batch scheduler, a container stop) stops the waiting parent of
+    ``--workers N`` like Ctrl-C: it forwards the stop, so each worker's trial gets a final state."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -164,14 +164,14 @@ def execute(plan: Plan, study: optuna.Study, data: Mnist, reporter: Reporter) ->
     result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
-    with sigterm_as_interrupt():
-        if plan.workers > 1:
-            from .parallel import run_workers
+    if plan.workers > 1:
+        from .parallel import run_workers
 
-            del data  # each worker reads its own copy
+        del data  # each worker reads its own copy
+        with sigterm_as_interrupt():  # the parent only waits: SIGTERM stops it as Ctrl-C does
             result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
-        else:
-            run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect)
+    else:  # run() routes Ctrl-C and SIGTERM itself (cnn_tune.interrupts)
+        run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect)
     collect.finish()
     with studies.writes_to(plan.url):
         result.best = best_or_none(study)

@@ -167,15 +167,20 @@ def resolve_threads(workers: int, asked: int | None, cores: int | None = None) -
     return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
+def workers_for(asked: int | str, trials: int, device: str, threads: int | None) -> tuple[int, str | None]:
+    """Workers for ``trials`` on this machine: as asked, or ``auto`` (:func:`auto_workers` from its
+    cores and available memory), then :func:`resolve_workers`; the note says what was cut."""
+    count = asked if asked != "auto" else auto_workers(device, threads, os.cpu_count() or 1, available_memory_gb())
+    return resolve_workers(int(count), trials)
+
+
 def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trials_before: int, data: Mnist,
               device: str, precision: str) -> tuple[Plan, list[str]]:
     """The plan, and notes for the user about what was adjusted."""
     epochs, limit = resolve_length(options, stored)
     protocol = make_protocol(epochs, limit, len(data.train_labels), data.fingerprint)
     search = resolve_search(options)
-    asked = search.workers if search.workers != "auto" else auto_workers(
-        device, options.threads, os.cpu_count() or 1, available_memory_gb())
-    workers, note = resolve_workers(int(asked), options.trials)
+    workers, note = workers_for(search.workers, options.trials, device, options.threads)
     plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None,
                 trials_before=trials_before, trials=options.trials, workers=workers,
                 threads=resolve_threads(workers, options.threads), timeout=options.timeout, seed=options.seed,
