@@ -117,8 +117,11 @@ def table(result: dict, mode: str) -> str:
     old = next(c for c in entries if c["role"] == "old-default")
     inf = float("inf")
 
-    def finished(c: dict) -> list[dict]:  # runs whose command exited 0 (the others are listed apart)
-        return [r for r in c["runs"] if "exit_code" not in r]
+    def finished(c: dict) -> list[dict]:
+        """Runs whose command exited 0 on an idle machine. The others stay in the file, counted
+        apart: a failed run (``exit_code``), or one that shared the machine (``disturbed`` says
+        with what), whose times are not comparable."""
+        return [r for r in c["runs"] if "exit_code" not in r and "disturbed" not in r]
 
     def hit(run: dict) -> float:
         return inf if run[TARGET_KEY] is None else run[TARGET_KEY]
@@ -130,8 +133,10 @@ def table(result: dict, mode: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in entries:
         runs = finished(c)
-        failed = len(c["runs"]) - len(runs)
-        seeds = ", ".join(str(r["seed"]) for r in runs) + (f" (+{failed} failed)" if failed else "")
+        failed = sum("exit_code" in r for r in c["runs"])
+        disturbed = len(c["runs"]) - len(runs) - failed
+        seeds = ", ".join(str(r["seed"]) for r in runs) + "".join(
+            f" (+{n} {why})" for n, why in ((failed, "failed"), (disturbed, "set aside: machine shared")) if n)
         wall, to = _median([r["wall_s"] for r in runs]), _median([hit(r) for r in runs])
         speedup = "–" if to == inf or old_hit == inf else f"{old_hit / to:.2f}x"
         best = [r["best"] for r in runs]
