@@ -149,8 +149,9 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     if storage is None:
         storage = studies.open_storage(url, options.heartbeat, write=True)
     with studies.writes_to(url):
-        study = studies.create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
-        if plan.warm_start and not study.get_trials(deepcopy=False):
+        study, created = studies.create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
+        # only the creator: processes started together on a new study would each see no trial yet
+        if plan.warm_start and created:
             # the article's configuration first: a strong reference for pruning from trial 1 on
             study.enqueue_trial(Hyperparams().as_dict(), user_attrs={"cnn_tune.warm_start": True})
     result = execute(plan, study, data, reporter)

@@ -321,10 +321,16 @@ def check_protocol(name: str, stored: Protocol, protocol: Protocol) -> None:
 
 
 def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Protocol,
-                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Open ``name`` with this run's sampler and pruner, creating it with ``protocol`` if new."""
-    study = optuna.create_study(storage=storage, study_name=name, direction=protocol.direction,
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
+                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
+                   ) -> tuple[optuna.Study, bool]:
+    """Open ``name`` with this run's sampler and pruner, creating it with ``protocol`` if new.
+    True when this call created it: of several processes starting at once on a new study,
+    exactly one (the database's unique study name decides), so one-time setup runs once."""
+    try:
+        study, created = optuna.create_study(storage=storage, study_name=name, direction=protocol.direction,
+                                             sampler=sampler, pruner=pruner), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
     if PROTOCOL_ATTR not in study.user_attrs:
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
     if study.metric_names is None:  # named for optuna-dashboard, Optuna's plots and `optuna trials`
@@ -332,7 +338,7 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAME])
     check_protocol(name, stored_protocol(study), protocol)  # another process may have created it a moment before
-    return study
+    return study, created
 
 
 def _by_trial(study: optuna.Study, prefix: str) -> dict[int, dict]:
