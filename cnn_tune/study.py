@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+import sqlalchemy.event
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
@@ -153,10 +154,13 @@ def storage_exists(url: str) -> bool:
     return path is None or path.exists()
 
 
-def _engine_kwargs(parsed: URL) -> dict:
+def _engine_kwargs(parsed: URL, write: bool = False) -> dict:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        # A writer's connection leaves transactions to us (see _serialize_sqlite_writes): the
+        # driver itself would begin one only at the first INSERT/UPDATE, after the SELECT that
+        # decided what to write.
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, **({"isolation_level": None} if write else {})}}
     if backend in ("postgresql", "mysql", "mariadb"):
         # Fail in seconds, not minutes, when the server does not answer.
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": SERVER_CONNECT_TIMEOUT_S}}
@@ -190,7 +194,7 @@ def _schema_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "locked" in text
 
 
-def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None) -> optuna.storages.RDBStorage:
+def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None, write: bool) -> optuna.storages.RDBStorage:
     for attempt in range(SCHEMA_RETRIES):
         try:
             with warnings.catch_warnings():  # the heartbeat callback is "experimental" since Optuna 2.8
@@ -199,7 +203,7 @@ def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None) -> optu
                     "heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
                     "heartbeat_stale_trial_callback":
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)}
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **beat)
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed, write), **beat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == SCHEMA_RETRIES - 1 or not _schema_race(exc):
                 raise
@@ -218,6 +222,23 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
         pass
 
 
+def _serialize_sqlite_writes(storage: optuna.storages.RDBStorage) -> None:
+    """Every transaction of this writer takes SQLite's write lock when it begins.
+
+    Optuna hands out a waiting trial (an enqueued warm start, a confirm run, a heartbeat
+    retry) by reading that it is WAITING and then marking it RUNNING, in one transaction
+    ``FOR UPDATE`` — which SQLite ignores. Python's sqlite3 driver also runs the read outside
+    any transaction. So several processes read WAITING at once and all ran the same trial
+    (8 processes, 40 queued trials: up to 7 ran one trial; the second to finish failed with
+    "Cannot tell a COMPLETE trial"). ``BEGIN IMMEDIATE`` makes read-then-write atomic: the
+    others wait (``timeout``), then read RUNNING and take the next one. PostgreSQL and MySQL
+    lock the row themselves."""
+
+    @sqlalchemy.event.listens_for(storage.engine, "begin")
+    def _begin(conn: sqlalchemy.engine.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 # Every storage this process opened, so that a command closes them when it ends (see close_all).
 _OPENED: weakref.WeakSet[optuna.storages.RDBStorage] = weakref.WeakSet()
 _LAST_URL: list[str | None] = [None]
@@ -229,10 +250,11 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = Fal
     shown = display_url(url)
     try:
         _LAST_URL[0] = url
-        storage = _new_rdb_storage(url, parsed, heartbeat)
+        storage = _new_rdb_storage(url, parsed, heartbeat, write)
         _OPENED.add(storage)
         if write and parsed.get_backend_name() == "sqlite":
-            _use_wal(storage)
+            _use_wal(storage)  # before the next line: the journal mode cannot change inside a transaction
+            _serialize_sqlite_writes(storage)
         return storage
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
         backend = parsed.get_backend_name()

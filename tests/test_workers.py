@@ -85,6 +85,43 @@ def test_separately_started_commands_share_one_sqlite_file(small):
     _assert_exact(_trials(url), 16)
 
 
+# Each process waits for the file `go`, so that all of them ask for waiting trials at once.
+_CLAIMER = """
+import os, sys, time
+import optuna
+from cnn_tune.study import open_storage
+url, go = sys.argv[1], sys.argv[2]
+study = optuna.load_study(study_name="queue", storage=open_storage(url, write=True))
+while not os.path.exists(go):
+    time.sleep(0.005)
+print(*[study.ask().number for _ in range(5)])
+"""
+
+
+def test_processes_never_take_the_same_waiting_trial(tmp_path):
+    """Enqueued trials (the warm start, confirm's runs, heartbeat retries) are handed out once.
+    On SQLite, Optuna's check-then-mark of a WAITING trial was not atomic: without cnn-tune's
+    BEGIN IMMEDIATE, 8 processes on 40 queued trials handed one trial to up to 7 of them."""
+    from cnn_tune.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="queue", storage=open_storage(url, write=True))
+    for i in range(40):
+        study.enqueue_trial({"x": i})
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, url, str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    time.sleep(3)  # let every process open the study; the few that are late only make it easier
+    go.touch()
+    taken = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        taken += [int(n) for n in out.split()]
+    assert len(taken) == 40 and sorted(taken) == list(range(40)), sorted(taken)  # each once, none new
+    assert {t.state for t in _trials(url, "queue")} == {TrialState.RUNNING}
+
+
 def test_max_trials_caps_the_study(small):
     data, url = small
     env = _env(data, url)
