@@ -50,6 +50,8 @@ CANDIDATES = {  # name → (role, cnn-tune optimize options)
     "tpe-mv+leader+warm+auto": ("new-default", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "leader",
                                                 "--warm-start", "--workers", "auto"]),
     "gp+leader": ("candidate", [*OLD_DEFAULT, "--sampler", "gp", "--pruner", "leader"]),
+    "tpe-mv+narrowing+warm+auto": ("candidate", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "narrowing",
+                                                 "--warm-start", "--workers", "auto"]),
     "seed-style": ("seed-style", None),  # the article's objective in-process (full mode's reference row)
 }
 

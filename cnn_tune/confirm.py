@@ -28,7 +28,7 @@ from . import study as studies
 from .data import load_mnist
 from .errors import NothingToShow, ProtocolConflict
 from .optimize import OptimizeResult, Reporter, execute
-from .plan import Plan, make_protocol, resolve_threads, workers_for
+from .plan import Plan, make_protocol, resolve_threads, shared_cores, workers_for
 from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_OF, CONFIRM_SUFFIX, CONFIRM_SUMMARY_ATTR, PROTOCOL_ATTR, Protocol
 from .samplers import derive_seed
 from .training import resolve_device, resolve_precision
@@ -275,7 +275,8 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
             reporter.info(note)
         plan = Plan(study=companion.study_name, url=url, protocol=protocol, resumed=False,
                     trials_before=len(companion.trials), trials=pending, workers=workers,
-                    threads=resolve_threads(workers, options.threads), timeout=None, seed=None, sampler="random",
+                    threads=resolve_threads(workers, options.threads), cores=shared_cores(workers, options.threads),
+                    timeout=None, seed=None, sampler="random",
                     pruner="none", max_trials=None, heartbeat=options.heartbeat, device=device.type,
                     precision=precision, data_folder=data.folder, enqueued_only=True)
         runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,

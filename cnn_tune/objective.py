@@ -16,6 +16,7 @@ from .space import Hyperparams, suggest
 from .training import EpochResult, Trainer
 
 EpochCallback = Callable[[int, EpochResult], None]
+Pace = Callable[[], int]  # sets and returns the CPU threads for the next epoch
 
 
 class Objective:
@@ -25,13 +26,14 @@ class Objective:
 
     def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
                  on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, pace: Pace = torch.get_num_threads) -> None:
         self.trainer = trainer
         self.gate = gate if gate is not None else Gate()  # Ctrl-C cuts an epoch short, never a write
         self.enqueued_only = enqueued_only  # confirm: only trials enqueued with their params and seed
         self.epochs = epochs
         self.seed = seed
         self.on_epoch = on_epoch
+        self.pace = pace  # --workers N: a worker whose peers have exited takes their cores (parallel.CoreShare)
         self.current: int | None = None  # number of the trial being trained
         self.interrupted: int | None = None  # number of the trial Ctrl-C stopped, for its report
 
@@ -53,7 +55,7 @@ class Objective:
         seed = self.trial_seed(trial)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", str(self.trainer.device))
-        trial.set_user_attr("threads", torch.get_num_threads())  # CPU threads it trained with
+        trial.set_user_attr("threads", self.pace())  # CPU threads it started with
         trial.set_user_attr("precision", self.trainer.precision)
         try:
             return self._train(trial, hp, seed)
@@ -70,7 +72,12 @@ class Objective:
         result: EpochResult | None = None
         self.gate.check()  # Ctrl-C while Optuna was handing out this trial: stop it here
         epochs = self.trainer.fit(hp, self.epochs, seed)
+        most = torch.get_num_threads()
         while True:
+            threads = self.pace()
+            if threads > most:  # the other workers have exited: this one took their cores
+                most = threads
+                trial.set_user_attr("threads_max", threads)
             with self.gate.open():  # only the computation may be cut short, never a write
                 done = next(epochs, None)
             if done is None:

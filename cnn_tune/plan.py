@@ -69,6 +69,7 @@ class Plan:
     data_folder: Path
     warm_start: bool = False
     enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
+    cores: int | None = None  # threads were shared out of these cores: workers left take the freed ones
 
 
 def resolve_search(options: OptimizeOptions) -> Search:
@@ -167,6 +168,14 @@ def resolve_threads(workers: int, asked: int | None, cores: int | None = None) -
     return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
+def shared_cores(workers: int, asked: int | None, cores: int | None = None) -> int | None:
+    """The cores :func:`resolve_threads` shared out among several workers (None when the threads
+    were asked for, or one worker has them all): a worker whose peers have exited may take theirs."""
+    if asked is not None or workers == 1:
+        return None
+    return cores or os.cpu_count() or 1
+
+
 def workers_for(asked: int | str, trials: int, device: str, threads: int | None) -> tuple[int, str | None]:
     """Workers for ``trials`` on this machine: as asked, or ``auto`` (:func:`auto_workers` from its
     cores and available memory), then :func:`resolve_workers`; the note says what was cut."""
@@ -183,7 +192,8 @@ def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trial
     workers, note = workers_for(search.workers, options.trials, device, options.threads)
     plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None,
                 trials_before=trials_before, trials=options.trials, workers=workers,
-                threads=resolve_threads(workers, options.threads), timeout=options.timeout, seed=options.seed,
+                threads=resolve_threads(workers, options.threads), cores=shared_cores(workers, options.threads),
+                timeout=options.timeout, seed=options.seed,
                 sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
                 warm_start=search.warm_start)

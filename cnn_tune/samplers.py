@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from importlib.util import find_spec
 
 import optuna
+from optuna.trial import TrialState
 
 from .errors import DependencyMissing, UsageError
 
 SAMPLERS = ("tpe", "tpe-mv", "random", "qmc", "gp", "cmaes", "nsgaii")
-PRUNERS = ("median", "leader", "hyperband", "halving", "none")
+PRUNERS = ("median", "leader", "narrowing", "hyperband", "halving", "none")
 # Samplers whose Optuna implementation imports a package we do not depend on.
 _SAMPLER_NEEDS = {"qmc": "scipy", "gp": "scipy", "cmaes": "cmaes"}
 
@@ -55,17 +57,25 @@ def check_pruner(name: str) -> None:
         raise UsageError(f"unknown pruner {name!r}", hint=f"choose one of {', '.join(PRUNERS)}")
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, n_val: int) -> optuna.pruners.BasePruner:
+    """The pruner ``name`` for a study of ``epochs`` epochs scored on ``n_val`` validation images."""
     check_pruner(name)
     if name == "median":  # the seed article's choice
         return optuna.pruners.MedianPruner()
     if name == "leader":
         return LeaderPruner()
+    if name == "narrowing":
+        return NarrowingPruner(n_val)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
+
+
+def _leader_at(complete: list[optuna.trial.FrozenTrial], step: int) -> float | None:
+    """The validation accuracy after ``step`` epochs of the best of ``complete`` (None: no trial)."""
+    return max(complete, key=lambda t: t.value).intermediate_values.get(step) if complete else None
 
 
 class LeaderPruner(optuna.pruners.BasePruner):
@@ -77,7 +87,8 @@ class LeaderPruner(optuna.pruners.BasePruner):
     - a trial more than ``margin`` below the best complete trial's curve at the same epoch is
       stopped: the leader was already that much better at the same point.
 
-    The final epoch is never pruned (the objective does not ask then)."""
+    The final epoch is never pruned (the objective does not ask then). Subclasses change what
+    the trial is compared with (:meth:`reference`) and by how much it may trail (:meth:`gap`)."""
 
     def __init__(self, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5) -> None:
         self.floor = floor
@@ -91,10 +102,48 @@ class LeaderPruner(optuna.pruners.BasePruner):
         value = trial.intermediate_values[step]
         if value < self.floor:
             return True
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if complete:
-            leader = max(complete, key=lambda t: t.value)
-            at = leader.intermediate_values.get(step)
-            if at is not None and value < at - self.margin:
-                return True
+        reference = self.reference(study, trial, step)
+        if reference is not None and value < reference - self.gap(step, reference):
+            return True
         return self.median.prune(study, trial)
+
+    def reference(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, step: int) -> float | None:
+        """The best complete trial's validation accuracy after ``step`` epochs (None: none yet)."""
+        return _leader_at(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step)
+
+    def gap(self, step: int, reference: float) -> float:  # noqa: ARG002 - the subclass's depend on them
+        return self.margin
+
+
+class NarrowingPruner(LeaderPruner):
+    """:class:`LeaderPruner` with a gap that narrows as the curves settle, and a reference
+    from the first epoch of the study on.
+
+    - The gap after epoch k is ``margin / k`` (2, 1, 0.67, 0.5 … points), never under
+      ``sigmas`` standard errors of the difference of two accuracies measured on the study's
+      ``n_val`` validation images: 0.40 points at 98.9% on 12,000 images, 1.35 at 97.5% on
+      2,400. A fixed 2 points let trials 2 points behind the leader run to the end (seen: a
+      96.8% trial trained all 10 epochs while the leader stood at 99.0%).
+    - Before any trial is complete, the best value any other trial (running or pruned) had
+      after the same epoch is the reference: ``--workers`` starts trials together, and the
+      one beside the warm start used to train all its epochs at whatever accuracy (seen:
+      84% after 10 epochs, beside the warm start's 97% after one)."""
+
+    def __init__(self, n_val: int, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5,
+                 sigmas: float = 3.0) -> None:
+        super().__init__(floor, margin, median_startup)
+        self.n_val = max(1, n_val)
+        self.sigmas = sigmas
+
+    def reference(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, step: int) -> float | None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED))
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete:
+            return _leader_at(complete, step)
+        peers = [t.intermediate_values[step] for t in trials
+                 if t.number != trial.number and step in t.intermediate_values]
+        return max(peers, default=None)
+
+    def gap(self, step: int, reference: float) -> float:
+        noise = self.sigmas * math.sqrt(2 * reference * (1 - reference) / self.n_val)
+        return max(self.margin / step, noise)

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .data import Mnist, make_split
 from .errors import CnnTuneError, WorkerCrashed
 from .interrupts import Gate, gated
-from .objective import Objective
+from .objective import Objective, Pace
 from .plan import Plan
 from .samplers import derive_seed, make_pruner, make_sampler
 from .study import storage_cause, storage_failure
@@ -88,7 +88,8 @@ def sampler_seed(plan: Plan, worker: int) -> int | None:
 
 def search(plan: Plan, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
     """This worker's sampler and pruner."""
-    return make_sampler(plan.sampler, sampler_seed(plan, worker)), make_pruner(plan.pruner, plan.protocol.epochs)
+    pruner = make_pruner(plan.pruner, plan.protocol.epochs, plan.protocol.n_val)
+    return make_sampler(plan.sampler, sampler_seed(plan, worker)), pruner
 
 
 def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> optuna.Study:
@@ -97,13 +98,15 @@ def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> opt
     return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink, gate: Gate | None = None) -> Objective:
-    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``."""
+def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink, gate: Gate | None = None,
+                   pace: Pace = torch.get_num_threads) -> Objective:
+    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``;
+    ``pace`` sets the threads before each epoch."""
     split = make_split(len(data.train_labels), plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
     return Objective(trainer, plan.protocol.epochs, plan.seed,
                      on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
-                     enqueued_only=plan.enqueued_only, gate=gate)
+                     enqueued_only=plan.enqueued_only, gate=gate, pace=pace)
 
 
 class Claims:
@@ -155,7 +158,7 @@ def _fate(study: optuna.Study, number: int) -> str | None:
 
 
 def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
-        sink: Sink, gate: Gate | None = None) -> None:
+        sink: Sink, gate: Gate | None = None, pace: Pace = torch.get_num_threads) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
     ``claims`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
     Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
@@ -168,7 +171,7 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, work
             study, data = attach_study()
             if plan.threads is not None:
                 torch.set_num_threads(plan.threads)
-            objective = make_objective(plan, data, worker, sink, gate)
+            objective = make_objective(plan, data, worker, sink, gate, pace)
             done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
             while not gate.requested and claims(study):
                 study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from cnn_tune.model import build_model
 from cnn_tune.protocol import PROTOCOL_ATTR
+from cnn_tune.samplers import PRUNERS
 from cnn_tune.space import Hyperparams
 
 SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "lr", "batch_size"}
@@ -104,7 +105,7 @@ def test_other_data_is_refused_on_resume(cli, db_url, tmp_path):
     assert len(load(db_url).trials) == 2
 
 
-@pytest.mark.parametrize("pruner", ["median", "leader", "hyperband", "halving", "none"])
+@pytest.mark.parametrize("pruner", PRUNERS)
 def test_every_pruner_runs(cli, db_url, pruner):
     result = cli(*quick("--pruner", pruner, "--trials", "3"))
     assert result.exit_code == 0, result.output
@@ -237,3 +238,44 @@ def test_leader_pruner_stops_hopeless_trials_from_the_first_one():
     close.report(0.96, 1)  # within 2 points: may still catch up
     frozen = {t.number: t for t in study.get_trials()}
     assert pruner.prune(study, frozen[behind.number]) and not pruner.prune(study, frozen[close.number])
+
+
+def _asked(study: optuna.Study, values: dict[int, float]) -> optuna.trial.FrozenTrial:
+    """A running trial that has reported ``values`` (epoch → validation accuracy), as a pruner sees it."""
+    trial = study.ask()
+    for step, value in values.items():
+        trial.report(value, step)
+    return next(t for t in study.get_trials() if t.number == trial.number)
+
+
+def test_narrowing_pruner_compares_with_running_peers_before_any_trial_is_complete():
+    from cnn_tune.samplers import LeaderPruner, NarrowingPruner
+
+    study = optuna.create_study(direction="maximize")
+    warm = _asked(study, {1: 0.97})  # the warm start, one epoch in
+    beside = _asked(study, {1: 0.84})  # the trial started beside it: 13 points behind
+    close = _asked(study, {1: 0.955})  # within 2 points after one epoch: may catch up
+    pruner = NarrowingPruner(n_val=12000)
+    assert pruner.prune(study, beside) and not pruner.prune(study, close) and not pruner.prune(study, warm)
+    assert not LeaderPruner().prune(study, beside)  # leader waits for a complete trial
+
+
+def test_narrowing_pruner_gap_shrinks_with_epochs_down_to_the_noise():
+    from optuna.trial import create_trial
+
+    from cnn_tune.samplers import NarrowingPruner
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(value=0.990, intermediate_values={1: 0.975, 2: 0.98, 5: 0.989, 9: 0.99},
+                                 params={}, distributions={}))
+    study.add_trial(create_trial(value=0.985, intermediate_values={1: 0.99, 2: 0.99, 5: 0.99, 9: 0.99},
+                                 params={}, distributions={}))  # not the leader: its curve is not the reference
+    pruner = NarrowingPruner(n_val=12000)
+    assert pruner.gap(1, 0.975) == pytest.approx(0.02) and pruner.gap(2, 0.98) == pytest.approx(0.01)
+    assert pruner.gap(9, 0.989) == pytest.approx(3 * (2 * 0.989 * 0.011 / 12000) ** 0.5)  # 0.40 points
+    assert pruner.prune(study, _asked(study, {1: 0.97, 2: 0.968}))  # 1.2 points behind after 2 epochs
+    assert not pruner.prune(study, _asked(study, {1: 0.97, 2: 0.972}))  # 0.8 behind: within 1 point
+    assert pruner.prune(study, _asked(study, {5: 0.984}))  # 0.5 behind after 5: more than the noise
+    assert not pruner.prune(study, _asked(study, {5: 0.986}))  # 0.3 behind: inside it
+    small = NarrowingPruner(n_val=2400)  # the screening protocol: a coarser measure, a wider gap
+    assert not small.prune(study, _asked(study, {5: 0.98}))

@@ -122,6 +122,56 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
     assert {t.state for t in _trials(url, "queue")} == {TrialState.RUNNING}
 
 
+def test_core_share_gives_a_lone_worker_the_freed_cores():
+    import multiprocessing as mp
+
+    from cnn_tune.parallel import CoreShare
+
+    alive = mp.get_context("spawn").Value("i", 2)
+    share = CoreShare(2, alive)
+    assert share.threads() == 1
+    alive.value = 1  # the other worker has exited
+    assert share.threads() == 2
+    assert CoreShare(2, mp.get_context("spawn").Value("i", 4)).threads() == 1  # never under one
+
+
+HOPELESS = {"dropout_rate": 0.0, "fc2_input_dim": 32, "dropout_rate2": 0.0, "optimizer": "Adadelta", "lr": 1e-5,
+            "batch_size": 256}  # near chance after an epoch: the leader pruner's floor stops it there
+GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
+        "batch_size": 64}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to share out")
+@pytest.mark.parametrize("threads", [None, "1"])
+def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads):
+    """Two workers, two trials: one is pruned after its first epoch and its worker exits (no
+    trial left to claim); the other, 1 thread of 2 cores so far, trains its later epochs on
+    both. Not when --threads was given: then the user decided."""
+    from cnn_tune.data import read_folder
+    from cnn_tune.plan import make_protocol
+    from cnn_tune.study import create_or_load, open_storage
+
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=20)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    mnist = read_folder(data)
+    protocol = make_protocol(8, None, len(mnist.train_labels), mnist.fingerprint)  # as `optimize --epochs 8` makes it
+    study, _ = create_or_load(open_storage(url, write=True), "mnist-cnn", protocol, optuna.samplers.RandomSampler(),
+                              optuna.pruners.NopPruner())
+    study.enqueue_trial(HOPELESS)
+    study.enqueue_trial(GOOD)
+    args = ["--trials", "2", "--workers", "2", "--epochs", "8", "--device", "cpu", "--pruner", "leader",
+            "--seed", "0", *(["--threads", threads] if threads else [])]
+    r = subprocess.run(_cnn_tune("optimize", *args), env=_env(data, url), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    hopeless, good = sorted(_trials(url), key=lambda t: t.params["optimizer"] == "Adam")
+    assert hopeless.state == TrialState.PRUNED and hopeless.user_attrs["epochs_run"] == 1
+    assert good.state == TrialState.COMPLETE and good.user_attrs["threads"] == 1
+    if threads:
+        assert "threads_max" not in good.user_attrs
+    else:
+        assert good.user_attrs["threads_max"] == 2
+
+
 def test_max_trials_caps_the_study(small):
     data, url = small
     env = _env(data, url)
