@@ -263,7 +263,7 @@ def test_narrowing_pruner_compares_with_running_peers_before_any_trial_is_comple
 def test_narrowing_pruner_gap_shrinks_with_epochs_down_to_the_noise():
     from optuna.trial import create_trial
 
-    from cnn_tune.samplers import NarrowingPruner
+    from cnn_tune.samplers import LeaderPruner, NarrowingPruner
 
     study = optuna.create_study(direction="maximize")
     study.add_trial(create_trial(value=0.990, intermediate_values={1: 0.975, 2: 0.98, 5: 0.989, 9: 0.99},
@@ -273,9 +273,12 @@ def test_narrowing_pruner_gap_shrinks_with_epochs_down_to_the_noise():
     pruner = NarrowingPruner(n_val=12000)
     assert pruner.gap(1, 0.975) == pytest.approx(0.02) and pruner.gap(2, 0.98) == pytest.approx(0.01)
     assert pruner.gap(9, 0.989) == pytest.approx(3 * (2 * 0.989 * 0.011 / 12000) ** 0.5)  # 0.40 points
-    assert pruner.prune(study, _asked(study, {1: 0.97, 2: 0.968}))  # 1.2 points behind after 2 epochs
+    # each trial's best epoch so far against the leader's best so far (0.98 by epoch 2, 0.989 by 5)
+    assert pruner.prune(study, _asked(study, {1: 0.966, 2: 0.968}))  # 1.2 points behind after 2 epochs
     assert not pruner.prune(study, _asked(study, {1: 0.97, 2: 0.972}))  # 0.8 behind: within 1 point
     assert pruner.prune(study, _asked(study, {5: 0.984}))  # 0.5 behind after 5: more than the noise
     assert not pruner.prune(study, _asked(study, {5: 0.986}))  # 0.3 behind: inside it
+    assert not pruner.prune(study, _asked(study, {8: 0.9896, 9: 0.9854}))  # a dip after a good epoch
+    assert LeaderPruner(margin=0.004).prune(study, _asked(study, {8: 0.9896, 9: 0.9854}))  # the last epoch alone
     small = NarrowingPruner(n_val=2400)  # the screening protocol: a coarser measure, a wider gap
     assert not small.prune(study, _asked(study, {5: 0.98}))
