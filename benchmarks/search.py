@@ -2,13 +2,17 @@
 each run as a user runs it — the `cnn-tune optimize` command — over several seeds. Run by hand
 on an otherwise idle machine; appends every run to the JSON file (none is ever dropped).
 
-    # screening: a cheap protocol (12,000 images x 5 epochs, target scaled to 0.98), many candidates
+    # screening: a cheap protocol (12,000 images x 5 epochs, target scaled to 0.975), many candidates
     .venv/bin/python benchmarks/search.py --mode screen --seeds 0 1 2 3 4 5 6 7
     # full: the seed protocol (all images, 10 epochs, target 0.989) on seeds not used in screening
     .venv/bin/python benchmarks/search.py --mode full --seeds 100 101 102 --candidates old-default NAME seed-style
 
+    # the tables, one per campaign (by default the day the runs were made; --campaign NAME to name one)
+    .venv/bin/python benchmarks/search.py --mode full --table
+
 Per run: wall time of the whole command, best validation accuracy, time from the study's first
-trial until a trial first finished at or above the target, epochs trained in all, trials pruned.
+trial until a trial first finished at or above the target, epochs trained in all, trials pruned,
+and the trials whose worker took the cores of workers that had exited.
 """
 
 from __future__ import annotations
@@ -47,11 +51,13 @@ CANDIDATES = {  # name → (role, cnn-tune optimize options)
     "tpe-mv+leader": ("candidate", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "leader"]),
     "tpe-mv+leader+warm": ("candidate", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "leader", "--warm-start"]),
     "workers-auto": ("candidate", [*OLD_DEFAULT, "--workers", "auto"]),
-    "tpe-mv+leader+warm+auto": ("new-default", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "leader",
-                                                "--warm-start", "--workers", "auto"]),
+    # the default of 0.2 (--preset fast then)
+    "tpe-mv+leader+warm+auto": ("candidate", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "leader",
+                                              "--warm-start", "--workers", "auto"]),
     "gp+leader": ("candidate", [*OLD_DEFAULT, "--sampler", "gp", "--pruner", "leader"]),
-    "tpe-mv+narrowing+warm+auto": ("candidate", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "narrowing",
-                                                 "--warm-start", "--workers", "auto"]),
+    # the default since 0.3 (--preset fast)
+    "tpe-mv+narrowing+warm+auto": ("new-default", [*OLD_DEFAULT, "--sampler", "tpe-mv", "--pruner", "narrowing",
+                                                   "--warm-start", "--workers", "auto"]),
     "seed-style": ("seed-style", None),  # the article's objective in-process (full mode's reference row)
 }
 
@@ -72,6 +78,7 @@ def summary(trials: list, wall: float, seed: int, target: float) -> dict:
     return {"seed": seed, "wall_s": round(wall, 1), "best": max((t.value for t in complete), default=None),
             TARGET_KEY: first_at_or_above(trials, target), "epochs_trained": epochs_trained(trials),
             "pruned": sum(t.state.name == "PRUNED" for t in trials), "target": target,
+            "took_freed_cores": sum("threads_max" in t.user_attrs for t in trials),
             "complete_at_s": [[round(s, 1), v] for s, v in finished]}
 
 
@@ -111,12 +118,29 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def table(result: dict, mode: str) -> str:
-    """The Markdown table of one mode's candidates, medians over their runs. A run that never
-    reached the target counts as infinitely slow, so a median is "never" when most runs never did."""
+def campaign_of(run: dict) -> str:
+    """Runs compared in one table: those of one campaign, by default the day they ran (one
+    session's runs, on one machine, with one version of the code)."""
+    return run.get("campaign") or run["date"][:10]
+
+
+def campaigns(result: dict, mode: str) -> list[str]:
+    """The campaigns of ``mode`` in the file, by when their first run ended, oldest first."""
+    first: dict[str, str] = {}
+    for run in (r for c in result["candidates"] if c["mode"] == mode for r in c["runs"]):
+        name = campaign_of(run)
+        first[name] = min(first.get(name, run["date"]), run["date"])
+    return sorted(first, key=first.get)
+
+
+def table(result: dict, mode: str, campaign: str) -> str:
+    """The Markdown table of one mode's candidates in one campaign, medians over their runs. A
+    run that never reached the target counts as infinitely slow, so a median is "never" when
+    most runs never did. Ratios are against the campaign's old default ("–" without one)."""
     target = result["protocol"][mode]["target"]
-    entries = [c for c in result["candidates"] if c["mode"] == mode]
-    old = next(c for c in entries if c["role"] == "old-default")
+    entries = [{**c, "runs": [r for r in c["runs"] if campaign_of(r) == campaign]}
+               for c in result["candidates"] if c["mode"] == mode]
+    entries = [c for c in entries if c["runs"]]
     inf = float("inf")
 
     def finished(c: dict) -> list[dict]:
@@ -128,7 +152,9 @@ def table(result: dict, mode: str) -> str:
     def hit(run: dict) -> float:
         return inf if run[TARGET_KEY] is None else run[TARGET_KEY]
 
-    old_wall, old_hit = _median([r["wall_s"] for r in finished(old)]), _median([hit(r) for r in finished(old)])
+    old = next((finished(c) for c in entries if c["role"] == "old-default"), None)
+    old_wall = _median([r["wall_s"] for r in old]) if old else None
+    old_hit = _median([hit(r) for r in old]) if old else inf
     goal = f"{100 * target:g}%"
     lines = [f"| candidate | seeds | median wall | wall vs old default | reached {goal} | median time to {goal} "
              f"| vs old default | median best | lowest best | median epochs trained | median pruned |",
@@ -143,7 +169,7 @@ def table(result: dict, mode: str) -> str:
         speedup = "–" if to == inf or old_hit == inf else f"{old_hit / to:.2f}x"
         best = [r["best"] for r in runs]
         lines.append(
-            f"| {c['name']} | {seeds} | {wall:.0f} s | {old_wall / wall:.2f}x "
+            f"| {c['name']} | {seeds} | {wall:.0f} s | {f'{old_wall / wall:.2f}x' if old_wall else '–'} "
             f"| {sum(r[TARGET_KEY] is not None for r in runs)}/{len(runs)} | {'never' if to == inf else f'{to:.0f} s'} "
             f"| {speedup} | {100 * _median(best):.2f}% | {100 * min(best):.2f}% "
             f"| {_median([r['epochs_trained'] for r in runs]):.0f} | {_median([r['pruned'] for r in runs]):.0f} |")
@@ -159,10 +185,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "cnn-tune")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "search_cpu.json")
-    parser.add_argument("--table", action="store_true", help="print the mode's table from the JSON file, run nothing")
+    parser.add_argument("--table", action="store_true",
+                        help="print the mode's tables from the JSON file, one per campaign, run nothing")
+    parser.add_argument("--campaign", help="the runs' campaign, the tables they join [default: today's date]")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.json.read_text()), args.mode))
+        result = json.loads(args.json.read_text())
+        for campaign in campaigns(result, args.mode):
+            print(f"{args.mode}, campaign {campaign}:\n{table(result, args.mode, campaign)}\n")
         return
     protocol = PROTOCOLS[args.mode]
     result = json.loads(args.json.read_text()) if args.json.exists() else {"protocol": {}, "candidates": []}
@@ -176,6 +206,8 @@ def main() -> None:
             run = (run_seed_style(protocol, seed, args.data_dir) if options is None
                    else run_cli(options, protocol, seed, args.data_dir))
             run["date"] = datetime.now().isoformat(timespec="seconds")
+            if args.campaign:
+                run["campaign"] = args.campaign
             entry = next((c for c in result["candidates"] if c["name"] == name and c["mode"] == args.mode), None)
             if entry is None:
                 entry = {"name": name, "mode": args.mode, "role": role, "options": options, "runs": []}

@@ -189,7 +189,7 @@ def optimize(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     preset: Annotated[Preset, typer.Option(
-        "--preset", help="fast: tpe-mv, leader, --warm-start, --workers auto (measured quicker); "
+        "--preset", help="fast: tpe-mv, narrowing, --warm-start, --workers auto (measured quicker); "
                          "article: tpe, median, one worker. Options given here override it.")] = Preset(DEFAULT_PRESET),
     sampler: Annotated[Optional[Sampler], typer.Option(
         "--sampler", help="Optuna sampler. [default: the preset's]", show_default=False)] = None,

@@ -4,7 +4,9 @@ The parent has already checked everything, read the data and created the study; 
 opens its own storage connection (once), reads the data from the same folder and runs
 :func:`cnn_tune.worker.run` with a trial counter shared by all of them.
 
-Workers put their events on a queue; the parent hands each to its ``handle`` callback. Ctrl-C
+Workers put their events on a queue; the parent hands each to its ``handle`` callback. When
+the threads were shared out automatically, a worker whose peers have exited takes their cores
+before its next epoch (:class:`CoreShare`). Ctrl-C
 or SIGTERM in the parent is forwarded as SIGTERM, which each worker handles like Ctrl-C: its
 running trial ends FAIL, it exits (see :mod:`cnn_tune.interrupts`).
 """
@@ -40,9 +42,9 @@ class _Shared:
 
 class CoreShare:
     """A worker's CPU threads when they were shared out of ``cores`` (``Plan.cores``): its share
-    of the cores among the workers still running trials. The study's last trials often run
-    alone — in a 20-trial study on 2 cores, one ran its last 61 s with the other core idle —
-    and a lone worker then trains on every core (2 threads did an epoch 1.6x as fast as 1 here)."""
+    of the cores among the workers still running trials. Once the trials are all claimed, the
+    workers exit one by one and the last trial often runs alone: without this it trained on
+    its one thread with the other cores idle."""
 
     def __init__(self, cores: int, alive: "mp.sharedctypes.Synchronized") -> None:
         self.cores, self.alive = cores, alive

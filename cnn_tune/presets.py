@@ -20,7 +20,7 @@ class Search:
 
 
 PRESETS: dict[str, Search] = {
-    "fast": Search(sampler="tpe-mv", pruner="leader", warm_start=True, workers="auto"),
+    "fast": Search(sampler="tpe-mv", pruner="narrowing", warm_start=True, workers="auto"),
     "article": Search(sampler="tpe", pruner="median", warm_start=False, workers=1),
 }
 DEFAULT_PRESET = "fast"

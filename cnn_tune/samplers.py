@@ -131,7 +131,7 @@ class NarrowingPruner(LeaderPruner):
       ``sigmas`` standard errors of the difference of two accuracies measured on the study's
       ``n_val`` validation images: 0.40 points at 98.9% on 12,000 images, 1.35 at 97.5% on
       2,400. A fixed 2 points let trials 2 points behind the leader run to the end (seen: a
-      96.8% trial trained all 10 epochs while the leader stood at 99.0%).
+      96.8% trial trained all 10 epochs while the leader stood at 98.98%).
     - Before any trial is complete, the best any other trial (running or pruned) reached by
       the same epoch is the reference: ``--workers`` starts trials together, and the one beside
       the warm start used to train all its epochs at whatever accuracy (seen: 84% after 10

@@ -395,7 +395,7 @@ def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     r = subprocess.run(_cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "tpe-mv sampler, leader pruner, warm start" in r.stderr
+    assert "tpe-mv sampler, narrowing pruner, warm start" in r.stderr
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
     trials = _trials(url)
