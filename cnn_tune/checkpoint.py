@@ -4,6 +4,10 @@ A checkpoint is a ``torch.save`` of a dict of plain types and tensors. Loading u
 ``torch.load(weights_only=True)``, whose unpickler admits only tensors and containers of
 primitive values — a file crafted to run code on load is refused — and then every field is
 validated before a model is built from it.
+
+Format 2 holds ``members``: one or more trained networks (an ensemble of the top K trials),
+each with its trial, seed, hyperparameters and weights. Format 1 (one network, its weights
+in ``state_dict`` at the top) is still read: it loads as an ensemble of one.
 """
 
 from __future__ import annotations
@@ -18,29 +22,46 @@ import torch
 
 from .errors import CheckpointError
 from .files import write_atomic
-from .model import ARCHITECTURE, ConvNet, build_model
+from .model import ARCHITECTURE, ConvNet, Ensemble, build_model
 from .space import Hyperparams
 
 FORMAT = "cnn-tune-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED = {"format": str, "format_version": int, "architecture": str, "state_dict": dict, "hyperparams": dict,
+FORMAT_VERSION = 2
+REQUIRED = {"format": str, "format_version": int, "architecture": str, "hyperparams": dict,
             "protocol": dict, "metrics": dict, "data_md5": dict, "versions": dict, "created": str,
             "study": str, "trial": int, "epochs": int, "seed": int}
+MEMBER_REQUIRED = {"architecture": str, "trial": int, "seed": int, "hyperparams": dict, "state_dict": dict}
+
+
+@dataclass
+class Member:
+    """One trained network of a checkpoint."""
+
+    trial: int
+    seed: int
+    hyperparams: Hyperparams
+    model: torch.nn.Module
 
 
 @dataclass
 class Checkpoint:
-    model: ConvNet  # in eval mode, on the CPU
-    hyperparams: Hyperparams
-    meta: dict[str, Any]  # everything but the weights, JSON-ready
+    model: Ensemble  # in eval mode, on the CPU; one member for a single-model checkpoint
+    hyperparams: Hyperparams  # the first (best) member's
+    meta: dict[str, Any]  # everything but the weights, JSON-ready; "members": [{trial, seed, hyperparams}]
 
 
-def save(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+def save(path: Path, members: list[Member], meta: dict[str, Any]) -> None:
     """Write atomically: a crash never leaves half a checkpoint under ``path``."""
+    if not members:
+        raise ValueError("a checkpoint needs at least one member")
     # contiguous CPU copies: channels_last weights would otherwise be saved in that layout
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    stored = [{"architecture": ARCHITECTURE, "trial": m.trial, "seed": m.seed, "hyperparams": m.hyperparams.as_dict(),
+               "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()}}
+              for m in members]
+    first = members[0]
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
-               "state_dict": state, **meta}
+               **meta, "members": stored, "hyperparams": first.hyperparams.as_dict(), "trial": first.trial,
+               "seed": first.seed}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_atomic(path, buffer.getvalue())
@@ -87,32 +108,64 @@ def _validate(path: Path, payload: Any) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a cnn-tune checkpoint",
                               hint="give a file written by `cnn-tune retrain`")
-    wrong = [k for k, kind in REQUIRED.items() if not isinstance(payload.get(k), kind)]
-    if wrong:
-        raise CheckpointError(f"{path} lacks or has malformed fields: {', '.join(wrong)}",
-                              hint="run `cnn-tune retrain` again to rewrite it")
+    _require(path, payload, REQUIRED, "")
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer cnn-tune (format {payload['format_version']})",
                               hint="upgrade cnn-tune")
-    if payload["architecture"] != ARCHITECTURE:
-        raise CheckpointError(f"{path} holds a {payload['architecture']!r} network; "
-                              f"this cnn-tune builds {ARCHITECTURE!r}",
+    if payload["format_version"] < 2:  # format 1: one network, its weights at the top
+        _require(path, payload, {"state_dict": dict}, "")
+        stored = [{"architecture": payload["architecture"], "trial": payload["trial"], "seed": payload["seed"],
+                   "hyperparams": payload["hyperparams"], "state_dict": payload["state_dict"]}]
+    else:
+        stored = payload.get("members")
+        if not isinstance(stored, list) or not stored:
+            raise CheckpointError(f"{path} holds no model (its list of members is "
+                                  f"{'empty' if isinstance(stored, list) else 'missing'})",
+                                  hint="run `cnn-tune retrain` again to rewrite it")
+    for i, member in enumerate(stored):
+        if not isinstance(member, dict):
+            raise CheckpointError(f"{path}: member {i} is not a model", hint="run `cnn-tune retrain` again")
+        _require(path, member, MEMBER_REQUIRED, f"member {i}: ")
+    kinds = sorted({m["architecture"] for m in stored})
+    if len(kinds) > 1:
+        raise CheckpointError(f"{path} mixes network architectures ({', '.join(kinds)}); an ensemble needs one",
+                              hint="run `cnn-tune retrain` again to rewrite it")
+    foreign = [a for a in (payload["architecture"], kinds[0]) if a != ARCHITECTURE]
+    if foreign:
+        raise CheckpointError(f"{path} holds a {foreign[0]!r} network; this cnn-tune builds {ARCHITECTURE!r}",
                               hint="evaluate it with the cnn-tune version that wrote it")
+    members = [_member(path, m, i if len(stored) > 1 else None) for i, m in enumerate(stored)]
+    model = Ensemble([m.model for m in members])
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "members")}
+    meta["members"] = [{"trial": m.trial, "seed": m.seed, "hyperparams": m.hyperparams.as_dict()} for m in members]
+    return Checkpoint(model=model, hyperparams=members[0].hyperparams, meta=meta)
+
+
+def _require(path: Path, fields: dict, required: dict[str, type], where: str) -> None:
+    wrong = [k for k, kind in required.items() if not isinstance(fields.get(k), kind)]
+    if wrong:
+        raise CheckpointError(f"{path}: {where}lacks or has malformed fields: {', '.join(wrong)}",
+                              hint="run `cnn-tune retrain` again to rewrite it")
+
+
+def _member(path: Path, stored: dict, index: int | None) -> Member:
+    """Build one network from its stored fields; every check names the file (and the member)."""
+    where = f"{path}" if index is None else f"{path} (member {index})"
     try:
-        hp = Hyperparams.from_params(payload["hyperparams"])
+        hp = Hyperparams.from_params(stored["hyperparams"])
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} has invalid hyperparameters: {exc}",
+        raise CheckpointError(f"{where} has invalid hyperparameters: {exc}",
                               hint="run `cnn-tune retrain` again") from None
-    model = build_model(hp)
+    model: ConvNet = build_model(hp)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = payload["state_dict"]
+    state = stored["state_dict"]
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if got != expected or len(state) != len(expected):
-        raise CheckpointError(f"{path}: the weights do not fit a ConvNet with fc2_input_dim={hp.fc2_input_dim}",
+        raise CheckpointError(f"{where}: the weights do not fit a ConvNet with fc2_input_dim={hp.fc2_input_dim}",
                               hint="the file was altered; run `cnn-tune retrain` again")
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise CheckpointError(f"{path} holds non-finite weights", hint="run `cnn-tune retrain` again")
+        raise CheckpointError(f"{where} holds non-finite weights", hint="run `cnn-tune retrain` again")
     model.load_state_dict(state)
     model.eval()
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    return Checkpoint(model=model, hyperparams=hp, meta=meta)
+    return Member(stored["trial"], stored["seed"], hp, model)

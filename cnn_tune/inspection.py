@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
 from .errors import NothingToShow, UsageError
-from .protocol import PROTOCOL_ATTR
+from .protocol import PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX
 
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
           "running": TrialState.RUNNING, "waiting": TrialState.WAITING}
@@ -40,6 +40,8 @@ class TrialRow:
     started: str | None  # ISO 8601, local time as Optuna stores it
     params: dict[str, Any] = field(default_factory=dict)
     test_accuracy: float | None = None  # set by `cnn-tune retrain`
+    test_ci95: float | None = None  # ± of the test accuracy (95%, from the number of test images)
+    model_after_s: float | None = None  # the study's first trial → the retrained model, in seconds
     checkpoint: str | None = None
     retry_of: int | None = None  # the trial whose dead worker this one re-runs (heartbeat)
     confirmed_mean: float | None = None  # set by `cnn-tune confirm`: over the original and new seeds
@@ -50,7 +52,8 @@ class TrialRow:
         return {"number": self.number, "state": self.state, "value": self.value,
                 "last_val_accuracy": self.last_val_accuracy, "epochs": self.epochs,
                 "duration_s": self.duration_s, "started": self.started, "params": dict(self.params),
-                "test_accuracy": self.test_accuracy, "checkpoint": self.checkpoint, "retry_of": self.retry_of,
+                "test_accuracy": self.test_accuracy, "test_ci95": self.test_ci95, "model_after_s": self.model_after_s,
+                "checkpoint": self.checkpoint, "retry_of": self.retry_of,
                 "confirmed_mean": self.confirmed_mean, "confirmed_std": self.confirmed_std,
                 "confirmed_n": self.confirmed_n}
 
@@ -76,6 +79,8 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None,
         started=_iso(trial.datetime_start),
         params=dict(trial.params),
         test_accuracy=record.get("test_accuracy"),
+        test_ci95=record.get("test_ci95"),
+        model_after_s=record.get("since_first_trial_s"),
         checkpoint=record.get("checkpoint"),
         retry_of=_retry_of(trial),
         confirmed_mean=again.get("mean"),
@@ -195,11 +200,14 @@ class StudySummary:
     train_limit: int | None
     started: str | None
     times: dict[str, Any] = field(default_factory=dict)  # see time_to_target
+    final: dict[str, Any] = field(default_factory=dict)  # the latest `retrain`: test accuracy, ±, time
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
                 "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
-                "train_limit": self.train_limit, "started": self.started, **self.times}
+                "train_limit": self.train_limit, "started": self.started, **self.times,
+                "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
+                "model_after_s": self.final.get("since_first_trial_s")}
 
 
 
@@ -241,5 +249,12 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float = DEFA
             best_value=best.values[0] if best else None, best_trial=best.number if best else None,
             epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
             started=_iso(min(starts)) if starts else None,
-            times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE)))
+            times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE),
+            final=latest_retrain(frozen.user_attrs)))
     return out
+
+
+def latest_retrain(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The most recent `cnn-tune retrain` record among a study's attributes ({} if none)."""
+    records = [v for k, v in user_attrs.items() if k.startswith(RETRAIN_ATTR_PREFIX) and isinstance(v, dict)]
+    return max(records, key=lambda r: str(r.get("created", "")), default={})

@@ -53,3 +53,22 @@ def build_optimizer(hp: Hyperparams, model: nn.Module) -> torch.optim.Optimizer:
         return cls(model.parameters(), lr=hp.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this class/device/torch
         return cls(model.parameters(), lr=hp.lr)
+
+
+class Ensemble(nn.Module):
+    """K trained ConvNets voting by averaged probabilities (`retrain --top K`).
+
+    forward returns log of the mean softmax, (B, 10): argmax is the ensemble's digit,
+    cross-entropy on it is the ensemble's log loss, and softmax of it gives back the mean
+    probabilities. With one member it returns that member's logits unchanged, so a
+    single-model checkpoint scores exactly as before ensembles existed."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.members) == 1:
+            return self.members[0](x)
+        probs = torch.stack([m(x).float().softmax(dim=1) for m in self.members])  # (K, B, 10)
+        return probs.mean(dim=0).clamp_min(1e-30).log()  # (B, 10)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .choices import DEVICES, PRECISIONS
 from .data import Mnist, Split
@@ -91,6 +92,15 @@ def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).unsqueeze(1).float().div_(255.0)
 
 
+@dataclass(frozen=True)
+class Style:
+    """How a configuration is trained beyond its hyperparameters (`retrain`'s recipe)."""
+
+    schedule: str = "constant"  # or "cosine": the lr decays from the trial's to 0 over all steps
+    shift: int = 0  # translate each training image by up to this many pixels (zero fill)
+    ema: float | None = None  # keep an exponential moving average of the weights with this decay
+
+
 class Trainer:
     """Holds one split of the data on one device; trains any number of configurations on it."""
 
@@ -123,36 +133,79 @@ class Trainer:
         for result, _ in self.fit_model(hp, epochs, seed):
             yield result
 
-    def fit_model(self, hp: Hyperparams, epochs: int, seed: int) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
-        """As :meth:`fit`, also yielding the model being trained (retrain keeps it)."""
+    def fit_model(self, hp: Hyperparams, epochs: int, seed: int, style: Style = Style()
+                  ) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
+        """As :meth:`fit`, also yielding the model being trained (retrain keeps it) — the
+        averaged copy when ``style.ema`` is set. The search always trains with the default
+        :class:`Style` (the article's: constant lr, no augmentation, no averaging)."""
         torch.manual_seed(seed)  # weights and dropout masks
-        order = torch.Generator(device=self.device).manual_seed(seed)  # batch order
+        order = torch.Generator(device=self.device).manual_seed(seed)  # batch order (and shifts)
         # channels_last: oneDNN/cuDNN's preferred layout for these convolutions (≈1.6x on CPU here).
         model = build_model(hp).to(self.device, memory_format=torch.channels_last)
         optimizer = build_optimizer(hp, model)
+        after_step, kept = _step_hooks(model, optimizer, style, epochs * -(-self.n_train // hp.batch_size))
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_loss = train_epoch(model, optimizer, self.train_x, self.train_y, hp.batch_size, order,
-                                     self.precision)
-            val_loss, val_acc = (evaluate(model, self.val_x, self.val_y, self.precision) if self.n_val
+                                     self.precision, style.shift, after_step)
+            val_loss, val_acc = (evaluate(kept, self.val_x, self.val_y, self.precision) if self.n_val
                                  else (None, None))
-            yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), model
+            yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), kept
 
 
+def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: Style, steps: int
+                ) -> tuple[Callable[[], None] | None, torch.nn.Module]:
+    """What runs after every optimizer step (lr schedule, weight averaging), and the model
+    that training hands back (the average, when there is one)."""
+    hooks: list[Callable[[], None]] = []
+    if style.schedule == "cosine":
+        # stepped per batch, not per epoch: a smooth decay whatever the number of epochs
+        hooks.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1)).step)
+    kept: torch.nn.Module = model
+    if style.ema is not None:
+        kept = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(style.ema), use_buffers=True)
+        hooks.append(lambda: kept.update_parameters(model))
+    if not hooks:
+        return None, model
+
+    def after_step() -> None:
+        for hook in hooks:
+            hook()
+    return after_step, kept
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of x (B, 1, H, W) by its own (dy, dx) in [-max_shift, max_shift]²,
+    filling with zeros (MNIST's background). One gather: no Python loop over images."""
+    b, _, h, w = x.shape
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s))  # (B, 1, H + 2s, W + 2s)
+    offsets = torch.randint(0, 2 * s + 1, (2, b), generator=generator, device=x.device)  # top-left corners
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
+
+
+# Long: one loop; the two optional steps (shift, after_step) are one line each.
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator, precision: str = "fp32") -> float:
+                batch_size: int, generator: torch.Generator, precision: str = "fp32", shift: int = 0,
+                after_step: Callable[[], None] | None = None) -> float:
     model.train()
     n = len(y)
     perm = torch.randperm(n, generator=generator, device=x.device)
     total = torch.zeros((), device=x.device)  # summed on device: no host sync per batch
     for start in range(0, n, batch_size):  # the last, smaller batch is kept, as DataLoader does
         idx = perm[start:start + batch_size]
+        inputs = random_shift(x[idx], shift, generator) if shift else x[idx]  # (B, 1, 28, 28)
         with autocast(x.device, precision):
-            logits = model(x[idx])  # (B, 10)
+            logits = model(inputs)  # (B, 10)
             loss = F.cross_entropy(logits, y[idx])  # autocast computes it in fp32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         total += loss.detach() * len(idx)
     return float(total) / n
 

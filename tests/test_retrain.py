@@ -48,7 +48,8 @@ def env(tmp_path_factory) -> Env:
     study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
     study.enqueue_trial(GOOD)
     assert e("optimize", "--trials", "1", "--device", "cpu", "--seed", "0").exit_code == 0
-    result = e("retrain", "--trial", "1", "--output", str(e.root / "best.pt"), "--format", "json", "--device", "cpu")
+    result = e("retrain", "--trial", "1", "--recipe", "article", "--output", str(e.root / "best.pt"),
+               "--format", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     e.retrained = json.loads(result.stdout)
     return e
@@ -64,9 +65,13 @@ def test_retrain_reports_and_saves_everything(env):
     seed = optuna.load_study(study_name="mnist-cnn", storage=env.url).trials[1].user_attrs["seed"]
     assert r["seed"] == seed  # the trial's own training seed by default
 
+    assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1}
+    assert r["members"] == [1] and r["test_ci95"] == pytest.approx(1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"])
+                                                                           / 200) ** 0.5)
     payload = torch.load(env.root / "best.pt", weights_only=True)
     assert payload["format"] == "cnn-tune-checkpoint" and payload["architecture"] == "ConvNet-v1"
     assert payload["hyperparams"] == GOOD and payload["trial"] == 1 and payload["study"] == "mnist-cnn"
+    assert [(m["trial"], m["hyperparams"]) for m in payload["members"]] == [(1, GOOD)]
     assert payload["metrics"]["test_accuracy"] == r["test_accuracy"]
     assert set(payload["data_md5"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
@@ -100,7 +105,8 @@ def test_evaluate_reproduces_the_test_accuracy_exactly(env):
 
 def test_retrain_is_seeded(env, tmp_path):
     out = tmp_path / "again.pt"
-    result = env("retrain", "--trial", "1", "--output", str(out), "-f", "json", "--device", "cpu")
+    result = env("retrain", "--trial", "1", "--recipe", "article", "--output", str(out), "-f", "json",
+                 "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["confusion"] == env.retrained["confusion"]
 
@@ -202,13 +208,24 @@ class _RunsCode:
 def _bad_checkpoints(env: Env, folder: Path) -> dict[str, Path]:
     good = (env.root / "best.pt").read_bytes()
     files = {"truncated": good[: len(good) // 2], "text": b"hello, not a checkpoint\n"}
-    out = {name: folder / f"{name}.pt" for name in ("truncated", "text", "tensor", "arch", "shapes", "code")}
+    names = ("truncated", "text", "tensor", "arch", "shapes", "code", "empty", "no-members", "mixed", "member",
+             "member-shapes")
+    out = {name: folder / f"{name}.pt" for name in names}
     for name, data in files.items():
         out[name].write_bytes(data)
     torch.save(torch.zeros(3), out["tensor"])
     payload = torch.load(env.root / "best.pt", weights_only=True)
-    torch.save({**payload, "architecture": "ResNet-18"}, out["arch"])
-    torch.save({**payload, "hyperparams": {**payload["hyperparams"], "fc2_input_dim": 128}}, out["shapes"])
+    member = payload["members"][0]
+    torch.save({**payload, "architecture": "ResNet-18", "members": [{**member, "architecture": "ResNet-18"}]},
+               out["arch"])
+    wide = {**member, "hyperparams": {**member["hyperparams"], "fc2_input_dim": 128}}
+    torch.save({**payload, "members": [wide]}, out["shapes"])
+    torch.save({**payload, "members": [member, {**wide, "state_dict": member["state_dict"]}]}, out["member-shapes"])
+    torch.save({**payload, "members": []}, out["empty"])
+    torch.save({k: v for k, v in payload.items() if k != "members"}, out["no-members"])
+    torch.save({**payload, "members": [member, {**member, "architecture": "ConvNet-v2"}]}, out["mixed"])
+    torch.save({**payload, "members": [member, {k: v for k, v in member.items() if k != "state_dict"}]},
+               out["member"])
     with out["code"].open("wb") as fh:  # a torch.save-shaped zip whose pickle would run a command
         torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(folder / "pwned")}, fh,
                    pickle_module=pickle)
@@ -222,6 +239,11 @@ def _bad_checkpoints(env: Env, folder: Path) -> dict[str, Path]:
     ("arch", "'ResNet-18' network"),
     ("shapes", "weights do not fit"),
     ("code", "refused to load it"),
+    ("empty", "holds no model (its list of members is empty)"),
+    ("no-members", "holds no model (its list of members is missing)"),
+    ("mixed", "mixes network architectures (ConvNet-v1, ConvNet-v2)"),
+    ("member", "member 1: lacks or has malformed fields: state_dict"),
+    ("member-shapes", "(member 1): the weights do not fit"),
 ])
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_bad_checkpoints_are_refused(env, tmp_path, name, fragment, command):
@@ -268,3 +290,115 @@ def test_a_refused_checkpoint_prints_only_our_line(env, tmp_path):
     assert r.stderr.strip().splitlines() == [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error:")]
     assert len(r.stderr.strip().splitlines()) == 1 and "not a cnn-tune checkpoint" in r.stderr, r.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+# --- recipes and ensembles -------------------------------------------------------------------
+
+
+def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_path):
+    out = tmp_path / "default.pt"
+    result = env("retrain", "--trial", "1", "-o", str(out), "-f", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1}
+    assert r["epochs"] == 20 and r["since_first_trial_s"] > 0
+    assert r["test_accuracy"] > 0.9
+    table = env("evaluate", str(out), "--device", "cpu")
+    assert "20 epochs, cosine lr, shifts ≤2 px" in table.stdout
+    assert f"Test accuracy {100 * r['test_accuracy']:.2f}% ± {100 * r['test_ci95']:.2f}" in table.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--recipe", "article", "--epochs", "2"], {"epochs": 2, "schedule": "constant", "shift": 0, "average": "none"}),
+    (["--recipe", "article", "--schedule", "cosine"], {"epochs": None, "schedule": "cosine"}),
+    (["--recipe", "article", "--shift", "1"], {"shift": 1, "schedule": "constant"}),
+    (["--epochs", "2", "--average", "ema"], {"epochs": 2, "average": "ema", "schedule": "cosine", "shift": 2}),
+])
+def test_each_option_overrides_one_part_of_the_recipe(env, tmp_path, args, expected):
+    out = tmp_path / "x.pt"
+    result = env("retrain", "--trial", "1", *args, "-o", str(out), "-f", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert {k: r["recipe"][k] for k in expected} == expected
+    assert r["epochs"] == (expected.get("epochs") or 3)  # None: the study's 3
+    assert torch.load(out, weights_only=True)["recipe"] == r["recipe"]
+    again = json.loads(env("evaluate", str(out), "-f", "json", "--device", "cpu").stdout)
+    assert again["test_accuracy"] == r["test_accuracy"]  # the EMA's weights are the ones saved
+
+
+def test_an_ensemble_of_the_top_trials(env, tmp_path):
+    study = optuna.load_study(study_name="mnist-cnn", storage=env.url)
+    study.enqueue_trial({**GOOD, "lr": 1e-3, "fc2_input_dim": 32})  # a second complete trial
+    assert env("optimize", "--trials", "1", "--device", "cpu", "--pruner", "none").exit_code == 0
+    out = tmp_path / "top2.pt"
+    result = env("retrain", "--top", "2", "--epochs", "2", "-o", str(out), "-f", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    study = optuna.load_study(study_name="mnist-cnn", storage=env.url)
+    ranked = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
+    assert r["members"] == [t.number for t in ranked[:2]] and r["trial"] == ranked[0].number
+    payload = torch.load(out, weights_only=True)
+    assert [m["trial"] for m in payload["members"]] == r["members"]
+    assert [m["hyperparams"] for m in payload["members"]] == [t.params for t in ranked[:2]]
+    again = json.loads(env("evaluate", str(out), "-f", "json", "--device", "cpu").stdout)
+    assert again["test_accuracy"] == r["test_accuracy"] and again["members"] == r["members"]
+    assert "an ensemble of trials" in env("evaluate", str(out), "--device", "cpu").stdout
+    # predict averages the members' probabilities
+    from cnn_tune import checkpoint
+    from cnn_tune.training import to_inputs
+
+    images, _ = synthetic_digits(3, seed=1)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    got = json.loads(env("predict", str(out), *(str(tmp_path / f"{i}.png") for i in range(3)), "-f", "json").stdout)
+    loaded = checkpoint.load(out)
+    x = to_inputs(torch.from_numpy(images), torch.device("cpu"))
+    with torch.no_grad():
+        mean = torch.stack([m(x).softmax(1) for m in loaded.model.members]).mean(0)
+    assert [g["digit"] for g in got] == mean.argmax(1).tolist()
+    np.testing.assert_allclose([g["probabilities"] for g in got], mean.numpy(), atol=1e-5)
+
+
+def test_a_checkpoint_of_format_1_still_loads(env, tmp_path):
+    """Checkpoints written before ensembles: one network, its weights at the top."""
+    payload = torch.load(env.root / "best.pt", weights_only=True)
+    member = payload.pop("members")[0]
+    old = {**{k: v for k, v in payload.items() if k != "recipe"}, "format_version": 1,
+           "state_dict": member["state_dict"]}
+    torch.save(old, tmp_path / "old.pt")
+    result = env("evaluate", str(tmp_path / "old.pt"), "-f", "json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert r["test_accuracy"] == env.retrained["test_accuracy"] and r["members"] == [1] and r["recipe"] is None
+    assert env("predict", str(tmp_path / "old.pt"), str(_a_digit(tmp_path))).exit_code == 0
+
+
+def _a_digit(folder: Path) -> Path:
+    img, _ = synthetic_digits(1, seed=1)
+    Image.fromarray(img[0]).save(folder / "digit.png")
+    return folder / "digit.png"
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["--shift", "9"], 2, "--shift"),
+    (["--top", "0"], 2, "--top"),
+    (["--top", "11"], 2, "--top"),
+    (["--top", "9"], 2, "--top 9 needs 9 complete trials"),
+    (["--top", "2", "--trial", "1"], 2, "--trial and --top K > 1 cannot be combined"),
+    (["--schedule", "linear"], 2, "--schedule"),
+    (["--average", "swa"], 2, "--average"),
+    (["--recipe", "fast"], 2, "--recipe"),
+])
+def test_bad_recipe_options(env, tmp_path, args, code, fragment):
+    assert_one_line_error(env("retrain", *args, "-o", str(tmp_path / "x.pt")), code, fragment)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_recipe_values_are_checked_in_the_library():
+    from cnn_tune.errors import UsageError
+    from cnn_tune.recipe import Recipe
+
+    for bad in ({"epochs": 0}, {"epochs": 1, "shift": -1}, {"epochs": 1, "schedule": "step"},
+                {"epochs": 1, "average": "swa"}, {"epochs": 1, "top": 0}):
+        with pytest.raises(UsageError):
+            Recipe(**bad)

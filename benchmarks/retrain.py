@@ -1,0 +1,146 @@
+"""Retrain recipes, measured by test accuracy and time: which final training to make the default.
+
+Not part of the test suite; run by hand on an otherwise idle machine:
+
+    .venv/bin/python benchmarks/retrain.py --seeds 0 1 2
+    .venv/bin/python benchmarks/retrain.py --table      # the Markdown table, from the JSON only
+
+Every candidate trains the warm-start configuration (the article's: Adam, lr 1e-3, batch 128,
+fc 128, dropout 0.2/0.1) on all 60,000 training images, exactly as `cnn-tune retrain` does
+(cnn_tune.training.Trainer with a Style), and is scored in fp32 on the 10,000 test images.
+The test set chooses the default here and only here: no study ever sees it. Candidates run in
+a rotated order per seed so that drift of the machine hits all alike. A run during which
+other processes used more than a fifth of a core is kept but marked ``disturbed``.
+
+The ensemble candidate trains the same configuration with K seeds: in a study the top K
+trials are near-identical configurations, so this is its cost and its gain without a study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from cnn_tune.data import load_mnist
+from cnn_tune.model import Ensemble
+from cnn_tune.recipe import Recipe
+from cnn_tune.space import Hyperparams
+from cnn_tune.training import Style, Trainer, resolve_precision, score, to_inputs
+
+CONFIG = Hyperparams()  # the warm start: the article's configuration
+CANDIDATES: dict[str, Recipe] = {
+    "article (10 ep, constant lr)": Recipe(epochs=10),
+    "20 ep, constant lr": Recipe(epochs=20),
+    "20 ep, cosine": Recipe(epochs=20, schedule="cosine"),
+    "20 ep, cosine, shift 2": Recipe(epochs=20, schedule="cosine", shift=2),
+    "20 ep, cosine, shift 2, EMA": Recipe(epochs=20, schedule="cosine", shift=2, average="ema"),
+    "15 ep, cosine, shift 2": Recipe(epochs=15, schedule="cosine", shift=2),
+    "ensemble 3 × (10 ep, cosine, shift 2)": Recipe(epochs=10, schedule="cosine", shift=2, top=3),
+}
+RESULTS = Path(__file__).parent / "results" / "retrain_cpu.json"
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (user + system), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return (int(fields[0]) + int(fields[1]) + int(fields[2])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(trainer: Trainer, recipe: Recipe, seed: int, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Train one candidate with one seed; its test accuracy, seconds and what else ran."""
+    style = Style(schedule=recipe.schedule, shift=recipe.shift, ema=recipe.ema)
+    busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
+    members = []
+    for k in range(recipe.top):
+        model = None
+        for _, trained in trainer.fit_model(CONFIG, recipe.epochs, seed * 100 + k, style):
+            model = trained
+        members.append(getattr(model, "module", model))
+    seconds = time.perf_counter() - started
+    scores = score(Ensemble(members), *test)
+    others = (busy_seconds() - busy) - (own_seconds() - own)
+    record = {"seed": seed, "seconds": round(seconds, 1), "test": scores.accuracy, "test_loss": round(scores.loss, 5),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if others > 0.2 * seconds:
+        record["disturbed"] = f"other processes used {others:.0f} CPU-s during {seconds:.0f} s"
+    return record
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def table(result: dict) -> str:
+    """Markdown: per candidate, test accuracy (median, lowest) and minutes, undisturbed runs only."""
+    lines = ["| retrain recipe | seeds | median test accuracy | lowest | highest | median time | vs article |",
+             "|---|---|---|---|---|---|---|"]
+    base = None
+    for name, runs in result["candidates"].items():
+        kept = [r for r in runs if "disturbed" not in r]
+        if not kept:
+            continue
+        seconds = median([r["seconds"] for r in kept])
+        base = base or seconds
+        tests = [r["test"] for r in kept]
+        aside = len(runs) - len(kept)
+        seeds = ", ".join(str(r["seed"]) for r in kept) + (f" (+{aside} set aside: machine shared)" if aside else "")
+        lines.append(f"| {name} | {seeds} | {100 * median(tests):.2f}% | {100 * min(tests):.2f}% "
+                     f"| {100 * max(tests):.2f}% | {seconds:.0f} s | {seconds / base:.1f}x |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
+    device = torch.device("cpu")
+    precision = resolve_precision(args.precision, device)
+    data = load_mnist(None, lambda message: None)
+    trainer = Trainer.all_training_images(data, device, precision)
+    test = (to_inputs(data.test_images, device), data.test_labels.long())
+    result = json.loads(args.json.read_text()) if args.json.exists() else {"candidates": {}}
+    result["machine"] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                         "precision": precision, "torch": str(torch.__version__), "python": platform.python_version(),
+                         "config": asdict(CONFIG)}
+    for i, seed in enumerate(args.seeds):
+        names = args.candidates[i % len(args.candidates):] + args.candidates[:i % len(args.candidates)]
+        for name in names:
+            record = run(trainer, CANDIDATES[name], seed, test)
+            result["candidates"].setdefault(name, []).append(record)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
+            print(f"seed {seed} {name}: {100 * record['test']:.2f}% in {record['seconds']:.0f} s"
+                  f"{' (' + record['disturbed'] + ')' if 'disturbed' in record else ''}", flush=True)
+    print(table(result))
+
+
+def _cpu_model() -> str:
+    from epoch_time import cpu_model  # benchmarks/ is on sys.path when run as a script
+
+    return cpu_model()
+
+
+if __name__ == "__main__":
+    main()

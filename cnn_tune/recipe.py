@@ -1,0 +1,69 @@
+"""How `retrain` turns a trial into the model a user takes home: named recipes, torch-free so
+the CLI builds its choices without loading torch.
+
+The search keeps the seed article's protocol (10 epochs, constant lr, no augmentation) because
+that is what its validation accuracy compares. The final model need not: benchmarks/retrain.py
+measured each ingredient by test accuracy and time over several seeds (docs/performance.md),
+and ``best`` is what won per minute. ``article`` is the plain retrain — the trial's own
+training, once more, on all 60,000 images — one flag away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from .errors import UsageError
+
+SCHEDULES = ("constant", "cosine")
+AVERAGES = ("none", "ema")
+EMA_DECAY = 0.999  # ≈ the last 1,000 steps (2 epochs at batch 128 on 60,000 images)
+MAX_SHIFT = 4  # pixels; a 28×28 digit shifted further starts to lose strokes off the edge
+MAX_TOP = 10
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int | None  # None: the study's own (the article's 10)
+    schedule: str = "constant"  # lr over the retrain: the trial's throughout, or cosine decay to 0
+    shift: int = 0  # random translation of each training image, up to this many pixels
+    average: str = "none"  # "ema": hand over an exponential moving average of the weights
+    top: int = 1  # an ensemble of the K best trials (by confirmed mean once `confirm` ran)
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, not {self.epochs}", hint="e.g. --epochs 20")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {self.schedule!r}", hint=f"use {' or '.join(SCHEDULES)}")
+        if not 0 <= self.shift <= MAX_SHIFT:
+            raise UsageError(f"--shift must be 0–{MAX_SHIFT} pixels, not {self.shift}", hint="e.g. --shift 2")
+        if self.average not in AVERAGES:
+            raise UsageError(f"unknown averaging {self.average!r}", hint=f"use {' or '.join(AVERAGES)}")
+        if not 1 <= self.top <= MAX_TOP:
+            raise UsageError(f"--top must be 1–{MAX_TOP}, not {self.top}", hint="e.g. --top 3")
+
+    @property
+    def ema(self) -> float | None:
+        return EMA_DECAY if self.average == "ema" else None
+
+    def with_options(self, **options: Any) -> "Recipe":
+        """This recipe with the options the user gave (None: keep the recipe's)."""
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self, epochs: int) -> str:
+        """``20 epochs, cosine lr, shifts ≤2 px`` — what a retrain will do, in a few words."""
+        parts = [f"{epochs} epochs", "cosine lr" if self.schedule == "cosine" else "constant lr"]
+        parts += [f"shifts ≤{self.shift} px"] if self.shift else []
+        parts += ["EMA weights"] if self.average == "ema" else []
+        parts += [f"ensemble of {self.top}"] if self.top > 1 else []
+        return ", ".join(parts)
+
+
+RECIPES: dict[str, Recipe] = {
+    "best": Recipe(epochs=20, schedule="cosine", shift=2),
+    "article": Recipe(epochs=None),
+}
+DEFAULT_RECIPE = "best"

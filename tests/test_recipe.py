@@ -1,0 +1,78 @@
+"""The retrain recipe's ingredients, each checked on tensors: shifts, the cosine schedule,
+weight averaging, and the ensemble's vote."""
+
+from __future__ import annotations
+
+import torch
+
+from cnn_tune.model import Ensemble, build_model
+from cnn_tune.space import Hyperparams
+from cnn_tune.training import Style, _step_hooks, random_shift
+
+
+def test_random_shift_moves_each_image_by_at_most_max_shift():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1.0  # one bright pixel in the middle of every image
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.sum(dim=(1, 2, 3)).eq(1).all()  # moved, never lost
+    where = out[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 28 - 14, where % 28 - 14
+    assert rows.abs().max() <= 2 and cols.abs().max() <= 2
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) > 10  # each image its own shift
+    again = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # seeded
+
+
+def test_random_shift_fills_with_background():
+    x = torch.ones(8, 1, 28, 28)
+    out = random_shift(x, 1, torch.Generator().manual_seed(1))
+    assert out.min() == 0 or out.eq(1).all()  # a shifted image has a zero border
+    assert out.sum() >= 8 * 27 * 27
+
+
+def test_cosine_schedule_decays_the_trials_lr_to_zero():
+    model = build_model(Hyperparams())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    after_step, kept = _step_hooks(model, optimizer, Style(schedule="cosine"), steps=10)
+    assert kept is model
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        after_step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 1e-3 and lrs[-1] < 1e-9
+
+
+def test_constant_schedule_adds_nothing():
+    model = build_model(Hyperparams())
+    after_step, kept = _step_hooks(model, torch.optim.Adam(model.parameters()), Style(), steps=10)
+    assert after_step is None and kept is model
+
+
+def test_ema_hands_back_an_average_of_the_weights():
+    model = build_model(Hyperparams())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    after_step, kept = _step_hooks(model, optimizer, Style(ema=0.5), steps=3)
+    start = model.fc2.bias.detach().clone()
+    for _ in range(3):
+        model.fc2.bias.data += 1.0  # a step of +1
+        after_step()
+    # the average lags behind the weights it follows
+    averaged = kept.module.fc2.bias
+    assert torch.all(averaged < model.fc2.bias) and torch.all(averaged > start)
+
+
+def test_an_ensemble_of_one_is_the_model_itself():
+    model = build_model(Hyperparams()).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(Ensemble([model])(x), model(x))
+
+
+def test_an_ensemble_averages_probabilities():
+    a, b = build_model(Hyperparams()).eval(), build_model(Hyperparams(fc2_input_dim=32)).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        got = Ensemble([a, b])(x).softmax(1)
+        want = (a(x).softmax(1) + b(x).softmax(1)) / 2
+    assert torch.allclose(got, want, atol=1e-6)
