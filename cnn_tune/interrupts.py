@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM in a process that trains trials on a storage, cooperatively.
+"""Ctrl-C, SIGTERM and SIGHUP in a process that trains trials on a storage, cooperatively.
 
 Optuna creates a trial (RUNNING) before it calls the objective and stores its final state
 after. A KeyboardInterrupt raised in between — while Optuna asks for a trial, or while an
@@ -7,27 +7,67 @@ stale, or cut a write in half. So a signal raises at once only while an epoch co
 gate is open); anywhere else it is remembered, and the trial that is starting or training
 stops at its next :meth:`Gate.check` (stored FAIL, marked interrupted), and no trial starts
 after it.
+
+SIGHUP (the terminal closed, an ssh session dropped) is a stop like the others; the command
+then exits 129 instead of 130 (:func:`exit_code`).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped (SIGTERM)",
+           signal.SIGHUP: "hang-up (SIGHUP: the terminal went away)"}
+PARENT_GONE = "the optimize process that started this worker is gone"
+
+
+def exit_code(signum: int | None) -> int:
+    """A stopped command's exit status: 129 after a hang-up, 130 otherwise (Ctrl-C, SIGTERM)."""
+    return 128 + signal.SIGHUP if signum == signal.SIGHUP else 130
 
 
 class Gate:
-    def __init__(self) -> None:
+    """Whether a stop was asked for, and why. ``parent`` (a worker's): the pid of the process
+    that started it. ``explain`` (a worker's): given the signal, a better reason than its name
+    when there is one — the kernel's parent-death signal is a plain SIGTERM, and comes as soon
+    as the parent's *thread* that started the worker exits, before the parent's pid is gone, so
+    only later can it be told apart (see :mod:`cnn_tune.lifeline`)."""
+
+    def __init__(self, parent: int | None = None, explain: Callable[[int], str | None] | None = None) -> None:
         self.requested = False
         self._open = False
+        self._handled = False  # a signal was handled (a request may also come from a thread)
+        self.parent = parent
+        self.explain = explain
+        self.signum: int | None = None  # the first stop signal
+        self.reason: str | None = None
+
+    def request(self, signum: int, reason: str | None = None) -> None:
+        """Record the first stop; later ones only keep it (see :meth:`handler`)."""
+        if self.requested:
+            return
+        self.signum = signum
+        self.reason = reason
+        self.requested = True
+
+    def why(self) -> str:
+        """Why the run stopped, in words, as stored on the trial it stopped (may wait a moment
+        for ``explain``: call it once the trial is stopping, never in a signal handler)."""
+        if self.reason is None and self.signum is not None and self.explain is not None:
+            self.reason = self.explain(self.signum)
+        return self.reason or REASONS.get(self.signum, "interrupted")
 
     def handler(self, signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         # Later signals are ignored: a terminal's Ctrl-C reaches a spawned worker together
         # with the SIGTERM its parent forwards, and the second must not cut the first's cleanup.
-        if self.requested:
+        if self._handled:
             return
-        self.requested = True
+        self._handled = True
+        self.request(signum)
         if self._open:
             raise KeyboardInterrupt
 
@@ -48,11 +88,18 @@ class Gate:
 
 
 def route_signals(gate: Gate) -> dict:
-    """Send SIGINT and SIGTERM to ``gate``; returns the handlers they had. Only the main
-    thread can handle signals: elsewhere nothing changes and ``{}`` is returned."""
+    """Send SIGINT, SIGTERM and SIGHUP to ``gate``; returns the handlers they had. Only the
+    main thread can handle signals: elsewhere nothing changes and ``{}`` is returned."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, gate.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, gate.handler) for sig in stop_signals()}
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a run: SIGHUP only where it is not ignored — under ``nohup`` the
+    user asked for the run to outlive the terminal."""
+    ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    return tuple(s for s in STOP_SIGNALS if not (s == signal.SIGHUP and ignored))
 
 
 @contextmanager

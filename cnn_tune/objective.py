@@ -63,6 +63,7 @@ class Objective:
             # Optuna marks the trial FAIL and re-raises; say why in the trial itself.
             self.interrupted = trial.number
             trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("stop_reason", self.gate.why())
             raise
 
     def _train(self, trial: optuna.Trial, hp: Hyperparams, seed: int) -> float:

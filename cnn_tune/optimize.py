@@ -19,17 +19,32 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
 from .data import Mnist, load_mnist
+from .interrupts import Gate, stop_signals
 from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan
 from .protocol import PROTOCOL_ATTR, Protocol
 from .space import Hyperparams
 from .training import EpochResult, resolve_device, resolve_precision
-from .worker import Capped, Claims, EpochDone, Event, Exited, Failed, Interrupted, TrialDone, local_counter, run, search
+from .worker import (
+    Capped,
+    Claims,
+    EpochDone,
+    Event,
+    Exited,
+    Failed,
+    Fate,
+    Interrupted,
+    TrialDone,
+    fates_text,
+    local_counter,
+    run,
+    search,
+)
 
 
 class Reporter(Interface):
     def info(self, message: str) -> None: ...
     def start(self, plan: Plan) -> None: ...
-    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None: ...
+    def epoch(self, worker: int, trial_number: int, result: EpochResult, epochs: int) -> None: ...
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None: ...
 
 
@@ -45,6 +60,7 @@ class OptimizeResult:
     seconds: float = 0.0
     workers: int = 1
     capped: bool = False  # stopped early because the study reached --max-trials
+    stop_signal: int | None = None  # what stopped it (SIGINT, SIGTERM, SIGHUP), when interrupted
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -58,21 +74,26 @@ def best_or_none(study: optuna.Study) -> FrozenTrial | None:
 
 
 @contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (``kill``, a batch scheduler, a container stop) stops the waiting parent of
-    ``--workers N`` like Ctrl-C: it forwards the stop, so each worker's trial gets a final state."""
+def sigterm_as_interrupt(gate: Gate):
+    """SIGTERM (``kill``, a batch scheduler, a container stop) and SIGHUP (the terminal went
+    away) stop the waiting parent of ``--workers N`` like Ctrl-C: it forwards the stop, so each
+    worker's trial gets a final state. ``gate`` records which signal it was."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise KeyboardInterrupt
+        first = not gate.requested
+        gate.request(signum)
+        if first:
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in stop_signals() if sig != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Collector:
@@ -82,10 +103,11 @@ class Collector:
         self.plan, self.study, self.reporter, self.result = plan, study, reporter, result
         self.interrupted_trials: set[int] = set()
         self.failure: Failed | None = None
+        self.fates: list[Fate] = []  # every failed worker's open trial, not only the first's
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, EpochDone):
-            self.reporter.epoch(event.trial, event.result, self.plan.protocol.epochs)
+            self.reporter.epoch(event.worker, event.trial, event.result, self.plan.protocol.epochs)
         elif isinstance(event, TrialDone):
             self.result.trials.append(event.trial)
             self.reporter.trial_done(event.trial, best_or_none(self.study))
@@ -95,9 +117,10 @@ class Collector:
             self.result.interrupted = True
             if event.trial is not None:
                 self.interrupted_trials.add(event.trial)
-        elif isinstance(event, Failed) and self.failure is None:
-            self.failure = event
-        elif not isinstance(event, (Failed, Exited)):
+        elif isinstance(event, Failed):
+            self.failure = self.failure or event
+            self.fates += [event.fate] if event.fate is not None else []
+        elif not isinstance(event, Exited):
             raise TypeError(f"unknown worker event {event!r}")
 
     def finish(self) -> None:
@@ -108,7 +131,10 @@ class Collector:
         if missing:
             self.result.trials += [t for t in self.study.get_trials(deepcopy=False) if t.number in missing]
         if self.failure is not None:
-            raise self.failure.error from RemoteTraceback(self.failure.traceback)
+            error = self.failure.error
+            if self.fates:
+                error.hint = f"{error.hint}; {fates_text(self.fates)}" if error.hint else fates_text(self.fates)
+            raise error from RemoteTraceback(self.failure.traceback)
 
 
 class RemoteTraceback(Exception):
@@ -165,14 +191,16 @@ def execute(plan: Plan, study: optuna.Study, data: Mnist, reporter: Reporter) ->
     result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
+    gate = Gate()
     if plan.workers > 1:
         from .parallel import run_workers
 
         del data  # each worker reads its own copy
-        with sigterm_as_interrupt():  # the parent only waits: SIGTERM stops it as Ctrl-C does
+        with sigterm_as_interrupt(gate):  # the parent only waits: SIGTERM or SIGHUP stops it as Ctrl-C does
             result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
-    else:  # run() routes Ctrl-C and SIGTERM itself (cnn_tune.interrupts)
-        run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect)
+    else:  # run() routes Ctrl-C, SIGTERM and SIGHUP itself (cnn_tune.interrupts)
+        run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect, gate)
+    result.stop_signal = gate.signum if gate.signum is not None else signal.SIGINT
     collect.finish()
     with studies.writes_to(plan.url):
         result.best = best_or_none(study)

@@ -8,7 +8,10 @@ Workers put their events on a queue; the parent hands each to its ``handle`` cal
 the threads were shared out automatically, a worker whose peers have exited takes their cores
 before its next epoch (:class:`CoreShare`). Ctrl-C
 or SIGTERM in the parent is forwarded as SIGTERM, which each worker handles like Ctrl-C: its
-running trial ends FAIL, it exits (see :mod:`cnn_tune.interrupts`).
+running trial ends FAIL, it exits (see :mod:`cnn_tune.interrupts`). A parent that dies
+without a word (SIGKILL, the OOM killer) takes its workers with it (:mod:`cnn_tune.lifeline`):
+nothing a worker does waits forever on the parent (locks and queue writes have timeouts and
+give up once it is gone).
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from typing import Callable
 import torch
 
 from .data import read_folder
-from .interrupts import Gate, route_signals
+from .interrupts import PARENT_GONE, Gate, route_signals
+from .lifeline import Lifeline
 from .plan import Plan
+from .streams import guard
 from .study import open_storage, quiet_libraries, quiet_optuna
 from .worker import Claims, Event, Exited, Failed, attach, run
 
 JOIN_TIMEOUT_S = 60  # after a stop request, how long a worker may take to end its trial
+WAIT_S = 1.0  # a worker's longest wait on a shared lock or the queue before it looks at its parent again
+PARENT_CHECK_S = 2.0  # after a SIGTERM nobody announced: how long to look for the parent's death
 
 
 @dataclass
@@ -60,31 +67,63 @@ class CoreShare:
         return threads
 
 
+def _locked(value: "mp.sharedctypes.Synchronized", lifeline: Lifeline, change: Callable[[int], int | None]) -> bool:
+    """Apply ``change`` to a shared counter under its lock (None: leave it); False if the
+    parent went away while waiting for the lock."""
+    lock = value.get_lock()
+    while not lock.acquire(timeout=WAIT_S):
+        if lifeline.gone.is_set():
+            return False
+    try:
+        new = change(value.value)
+        if new is None:
+            return False
+        value.value = new
+        return True
+    finally:
+        lock.release()
+
+
 def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
     """Entry point of a worker process (spawned: nothing inherited from the parent)."""
+    guard()  # a terminal that hangs up must not turn the worker's clean stop into a crash
     quiet_optuna(False)
-    gate = Gate()  # from here on, Ctrl-C or the parent's SIGTERM is a stop request (never a traceback)
+    lifeline = Lifeline()
+
+    def explain(signum: int) -> str | None:
+        # a SIGTERM the parent did not send (it sets `stop` first) may be the kernel's
+        # parent-death signal: the sentinel tells within a moment
+        if signum == signal.SIGTERM and not shared.stop.is_set() and lifeline.gone.wait(PARENT_CHECK_S):
+            return PARENT_GONE
+        return None
+
+    # from here on, Ctrl-C, the parent's SIGTERM, a hang-up or the parent's death is a stop request
+    gate = Gate(parent=os.getppid(), explain=explain)
     route_signals(gate)  # for the life of this process: nothing to restore
+    # once the parent is gone nobody reads the queue: exit without waiting to flush it
+    lifeline.watch(gate, on_gone=shared.events.cancel_join_thread)
 
     def take() -> bool:
-        with shared.claimed.get_lock():
-            if shared.claimed.value >= plan.trials:
-                return False
-            shared.claimed.value += 1
-            return True
+        return _locked(shared.claimed, lifeline, lambda n: n + 1 if n < plan.trials else None)
+
+    def sink(event: Event) -> None:
+        while not lifeline.gone.is_set():
+            try:
+                shared.events.put(event, timeout=WAIT_S)
+                return
+            except queue.Full:
+                continue
 
     def attach_study():
         data = read_folder(plan.data_folder)
         return attach(open_storage(plan.url, plan.heartbeat, write=True), plan, index), data
 
-    sink = shared.events.put
     pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads
     try:
         with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
             run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink, gate, pace)
-    finally:
-        with shared.alive.get_lock():  # its cores are free: the others take them before their next epoch
-            shared.alive.value -= 1
+    finally:  # its cores are free: the others take them before their next epoch
+        _locked(shared.alive, lifeline, lambda n: n - 1)
 
 
 def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str], None]) -> bool:
@@ -92,6 +131,7 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     :class:`Failed` stops the others. Returns when all have exited: True if KeyboardInterrupt
     (Ctrl-C, or SIGTERM turned into it by the caller) stopped them, which is not re-raised."""
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and open DB connections
+    _start_resource_tracker()
     shared = _Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue(), ctx.Value("i", plan.workers))
     procs = [ctx.Process(target=_worker_main, args=(i, plan, shared), name=f"cnn-tune-worker-{i}", daemon=True)
              for i in range(plan.workers)]
@@ -122,6 +162,25 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
             if p.is_alive():
                 p.kill()
     return False
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (the helper process our semaphores register
+    with) ignoring SIGHUP. It sits in our process group and ignores only SIGINT and SIGTERM: a
+    hang-up would kill it, and the one started in its place prints a KeyError traceback for
+    every semaphore it never saw. An ignored disposition is inherited; it exits on its own once
+    the parent and the workers have closed its pipe."""
+    from multiprocessing import resource_tracker
+
+    try:
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals cannot be changed here
+        resource_tracker.ensure_running()
+        return
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _stop(shared: _Shared, procs: list) -> None:

@@ -1,12 +1,23 @@
-"""Live progress: a rich bar on a terminal, one line per event when piped (notes on stderr)."""
+"""Live progress: on a terminal, a bar over the study's epochs with the time left and one row
+per worker; one line per event when piped (notes on stderr)."""
 
 from __future__ import annotations
 
 import sys
 
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from .output import pct
 from .plan import Plan
@@ -47,7 +58,7 @@ class PlainReporter:
     def start(self, plan: Plan) -> None:
         self.info(start_line(plan))
 
-    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None:
+    def epoch(self, worker: int, trial_number: int, result: EpochResult, epochs: int) -> None:
         pass
 
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None:
@@ -57,39 +68,78 @@ class PlainReporter:
         pass
 
 
+# How far back rich looks to estimate the speed behind "time left": several trials' worth of
+# epochs, so that a pruned trial's skipped epochs (counted as done) and the next trial's first
+# epoch even out instead of making the estimate jump.
+SPEED_WINDOW_S = 600
+
+
 class RichReporter:
-    """A live bar over trials with the running trial's epoch, and a line per finished trial."""
+    """A live bar over the study's epochs (a pruned trial's skipped epochs count as done, so the
+    time left, from the epochs measured so far, includes pruning), a row per worker with its
+    trial, epoch, validation accuracy and seconds per epoch, and a line per finished trial
+    above them, cut to the terminal's width."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress: Progress | None = None
+        self.live: Live | None = None
+        self.bar: Progress | None = None
         self.task = None
+        self.rows: dict[int, str] = {}  # worker → its row
+        self.seen: dict[int, int] = {}  # trial → epochs counted on the bar
+        self.epochs = 0
+        self.trials = 0
+        self.done = 0
+        self.workers = 1
 
     def info(self, message: str) -> None:
         self.console.print(f"[dim]{message}[/dim]", highlight=False)
 
     def start(self, plan: Plan) -> None:
         self.console.print(start_line(plan), highlight=False, markup=False)
-        self.progress, self.task = _bar(self.console, "trials", plan.trials)
+        self.epochs, self.trials, self.workers = plan.protocol.epochs, plan.trials, plan.workers
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                            TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
+                            console=self.console, speed_estimate_period=SPEED_WINDOW_S)
+        self.task = self.bar.add_task(self._description(), total=plan.trials * plan.protocol.epochs)
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+        self.live.start()
 
-    def epoch(self, trial_number: int, result: EpochResult, epochs: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, status=f"trial {trial_number} · epoch {result.epoch}/{epochs} · "
-                                                   f"val {pct(result.val_accuracy)} · {result.seconds:.1f}s/epoch")
+    def _description(self) -> str:
+        return f"{self.done}/{self.trials} trials"
+
+    def __rich__(self) -> Group:
+        assert self.bar is not None
+        rows = [Text(self.rows[w], no_wrap=True, overflow="ellipsis") for w in sorted(self.rows)]
+        return Group(self.bar, *rows)
+
+    def epoch(self, worker: int, trial_number: int, result: EpochResult, epochs: int) -> None:
+        if self.bar is None:
+            return
+        who = f"worker {worker}: " if self.workers > 1 else ""
+        self.rows[worker] = (f"  {who}trial {trial_number} · epoch {result.epoch}/{epochs} · "
+                             f"val {pct(result.val_accuracy)} · {result.seconds:.1f} s/epoch")
+        counted = self.seen.get(trial_number, 0)
+        self.seen[trial_number] = max(counted, result.epoch)
+        self.bar.advance(self.task, self.seen[trial_number] - counted)
 
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None:
         style = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow"}.get(trial.state, "red")
-        line = trial_line(trial, best)
-        if self.progress is not None:
-            self.progress.console.print(f"[{style}]{line}[/{style}]", highlight=False)
-            self.progress.advance(self.task)
-        else:
+        line = trial_line(trial, best, self.console.width)
+        if self.bar is None:
             self.console.print(line, highlight=False, markup=False)
+            return
+        # a trial stopped early: the epochs it skipped are done, as far as the study's end goes
+        counted = self.seen.pop(trial.number, 0)
+        self.done += 1
+        self.bar.update(self.task, advance=max(self.epochs - counted, 0), description=self._description())
+        self.console.print(Text(line, style=style, no_wrap=True, overflow="ellipsis"))
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            self.bar = None
 
 
 def reporter(console: Console | None, stderr_only: bool = False) -> PlainReporter | RichReporter:

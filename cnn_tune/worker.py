@@ -58,6 +58,32 @@ class Failed:
     worker: int
     error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
     traceback: str  # the worker's traceback, for --debug
+    fate: Fate | None = None  # a storage failure: what became of the trial it was training
+
+
+@dataclass(frozen=True)
+class Fate:
+    trial: int
+    closed: bool  # stored as FAIL; else left RUNNING (the heartbeat's grace will retry it)
+
+
+def fates_text(fates: list[Fate]) -> str:
+    """What became of every worker's open trial, for the one error line: ``trials 3 and 4 could
+    not be closed: …``."""
+    parts = []
+    for closed, verb in ((True, "stored as failed"), (False, "could not be closed")):
+        numbers = sorted({f.trial for f in fates if f.closed == closed})
+        if not numbers:
+            continue
+        names = (f"trial {numbers[0]}" if len(numbers) == 1
+                 else f"trials {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}")
+        text = f"{names} {'was' if len(numbers) == 1 else 'were'} {verb}" if closed else f"{names} {verb}"
+        if not closed:
+            text += (": once the heartbeat is older than --grace, the next `cnn-tune optimize` on this study "
+                     f"fails {'it' if len(numbers) == 1 else 'them'} and runs {'it' if len(numbers) == 1 else 'them'} "
+                     "again")
+        parts.append(text)
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -142,7 +168,7 @@ def local_counter(limit: int) -> Callable[[], bool]:
     return take
 
 
-def _fate(study: optuna.Study, number: int) -> str | None:
+def _fate(study: optuna.Study, number: int) -> Fate | None:
     """What became of the last trial this worker started, when the storage failed (None: it
     had finished before the failure)."""
     try:
@@ -151,10 +177,7 @@ def _fate(study: optuna.Study, number: int) -> str | None:
         state = TrialState.RUNNING
     if state in (TrialState.COMPLETE, TrialState.PRUNED):
         return None
-    if state == TrialState.FAIL:
-        return f"trial {number} was stored as failed"
-    return (f"trial {number} could not be closed: once its heartbeat is older than --grace, the next "
-            "`cnn-tune optimize` on this study fails it and runs it again")
+    return Fate(number, closed=state == TrialState.FAIL)
 
 
 def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
@@ -184,9 +207,7 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, work
         if storage_cause(exc) is not None:
             failure = storage_failure(exc, plan.url, "write to")
             fate = _fate(study, objective.current) if objective is not None and objective.current is not None else None
-            if fate:
-                failure.hint = f"{failure.hint}; {fate}"
-            sink(Failed(worker, failure, traceback.format_exc()))
+            sink(Failed(worker, failure, traceback.format_exc(), fate))
             return
         sink(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
                                           hint="run again with --debug for the traceback"), traceback.format_exc()))

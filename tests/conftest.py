@@ -23,11 +23,87 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 
 def default_sigint() -> None:
-    """``preexec_fn`` for child processes that a test will Ctrl-C: a shell's background job
-    (``cmd &``, as some CI runners start the suite) inherits SIGINT *ignored*, and Python
-    then installs no KeyboardInterrupt handler, so the child would never see the signal. A
-    terminal's Ctrl-C reaches a foreground process with the default disposition; this restores it."""
+    """``preexec_fn`` for child processes that a test will Ctrl-C or hang up: a shell's
+    background job (``cmd &``, as some CI runners start the suite) inherits SIGINT *ignored*
+    (and under nohup, SIGHUP), and Python then installs no KeyboardInterrupt handler (cnn-tune
+    respects an ignored SIGHUP), so the child would never see the signal. A terminal's Ctrl-C
+    or hang-up reaches a foreground process with the default disposition; this restores it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+# --- no test leaves a process behind ---------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+LEAK_GRACE_S = 15.0  # how long a test's processes may take to end after it (a worker's exit deadline is 8 s)
+
+
+def pytest_configure(config) -> None:  # noqa: ARG001 - pytest's hook signature
+    """Make this pytest process adopt its orphans: a worker whose parent a test killed is then
+    our child, not init's, so the leak check below sees it (Linux only; elsewhere a no-op)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _allowed(proc) -> bool:
+    """Processes the test framework itself keeps: multiprocessing's resource tracker (started
+    once per pytest process by in-process `--workers` runs) and pytest-xdist's own."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return True
+    return "resource_tracker" in cmdline or "execnet" in cmdline or "xdist" in cmdline
+
+
+def _live_children(before: set[int]) -> list:
+    """Children (and adopted orphans) started during the test and still running; zombies are
+    reaped (a Popen already waited for is not among them)."""
+    import psutil
+
+    live = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in before or _allowed(child):
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                try:
+                    os.waitpid(child.pid, os.WNOHANG)
+                except ChildProcessError:  # not ours to reap (a grandchild's zombie)
+                    pass
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        live.append(child)
+    return live
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """Fail a test that leaves a process of its own running (after killing it, so the next
+    test starts clean)."""
+    import time
+
+    import psutil
+
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while (left := _live_children(before)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        names = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left if psutil.pid_exists(p.pid)]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if names:
+            pytest.fail(f"the test left {len(names)} process(es) running: {names}", pytrace=False)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -1,0 +1,249 @@
+"""Processes that behave, with real processes: workers die with their parent, a hang-up stops
+cleanly, a closed pipe is no crash, and the live view shows every worker within 80 columns."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from conftest import default_sigint, write_mnist
+from optuna.trial import TrialState
+
+from cnn_tune.interrupts import PARENT_GONE
+
+LONG = ["--trials", "6", "--epochs", "30", "--pruner", "none", "--device", "cpu", "--seed", "0"]
+
+
+def _env(data: Path, url: str, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return {**env, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": "", **extra}
+
+
+def _cnn_tune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnn_tune", *args]
+
+
+def _trials(url: str) -> list:
+    try:
+        return optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    except Exception:  # noqa: BLE001 - the database or the study is still being created
+        return []
+
+
+def _wait_training(url: str, proc: subprocess.Popen, n: int = 1, timeout: float = 180) -> None:
+    """Until ``n`` trials are RUNNING with at least one epoch stored (mid-trial)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in _trials(url)) >= n:
+            return
+        assert proc.poll() is None, "the command ended before its trials were training"
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} trial(s) training within {timeout} s")
+
+
+def _gone(pids: list[int]) -> bool:
+    """True when none of ``pids`` runs any more (a zombie has stopped running)."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+@pytest.fixture()
+def small(tmp_path) -> tuple[Path, str]:
+    return write_mnist(tmp_path / "data", n_train=1000), f"sqlite:///{tmp_path / 's.db'}"
+
+
+# --- the parent dies without a word ----------------------------------------------------------
+
+def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
+    data, url = small
+    parent = subprocess.Popen(_cnn_tune("optimize", "--workers", "2", *LONG), env=_env(data, url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_training(url, parent, n=2)
+        workers = [c.pid for c in psutil.Process(parent.pid).children(recursive=True)]
+        assert len(workers) >= 2
+        parent.kill()  # SIGKILL: no handler runs, nothing is forwarded
+        parent.wait()
+        killed = time.monotonic()
+        while not _gone(workers) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert _gone(workers), f"worker processes still running 10 s after their parent was killed: {workers}"
+    finally:
+        parent.kill()
+    trials = _trials(url)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs.get("stop_reason") for t in failed] == [PARENT_GONE, PARENT_GONE]
+    again = subprocess.run(_cnn_tune("optimize", "--trials", "1", "--epochs", "30", "--pruner", "none",
+                                     "--device", "cpu"), env=_env(data, url), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _trials(url)[-1].state == TrialState.COMPLETE
+
+
+def test_a_worker_whose_parent_is_gone_before_it_looks_stops_at_once():
+    """The race the sentinel thread covers: the parent died before prctl could take effect."""
+    code = """
+import os, signal, sys, time
+from cnn_tune.interrupts import Gate, route_signals
+from cnn_tune.lifeline import Lifeline
+gate = Gate(parent=os.getppid() + 100000)  # not our parent: as if it had died already
+route_signals(gate)
+Lifeline().watch(gate)
+deadline = time.monotonic() + 5
+while not gate.requested and time.monotonic() < deadline:  # a worker looks between batches and epochs
+    time.sleep(0.05)
+print(gate.reason)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == PARENT_GONE, done
+
+
+# --- a hang-up -------------------------------------------------------------------------------
+
+def _pty(columns: int = 80, rows: int = 24) -> tuple[int, int]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return master, slave
+
+
+class _Reader:
+    """Reads a pty's master side on a thread (a full pty would block the writer) until it is
+    closed or the other side hangs up."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every slave descriptor is closed
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        self.thread.join(timeout=10)
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_hang_up_stops_cleanly_with_129(small, tmp_path, workers):
+    data, url = small
+    master, slave = _pty()
+    err = (tmp_path / "stderr").open("w")
+    # a session and process group of its own on the terminal, as a login shell starts a job
+    proc = subprocess.Popen(_cnn_tune("optimize", "--workers", workers, *LONG), env=_env(data, url, TERM="xterm"),
+                            stdin=slave, stdout=slave, stderr=err, start_new_session=True, preexec_fn=default_sigint)
+    os.close(slave)
+    reader = _Reader(master)
+    try:
+        _wait_training(url, proc, n=int(workers))
+        os.killpg(proc.pid, signal.SIGHUP)  # the terminal hangs up: every process in the group gets it
+        os.close(master)  # and is gone: writing to it now fails with EIO
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        err.close()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 129, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+    trials = _trials(url)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all("SIGHUP" in t.user_attrs["stop_reason"] for t in stopped)
+    reader.text()
+
+
+def test_nohup_keeps_running_through_a_hang_up(small):
+    """SIGHUP ignored (``nohup cnn-tune …``): the run is meant to outlive the terminal."""
+    data, url = small
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu"),
+                            env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        _wait_training(url, proc)
+        os.killpg(proc.pid, signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
+
+
+def test_a_pipe_closed_early_is_no_crash(tmp_path, small):
+    data, url = small
+    assert subprocess.run(_cnn_tune("optimize", "--trials", "2", "--epochs", "1", "--device", "cpu"),
+                          env=_env(data, url), capture_output=True, timeout=120).returncode == 0
+    read, write = os.pipe()
+    os.close(read)  # `cnn-tune trials | head -0`: nobody reads
+    done = subprocess.run(_cnn_tune("trials"), env=_env(data, url), stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=120)
+    os.close(write)
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
+    assert done.returncode == 0
+
+
+# --- the live view ---------------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def test_the_live_view_shows_every_worker_within_80_columns(small):
+    data, url = small
+    master, slave = _pty(columns=80)
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "4", "--workers", "2", "--epochs", "4",
+                                      "--pruner", "none", "--device", "cpu", "--seed", "1"),
+                            env=_env(data, url, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    reader = _Reader(master)
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    text = reader.text()
+    os.close(master)
+    assert code == 0, text
+    screen = ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    lines = screen.split("\n")
+    rows = [ln for ln in lines if re.search(r"worker [01]: trial \d+ · epoch \d/4 · val", ln)]
+    assert {re.search(r"worker (\d)", ln).group(1) for ln in rows} == {"0", "1"}, screen
+    assert any(re.search(r"\d/4 trials .* elapsed, .* left", ln) for ln in lines), screen
+    finished = [ln for ln in lines if re.match(r"trial +\d+ +(COMPLETE|PRUNED|FAIL)", ln)]
+    assert len(finished) == 4, screen
+    too_wide = [ln for ln in lines if len(ln.rstrip()) > 80]
+    assert not too_wide, too_wide
+
+
+def test_piped_output_stays_one_line_per_trial(small):
+    data, url = small
+    done = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--workers", "2", "--epochs", "1", "--device", "cpu"),
+                          env=_env(data, url), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trial_lines = [ln for ln in done.stdout.splitlines() if ln.startswith("trial")]
+    assert len(trial_lines) == 2 and all("best" in ln and " ep " in ln for ln in trial_lines)
+    assert "\x1b[" not in done.stdout + done.stderr
