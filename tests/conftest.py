@@ -19,6 +19,16 @@ from cnn_tune.cli import app
 # unless a test asks for more; tests of the default itself remove this.
 os.environ["CNN_TUNE_WORKERS"] = "1"
 
+# Under pytest-xdist, one test per core runs at once: a process that also trains on every core
+# (torch's default) oversubscribes them, and OpenMP's waiting threads burn what the other test
+# needs. One thread per test process, and per process it starts (commands that share cores out
+# among workers set their threads themselves).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -60,26 +70,42 @@ def _allowed(proc) -> bool:
     return "resource_tracker" in cmdline or "execnet" in cmdline or "xdist" in cmdline
 
 
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not ours to reap (a grandchild's zombie: its parent will)
+        pass
+
+
 def _live_children(before: set[int]) -> list:
-    """Children (and adopted orphans) started during the test and still running; zombies are
-    reaped (a Popen already waited for is not among them)."""
+    """Children (and adopted orphans) started during the test and still running. Zombies —
+    ours, or orphans we adopted that have ended, like a finished command's resource tracker —
+    are reaped, whoever started them."""
     import psutil
 
     live = []
     for child in psutil.Process().children(recursive=True):
-        if child.pid in before or _allowed(child):
-            continue
         try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                try:
-                    os.waitpid(child.pid, os.WNOHANG)
-                except ChildProcessError:  # not ours to reap (a grandchild's zombie)
-                    pass
-                continue
+            zombie = child.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             continue
-        live.append(child)
+        if zombie:
+            _reap(child.pid)
+        elif child.pid not in before and not _allowed(child):
+            live.append(child)
     return live
+
+
+def pytest_unconfigure(config) -> None:
+    """Leave nothing behind, not even a zombie: reap what ended after the last test (in each
+    process that runs tests; pytest-xdist's controller waits for its workers itself)."""
+    import time
+
+    if config.getoption("numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    deadline = time.monotonic() + 2
+    while _live_children(set()) and time.monotonic() < deadline:  # adopted orphans about to end
+        time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)

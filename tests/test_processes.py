@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from conftest import default_sigint, write_mnist
+from conftest import api_study, default_sigint, write_mnist
 from optuna.trial import TrialState
 
 from cnn_tune.interrupts import PARENT_GONE
@@ -197,8 +197,7 @@ def test_nohup_keeps_running_through_a_hang_up(small):
 
 def test_a_pipe_closed_early_is_no_crash(tmp_path, small):
     data, url = small
-    assert subprocess.run(_cnn_tune("optimize", "--trials", "2", "--epochs", "1", "--device", "cpu"),
-                          env=_env(data, url), capture_output=True, timeout=120).returncode == 0
+    api_study(url, n=30)
     read, write = os.pipe()
     os.close(read)  # `cnn-tune trials | head -0`: nobody reads
     done = subprocess.run(_cnn_tune("trials"), env=_env(data, url), stdout=write, stderr=subprocess.PIPE,
@@ -237,13 +236,3 @@ def test_the_live_view_shows_every_worker_within_80_columns(small):
     assert len(finished) == 4, screen
     too_wide = [ln for ln in lines if len(ln.rstrip()) > 80]
     assert not too_wide, too_wide
-
-
-def test_piped_output_stays_one_line_per_trial(small):
-    data, url = small
-    done = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--workers", "2", "--epochs", "1", "--device", "cpu"),
-                          env=_env(data, url), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    trial_lines = [ln for ln in done.stdout.splitlines() if ln.startswith("trial")]
-    assert len(trial_lines) == 2 and all("best" in ln and " ep " in ln for ln in trial_lines)
-    assert "\x1b[" not in done.stdout + done.stderr

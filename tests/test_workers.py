@@ -53,7 +53,10 @@ def test_workers_run_exactly_the_trials_asked_in_total(small):
     assert r.returncode == 0, r.stderr
     _assert_exact(_trials(url), 6)
     assert "by 4 workers" in r.stdout and "Starting 4 workers" in r.stderr
-    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("trial")]) == 6
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("trial")]
+    # piped: one plain line per trial, every field (a terminal's view cuts them to its width)
+    assert len(lines) == 6 and all(" best " in ln and " ep " in ln for ln in lines)
+    assert "\x1b[" not in r.stdout + r.stderr
     with sqlite3.connect(url[len("sqlite:///"):]) as db:  # read-only check of the file's mode
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     share = max(1, (os.cpu_count() or 1) // 4)
