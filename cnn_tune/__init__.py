@@ -1,3 +1,3 @@
 """cnn-tune: Optuna hyperparameter search for a PyTorch CNN on MNIST, kept in one study database."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -166,3 +166,33 @@ def test_the_search_tables_are_generated_from_the_benchmark_file():
             assert search.table(result, mode, campaign) in performance, (mode, campaign)
     newest = search.campaigns(result, "full")[-1]
     assert search.table(result, "full", newest) in (ROOT / "README.md").read_text()
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/, imported as a module (benchmarks/ is no package)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.mark.parametrize("script, results, in_readme", [
+    ("retrain", "retrain_cpu.json", False),
+    ("precision", "precision_cpu.json", False),
+    ("pipeline", "pipeline_cpu.json", True),
+])
+def test_the_model_tables_are_generated_from_the_benchmark_files(script, results, in_readme):
+    """The retrain recipes, the bf16 A/B and the end-to-end table are what each script's
+    --table prints from its JSON file: no figure typed by hand."""
+    import json
+
+    path = ROOT / "benchmarks" / "results" / results
+    if not path.exists():
+        pytest.fail(f"{path.name} is missing: run benchmarks/{script}.py")
+    table = _benchmark(script).table(json.loads(path.read_text()))
+    assert table in (ROOT / "docs" / "performance.md").read_text()
+    if in_readme:
+        assert table in (ROOT / "README.md").read_text()

@@ -1,0 +1,181 @@
+"""The model a user takes home, end to end: test accuracy of the final model against minutes
+from the first command, per search strategy, each followed by the same `cnn-tune retrain`.
+
+Not part of the test suite; run by hand on an otherwise idle machine (README's numbers come
+from here):
+
+    .venv/bin/python benchmarks/pipeline.py --seeds 200 201 202
+    .venv/bin/python benchmarks/pipeline.py --seeds 200 --candidates seed-style
+    .venv/bin/python benchmarks/pipeline.py --table      # the Markdown table, from the JSON only
+
+Candidates (alternating per seed, so drift of the machine hits all alike):
+
+- ``default``: README's two commands as a user runs them — ``optimize --trials 20``, then
+  ``retrain`` — each a fresh process on a fresh SQLite file;
+- ``article-preset``: ``optimize --preset article --trials 20``, then the same ``retrain``;
+- ``seed-style``: the article's own loop (benchmarks/speed.py's SeedObjective: a new 80/20
+  split per trial, fp32, DataLoader, TPE + median pruner), its winner then retrained by the same
+  ``retrain`` (its parameters stored as the one complete trial of a new cnn-tune study);
+- ``warm-start-only``: no search — ``optimize --trials 1`` trains the warm-start
+  configuration once (its validation accuracy), then ``retrain``: the row a search must beat.
+
+Per run: ``search_s`` and ``retrain_s`` (wall time of each command, data already cached),
+``total_s``, the winner's validation accuracy ``val``, the final model's ``test`` accuracy
+on the 10,000 test images (fp32 scoring, from `retrain`), ``winner_is_warm_start``, and
+``exit_code`` for a run that failed (kept, never dropped) or ``disturbed`` when other processes
+used the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import cpu_model  # noqa: E402
+from retrain import busy_seconds, median, own_seconds  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
+SEARCH = {"default": [], "article-preset": ["--preset", "article"], "warm-start-only": None, "seed-style": None}
+CANDIDATES = list(SEARCH)
+TRIALS = 20
+
+
+def cnn_tune(*args: str, url: str, data_dir: Path) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run one command as a user would; its result, wall seconds, and CPU seconds that
+    processes other than it (and its workers) used meanwhile."""
+    busy, started = busy_seconds(), time.perf_counter()
+    children = os.times()
+    done = subprocess.run([sys.executable, "-m", "cnn_tune", *args, "--storage", url, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = os.times()
+    ours = (after.children_user - children.children_user) + (after.children_system - children.children_system)
+    return done, wall, max(busy_seconds() - busy - ours, 0.0)
+
+
+def seed_style_search(url: str, seed: int, data_dir: Path) -> tuple[float, float]:
+    """The article's loop; its best trial becomes the one complete trial of a cnn-tune study
+    (with the protocol `retrain` checks), so the same `retrain` trains it."""
+    from speed import SeedObjective
+
+    from cnn_tune import study as studies
+    from cnn_tune.data import load_mnist
+    from cnn_tune.plan import make_protocol
+    from cnn_tune.space import Hyperparams, distributions
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
+    loop = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                               pruner=optuna.pruners.MedianPruner())
+    loop.optimize(SeedObjective(data_dir, None, 10, seed), n_trials=TRIALS)
+    wall = time.perf_counter() - started
+    others = max(busy_seconds() - busy - (own_seconds() - own), 0.0)
+    data = load_mnist(data_dir, lambda _: None)
+    protocol = make_protocol(10, None, len(data.train_labels), data.fingerprint)
+    storage = studies.open_storage(url, None, write=True)
+    study, _ = studies.create_or_load(storage, "mnist-cnn", protocol, optuna.samplers.RandomSampler(),
+                                      optuna.pruners.NopPruner())
+    best = loop.best_trial
+    study.add_trial(optuna.trial.create_trial(
+        params=best.params, distributions=distributions(Hyperparams), value=best.value,
+        user_attrs={"seed": seed + best.number, "cnn_tune.seed_style_trial": best.number}))
+    return wall, others
+
+
+# Long: one run of one candidate — its search, its retrain, and the record of both, failures included.
+def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None) -> dict:
+    record: dict = {"candidate": candidate, "seed": seed,
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/pipeline.db"
+        if candidate == "seed-style":
+            search_s, others = seed_style_search(url, seed, data_dir)
+        else:
+            trials = ["--trials", "1"] if candidate == "warm-start-only" else ["--trials", str(TRIALS)]
+            done, search_s, others = cnn_tune("optimize", *trials, "--seed", str(seed), *(SEARCH[candidate] or []),
+                                              url=url, data_dir=data_dir)
+            if done.returncode:
+                return {**record, "search_s": round(search_s, 1), "exit_code": done.returncode,
+                        "error": done.stderr.strip().splitlines()[-3:]}
+        done, retrain_s, more = cnn_tune("retrain", "--format", "json", "--output", f"{tmp}/model.pt",
+                                         url=url, data_dir=data_dir)
+        record.update(search_s=round(search_s, 1), retrain_s=round(retrain_s, 1),
+                      total_s=round(search_s + retrain_s, 1))
+        if done.returncode:
+            return {**record, "exit_code": done.returncode, "error": done.stderr.strip().splitlines()[-3:]}
+        result = json.loads(done.stdout)
+        study = optuna.load_study(study_name="mnist-cnn", storage=url)
+        winner = next(t for t in study.trials if t.number == result["trial"])
+        record.update(val=winner.value, test=result["test_accuracy"], test_ci95=result["test_ci95"],
+                      winner_trial=winner.number, winner_params=winner.params,
+                      winner_is_warm_start=bool(winner.user_attrs.get("cnn_tune.warm_start")),
+                      recipe=result["recipe"], epochs_trained=sum(len(t.intermediate_values) for t in study.trials))
+        if keep is not None:  # e.g. for benchmarks/precision.py --storage
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{tmp}/pipeline.db", keep / f"{candidate}-{seed}.db")
+    if others + more > 0.1 * record["total_s"]:
+        record["disturbed"] = f"other processes used {others + more:.0f} CPU-s during {record['total_s']:.0f} s"
+    return record
+
+
+def table(result: dict) -> str:
+    """Markdown: per candidate, medians over the undisturbed runs that exited 0."""
+    lines = ["| candidate | seeds | median search | median retrain | median total | median test accuracy | lowest "
+             "| highest | median val | winner is the warm start |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for candidate in CANDIDATES:
+        runs = [r for r in result["runs"] if r["candidate"] == candidate]
+        ok = [r for r in runs if "exit_code" not in r and "disturbed" not in r]
+        if not ok:
+            continue
+        apart = len(runs) - len(ok)
+        seeds = ", ".join(str(r["seed"]) for r in ok) + (f" (+{apart} failed or disturbed)" if apart else "")
+        tests = [r["test"] for r in ok]
+        lines.append(f"| {candidate} | {seeds} | {median([r['search_s'] for r in ok]) / 60:.1f} min "
+                     f"| {median([r['retrain_s'] for r in ok]) / 60:.1f} min "
+                     f"| {median([r['total_s'] for r in ok]) / 60:.1f} min | {100 * median(tests):.2f}% "
+                     f"| {100 * min(tests):.2f}% | {100 * max(tests):.2f}% "
+                     f"| {100 * median([r['val'] for r in ok]):.2f}% "
+                     f"| {sum(r['winner_is_warm_start'] for r in ok)}/{len(ok)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[200, 201, 202])
+    parser.add_argument("--candidates", nargs="+", choices=CANDIDATES, default=CANDIDATES)
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "cnn-tune")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
+    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
+    result = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
+    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
+    for i, seed in enumerate(args.seeds):
+        shift = i % len(args.candidates)
+        for candidate in args.candidates[shift:] + args.candidates[:shift]:
+            record = run(candidate, seed, args.data_dir, args.keep)
+            result["runs"].append(record)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
+            print(json.dumps({k: record.get(k) for k in ("candidate", "seed", "search_s", "retrain_s", "total_s",
+                                                        "val", "test", "exit_code", "disturbed")}), flush=True)
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
