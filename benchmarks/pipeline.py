@@ -39,12 +39,13 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
-from retrain import busy_seconds, median, own_seconds  # noqa: E402
+from retrain import busy_seconds, own_seconds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
 SEARCH = {"default": [], "article-preset": ["--preset", "article"], "warm-start-only": None, "seed-style": None}

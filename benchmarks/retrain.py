@@ -23,18 +23,23 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 
 import torch
 
-from cnn_tune.data import load_mnist
-from cnn_tune.model import Ensemble
-from cnn_tune.recipe import Recipe
-from cnn_tune.space import Hyperparams
-from cnn_tune.training import Style, Trainer, resolve_precision, score, to_inputs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import cpu_model  # noqa: E402
+
+from cnn_tune.data import load_mnist  # noqa: E402
+from cnn_tune.model import Ensemble  # noqa: E402
+from cnn_tune.recipe import Recipe  # noqa: E402
+from cnn_tune.space import Hyperparams  # noqa: E402
+from cnn_tune.training import Style, Trainer, resolve_precision, score, to_inputs  # noqa: E402
 
 CONFIG = Hyperparams()  # the warm start: the article's configuration
 CANDIDATES: dict[str, Recipe] = {
@@ -69,7 +74,7 @@ def run(trainer: Trainer, recipe: Recipe, seed: int, test: tuple[torch.Tensor, t
         model = None
         for _, trained in trainer.fit_model(CONFIG, recipe.epochs, seed * 100 + k, style):
             model = trained
-        members.append(getattr(model, "module", model))
+        members.append(model)
     seconds = time.perf_counter() - started
     scores = score(Ensemble(members), *test)
     others = (busy_seconds() - busy) - (own_seconds() - own)
@@ -78,12 +83,6 @@ def run(trainer: Trainer, recipe: Recipe, seed: int, test: tuple[torch.Tensor, t
     if others > 0.2 * seconds:
         record["disturbed"] = f"other processes used {others:.0f} CPU-s during {seconds:.0f} s"
     return record
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def table(result: dict) -> str:
@@ -122,7 +121,7 @@ def main() -> None:
     trainer = Trainer.all_training_images(data, device, precision)
     test = (to_inputs(data.test_images, device), data.test_labels.long())
     result = json.loads(args.json.read_text()) if args.json.exists() else {"candidates": {}}
-    result["machine"] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                          "precision": precision, "torch": str(torch.__version__), "python": platform.python_version(),
                          "config": asdict(CONFIG)}
     for i, seed in enumerate(args.seeds):
@@ -134,12 +133,6 @@ def main() -> None:
             print(f"seed {seed} {name}: {100 * record['test']:.2f}% in {record['seconds']:.0f} s"
                   f"{' (' + record['disturbed'] + ')' if 'disturbed' in record else ''}", flush=True)
     print(table(result))
-
-
-def _cpu_model() -> str:
-    from epoch_time import cpu_model  # benchmarks/ is on sys.path when run as a script
-
-    return cpu_model()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 import optuna
 
@@ -112,12 +113,6 @@ def run_seed_style(protocol: dict, seed: int, data_dir: Path) -> dict:
     return summary(study.trials, time.perf_counter() - start, seed, protocol["target"])
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def campaign_of(run: dict) -> str:
     """Runs compared in one table: those of one campaign, by default the day they ran (one
     session's runs, on one machine, with one version of the code)."""
@@ -153,8 +148,8 @@ def table(result: dict, mode: str, campaign: str) -> str:
         return inf if run[TARGET_KEY] is None else run[TARGET_KEY]
 
     old = next((finished(c) for c in entries if c["role"] == "old-default"), None)
-    old_wall = _median([r["wall_s"] for r in old]) if old else None
-    old_hit = _median([hit(r) for r in old]) if old else inf
+    old_wall = median([r["wall_s"] for r in old]) if old else None
+    old_hit = median([hit(r) for r in old]) if old else inf
     goal = f"{100 * target:g}%"
     lines = [f"| candidate | seeds | median wall | wall vs old default | reached {goal} | median time to {goal} "
              f"| vs old default | median best | lowest best | median epochs trained | median pruned |",
@@ -165,14 +160,14 @@ def table(result: dict, mode: str, campaign: str) -> str:
         disturbed = len(c["runs"]) - len(runs) - failed
         seeds = ", ".join(str(r["seed"]) for r in runs) + "".join(
             f" (+{n} {why})" for n, why in ((failed, "failed"), (disturbed, "set aside: machine shared")) if n)
-        wall, to = _median([r["wall_s"] for r in runs]), _median([hit(r) for r in runs])
+        wall, to = median([r["wall_s"] for r in runs]), median([hit(r) for r in runs])
         speedup = "–" if to == inf or old_hit == inf else f"{old_hit / to:.2f}x"
         best = [r["best"] for r in runs]
         lines.append(
             f"| {c['name']} | {seeds} | {wall:.0f} s | {f'{old_wall / wall:.2f}x' if old_wall else '–'} "
             f"| {sum(r[TARGET_KEY] is not None for r in runs)}/{len(runs)} | {'never' if to == inf else f'{to:.0f} s'} "
-            f"| {speedup} | {100 * _median(best):.2f}% | {100 * min(best):.2f}% "
-            f"| {_median([r['epochs_trained'] for r in runs]):.0f} | {_median([r['pruned'] for r in runs]):.0f} |")
+            f"| {speedup} | {100 * median(best):.2f}% | {100 * min(best):.2f}% "
+            f"| {median([r['epochs_trained'] for r in runs]):.0f} | {median([r['pruned'] for r in runs]):.0f} |")
     return "\n".join(lines)
 
 

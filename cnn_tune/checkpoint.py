@@ -42,6 +42,10 @@ class Member:
     hyperparams: Hyperparams
     model: torch.nn.Module
 
+    def as_meta(self) -> dict[str, Any]:
+        """What a checkpoint's metadata (and `retrain`'s result) says of this member."""
+        return {"trial": self.trial, "seed": self.seed, "hyperparams": self.hyperparams.as_dict()}
+
 
 @dataclass
 class Checkpoint:
@@ -55,7 +59,7 @@ def save(path: Path, members: list[Member], meta: dict[str, Any]) -> None:
     if not members:
         raise ValueError("a checkpoint needs at least one member")
     # contiguous CPU copies: channels_last weights would otherwise be saved in that layout
-    stored = [{"architecture": ARCHITECTURE, "trial": m.trial, "seed": m.seed, "hyperparams": m.hyperparams.as_dict(),
+    stored = [{"architecture": ARCHITECTURE, **m.as_meta(),
                "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()}}
               for m in members]
     first = members[0]
@@ -138,7 +142,7 @@ def _validate(path: Path, payload: Any) -> Checkpoint:
     model = Ensemble([m.model for m in members])
     model.eval()
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "members")}
-    meta["members"] = [{"trial": m.trial, "seed": m.seed, "hyperparams": m.hyperparams.as_dict()} for m in members]
+    meta["members"] = [m.as_meta() for m in members]
     return Checkpoint(model=model, hyperparams=members[0].hyperparams, meta=meta)
 
 

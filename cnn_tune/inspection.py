@@ -10,15 +10,18 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
+    from optuna.study._frozen import FrozenStudy
+
 from . import study as studies
 from .errors import NothingToShow, UsageError
-from .protocol import PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX
+from .protocol import PROTOCOL_ATTR
 
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
           "running": TrialState.RUNNING, "waiting": TrialState.WAITING}
@@ -250,11 +253,11 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float = DEFA
             epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
             started=_iso(min(starts)) if starts else None,
             times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE),
-            final=latest_retrain(frozen.user_attrs)))
+            final=latest_retrain(frozen)))
     return out
 
 
-def latest_retrain(user_attrs: dict[str, Any]) -> dict[str, Any]:
-    """The most recent `cnn-tune retrain` record among a study's attributes ({} if none)."""
-    records = [v for k, v in user_attrs.items() if k.startswith(RETRAIN_ATTR_PREFIX) and isinstance(v, dict)]
+def latest_retrain(frozen: FrozenStudy) -> dict[str, Any]:
+    """The most recent `cnn-tune retrain` record of a study ({} if none)."""
+    records = [r for r in studies.retrain_records(frozen).values() if isinstance(r, dict)]
     return max(records, key=lambda r: str(r.get("created", "")), default={})

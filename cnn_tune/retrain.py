@@ -189,13 +189,13 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         for result, trained in trainer.fit_model(hp, epochs, seed, style):
             on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K
             model = trained
-        members.append(ckpt.Member(trial.number, seed, hp, _plain(model)))
+        members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
     scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
-    stored = [{"trial": m.trial, "seed": m.seed, "hyperparams": m.hyperparams.as_dict()} for m in members]
     ran = Evaluation(path, scores, len(data.test_labels), members[0].hyperparams, study.study_name, leader.number,
-                     epochs, seeds[0], train_seconds, eval_seconds, leader.value, members=stored,
-                     recipe=recipe.as_dict(), since_first_trial_s=_since_first_trial(study))
+                     epochs, seeds[0], train_seconds, eval_seconds, leader.value,
+                     members=[m.as_meta() for m in members], recipe=recipe.as_dict(),
+                     since_first_trial_s=_since_first_trial(study))
     meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
     ckpt.save(path, members, meta)
     studies.record_retrain(study, leader.number, {
@@ -204,11 +204,6 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         "recipe": recipe.as_dict(), "train_seconds": train_seconds, "since_first_trial_s": ran.since_first_trial_s,
         "created": meta["created"]})
     return ran
-
-
-def _plain(model: torch.nn.Module) -> torch.nn.Module:
-    """The network inside an EMA wrapper (AveragedModel keeps it as ``.module``)."""
-    return getattr(model, "module", model)
 
 
 def _since_first_trial(study: optuna.Study) -> float | None:

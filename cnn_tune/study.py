@@ -16,12 +16,16 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy
 import sqlalchemy.event
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
+
+if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
+    from optuna.study._frozen import FrozenStudy
 
 from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, StudyNotFound, UsageError
 from .protocol import CONFIRM_ATTR_PREFIX, PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
@@ -363,20 +367,20 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
     return study, created
 
 
-def _by_trial(study: optuna.Study, prefix: str) -> dict[int, dict]:
+def _by_trial(user_attrs: dict, prefix: str) -> dict[int, dict]:
     """Study user attrs named PREFIX + trial number, by trial number."""
-    return {int(key[len(prefix):]): value for key, value in study.user_attrs.items()
+    return {int(key[len(prefix):]): value for key, value in user_attrs.items()
             if key.startswith(prefix) and key[len(prefix):].isdigit()}
 
 
-def retrain_records(study: optuna.Study) -> dict[int, dict]:
-    """What `cnn-tune retrain` stored, by trial number."""
-    return _by_trial(study, RETRAIN_ATTR_PREFIX)
+def retrain_records(study: optuna.Study | FrozenStudy) -> dict[int, dict]:
+    """What `cnn-tune retrain` stored, by trial number (from a study, or a storage's record of one)."""
+    return _by_trial(study.user_attrs, RETRAIN_ATTR_PREFIX)
 
 
 def confirm_records(study: optuna.Study) -> dict[int, dict]:
     """What `cnn-tune confirm` stored (mean, std, 95% interval, runs), by trial number."""
-    return _by_trial(study, CONFIRM_ATTR_PREFIX)
+    return _by_trial(study.user_attrs, CONFIRM_ATTR_PREFIX)
 
 
 def confirmed_leader(study: optuna.Study) -> int | None:

@@ -163,8 +163,9 @@ def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style:
         hooks.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1)).step)
     kept: torch.nn.Module = model
     if style.ema is not None:
-        kept = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(style.ema), use_buffers=True)
-        hooks.append(lambda: kept.update_parameters(model))
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(style.ema), use_buffers=True)
+        hooks.append(lambda: averaged.update_parameters(model))
+        kept = averaged.module  # the averaged copy, a plain ConvNet: saved and scored as any other
     if not hooks:
         return None, model
 

@@ -70,20 +70,23 @@ class Fate:
 def fates_text(fates: list[Fate]) -> str:
     """What became of every worker's open trial, for the one error line: ``trials 3 and 4 could
     not be closed: …``."""
+    closed = sorted({f.trial for f in fates if f.closed})
+    left_open = sorted({f.trial for f in fates if not f.closed})
     parts = []
-    for closed, verb in ((True, "stored as failed"), (False, "could not be closed")):
-        numbers = sorted({f.trial for f in fates if f.closed == closed})
-        if not numbers:
-            continue
-        names = (f"trial {numbers[0]}" if len(numbers) == 1
-                 else f"trials {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}")
-        text = f"{names} {'was' if len(numbers) == 1 else 'were'} {verb}" if closed else f"{names} {verb}"
-        if not closed:
-            text += (": once the heartbeat is older than --grace, the next `cnn-tune optimize` on this study "
-                     f"fails {'it' if len(numbers) == 1 else 'them'} and runs {'it' if len(numbers) == 1 else 'them'} "
-                     "again")
-        parts.append(text)
+    if closed:
+        parts.append(f"{_trials_text(closed)} {'was' if len(closed) == 1 else 'were'} stored as failed")
+    if left_open:
+        them = "it" if len(left_open) == 1 else "them"
+        parts.append(f"{_trials_text(left_open)} could not be closed: once the heartbeat is older than --grace, "
+                     f"the next `cnn-tune optimize` on this study fails {them} and runs {them} again")
     return "; ".join(parts)
+
+
+def _trials_text(numbers: list[int]) -> str:
+    """``trial 3``, ``trials 3 and 4``, ``trials 3, 4 and 7``."""
+    if len(numbers) == 1:
+        return f"trial {numbers[0]}"
+    return f"trials {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
 
 
 @dataclass(frozen=True)

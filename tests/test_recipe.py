@@ -58,7 +58,7 @@ def test_ema_hands_back_an_average_of_the_weights():
         model.fc2.bias.data += 1.0  # a step of +1
         after_step()
     # the average lags behind the weights it follows
-    averaged = kept.module.fc2.bias
+    averaged = kept.fc2.bias
     assert torch.all(averaged < model.fc2.bias) and torch.all(averaged > start)
 
 
