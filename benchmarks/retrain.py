@@ -4,13 +4,16 @@ Not part of the test suite; run by hand on an otherwise idle machine:
 
     .venv/bin/python benchmarks/retrain.py --seeds 0 1 2
     .venv/bin/python benchmarks/retrain.py --table      # the Markdown table, from the JSON only
+    .venv/bin/python benchmarks/retrain.py --params '{"optimizer": "Adagrad", "lr": 0.008}' \
+        --json benchmarks/results/retrain_adagrad_cpu.json     # another configuration
 
 Every candidate trains the warm-start configuration (the article's: Adam, lr 1e-3, batch 128,
-fc 128, dropout 0.2/0.1) on all 60,000 training images, exactly as `cnn-tune retrain` does
-(cnn_tune.training.Trainer with a Style), and is scored in fp32 on the 10,000 test images.
-The test set chooses the default here and only here: no study ever sees it. Candidates run in
-a rotated order per seed so that drift of the machine hits all alike. A run during which
-other processes used more than a fifth of a core is kept but marked ``disturbed``.
+fc 128, dropout 0.2/0.1), or the one ``--params`` describes, on all 60,000 training images,
+exactly as `cnn-tune retrain` does (cnn_tune.training.Trainer with a Style), and is scored in
+fp32 on the 10,000 test images. The test set chooses the default here and only here: no study
+ever sees it. Candidates run in a rotated order per seed so that drift of the machine hits all
+alike. A run during which other processes used more than a fifth of a core is kept but marked
+``disturbed``.
 
 The ensemble candidate trains the same configuration with K seeds: in a study the top K
 trials are near-identical configurations, so this is its cost and its gain without a study.
@@ -47,6 +50,7 @@ CANDIDATES: dict[str, Recipe] = {
     "20 ep, constant lr": Recipe(epochs=20),
     "20 ep, cosine": Recipe(epochs=20, schedule="cosine"),
     "20 ep, cosine, shift 2": Recipe(epochs=20, schedule="cosine", shift=2),
+    "20 ep, constant lr, shift 2": Recipe(epochs=20, shift=2),
     "20 ep, cosine, shift 2, EMA": Recipe(epochs=20, schedule="cosine", shift=2, average="ema"),
     "15 ep, cosine, shift 2": Recipe(epochs=15, schedule="cosine", shift=2),
     "ensemble 3 × (10 ep, cosine, shift 2)": Recipe(epochs=10, schedule="cosine", shift=2, top=3),
@@ -65,14 +69,15 @@ def own_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(trainer: Trainer, recipe: Recipe, seed: int, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def run(trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int,
+        test: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """Train one candidate with one seed; its test accuracy, seconds and what else ran."""
     style = Style(schedule=recipe.schedule, shift=recipe.shift, ema=recipe.ema)
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
     members = []
     for k in range(recipe.top):
         model = None
-        for _, trained in trainer.fit_model(CONFIG, recipe.epochs, seed * 100 + k, style):
+        for _, trained in trainer.fit_model(config, recipe.epochs, seed * 100 + k, style):
             model = trained
         members.append(model)
     seconds = time.perf_counter() - started
@@ -109,25 +114,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help="JSON: hyperparameters that differ from the warm start's, e.g. a study's winner")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(args.json.read_text())))
         return
+    config = Hyperparams.from_params({**asdict(CONFIG), **args.params})
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device)
     data = load_mnist(None, lambda message: None)
     trainer = Trainer.all_training_images(data, device, precision)
     test = (to_inputs(data.test_images, device), data.test_labels.long())
     result = json.loads(args.json.read_text()) if args.json.exists() else {"candidates": {}}
+    if result.get("machine", {}).get("config", asdict(config)) != asdict(config):
+        parser.error(f"{args.json} holds runs of another configuration; name a new file with --json")
     result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                          "precision": precision, "torch": str(torch.__version__), "python": platform.python_version(),
-                         "config": asdict(CONFIG)}
+                         "config": asdict(config)}
     for i, seed in enumerate(args.seeds):
         names = args.candidates[i % len(args.candidates):] + args.candidates[:i % len(args.candidates)]
         for name in names:
-            record = run(trainer, CANDIDATES[name], seed, test)
+            record = run(trainer, config, CANDIDATES[name], seed, test)
             result["candidates"].setdefault(name, []).append(record)
             args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
             print(f"seed {seed} {name}: {100 * record['test']:.2f}% in {record['seconds']:.0f} s"

@@ -10,12 +10,18 @@ training, once more, on all 60,000 images — one flag away.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .errors import UsageError
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("auto", "constant", "cosine")
+# Adagrad divides each step by the root of the sum of all squared gradients so far: its steps
+# already shrink like 1/sqrt(t), and a cosine decay on top starves the retrain. Measured on a
+# study's Adagrad winner (benchmarks/retrain.py --params, docs/performance.md): cosine lost
+# about 0.1 point to a constant lr, where for Adam it gained 0.11. ``auto`` follows that.
+SELF_DECAYING = frozenset({"Adagrad"})
 AVERAGES = ("none", "ema")
 EMA_DECAY = 0.999  # ≈ the last 1,000 steps (2 epochs at batch 128 on 60,000 images)
 MAX_SHIFT = 4  # pixels; a 28×28 digit shifted further starts to lose strokes off the edge
@@ -25,7 +31,7 @@ MAX_TOP = 10
 @dataclass(frozen=True)
 class Recipe:
     epochs: int | None  # None: the study's own (the article's 10)
-    schedule: str = "constant"  # lr over the retrain: the trial's throughout, or cosine decay to 0
+    schedule: str = "constant"  # lr over the retrain: the trial's throughout, cosine decay to 0, or auto
     shift: int = 0  # random translation of each training image, up to this many pixels
     average: str = "none"  # "ema": hand over an exponential moving average of the weights
     top: int = 1  # an ensemble of the K best trials (by confirmed mean once `confirm` ran)
@@ -46,6 +52,19 @@ class Recipe:
     def ema(self) -> float | None:
         return EMA_DECAY if self.average == "ema" else None
 
+    def schedule_for(self, optimizer: str) -> str:
+        """The schedule one member trains with: ``auto`` is cosine, constant for an optimizer
+        whose steps already decay."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "constant" if optimizer in SELF_DECAYING else "cosine"
+
+    def resolved(self, optimizers: Iterable[str]) -> "Recipe":
+        """This recipe with ``auto`` made concrete — unless the members' optimizers disagree,
+        then it stays ``auto`` (each member's schedule follows from its stored optimizer)."""
+        schedules = {self.schedule_for(optimizer) for optimizer in optimizers}
+        return replace(self, schedule=schedules.pop()) if len(schedules) == 1 else self
+
     def with_options(self, **options: Any) -> "Recipe":
         """This recipe with the options the user gave (None: keep the recipe's)."""
         return replace(self, **{k: v for k, v in options.items() if v is not None})
@@ -55,7 +74,9 @@ class Recipe:
 
     def text(self, epochs: int) -> str:
         """``20 epochs, cosine lr, shifts ≤2 px`` — what a retrain will do, in a few words."""
-        parts = [f"{epochs} epochs", "cosine lr" if self.schedule == "cosine" else "constant lr"]
+        lr = {"cosine": "cosine lr", "constant": "constant lr"}.get(
+            self.schedule, f"cosine lr (constant for {', '.join(sorted(SELF_DECAYING))})")
+        parts = [f"{epochs} epochs", lr]
         parts += [f"shifts ≤{self.shift} px"] if self.shift else []
         parts += ["EMA weights"] if self.average == "ema" else []
         parts += [f"ensemble of {self.top}"] if self.top > 1 else []
@@ -63,7 +84,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "best": Recipe(epochs=20, schedule="cosine", shift=2),
+    "best": Recipe(epochs=20, schedule="auto", shift=2),
     "article": Recipe(epochs=None),
 }
 DEFAULT_RECIPE = "best"

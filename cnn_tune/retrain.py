@@ -154,8 +154,9 @@ def _versions() -> dict[str, str]:
 def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log) -> Evaluation:
     """Validate everything cheap first (study, trials, output path); then read data and train."""
     study = studies.read_study(settings.storage, settings.study)
-    recipe = settings.recipe
-    chosen = pick_trials(study, settings.trial, recipe.top)
+    chosen = pick_trials(study, settings.trial, settings.recipe.top)
+    hyperparams = [Hyperparams.from_params(t.params) for t in chosen]
+    recipe = settings.recipe.resolved(hp.optimizer for hp in hyperparams)
     leader = chosen[0]
     confirmed = studies.confirm_records(study).get(leader.number)
     if settings.trial is None and confirmed is not None:
@@ -180,11 +181,10 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
              else f"the top {len(chosen)} trials ({', '.join(str(t.number) for t in chosen)})")
     log(f"Retraining {which} of study {study.study_name!r} on all {trainer.n_train} training images: "
         f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})")
-    style = Style(schedule=recipe.schedule, shift=recipe.shift, ema=recipe.ema)
     started = time.perf_counter()
     members = []
-    for k, (trial, seed) in enumerate(zip(chosen, seeds)):
-        hp = Hyperparams.from_params(trial.params)
+    for k, (trial, seed, hp) in enumerate(zip(chosen, seeds, hyperparams)):
+        style = Style(schedule=recipe.schedule_for(hp.optimizer), shift=recipe.shift, ema=recipe.ema)
         model = None
         for result, trained in trainer.fit_model(hp, epochs, seed, style):
             on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K

@@ -181,6 +181,7 @@ def _benchmark(name: str):
 
 @pytest.mark.parametrize("script, results, in_readme", [
     ("retrain", "retrain_cpu.json", False),
+    ("retrain", "retrain_adagrad_cpu.json", False),
     ("precision", "precision_cpu.json", False),
     ("pipeline", "pipeline_cpu.json", True),
 ])

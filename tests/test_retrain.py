@@ -402,3 +402,44 @@ def test_recipe_values_are_checked_in_the_library():
                 {"epochs": 1, "average": "swa"}, {"epochs": 1, "top": 0}):
         with pytest.raises(UsageError):
             Recipe(**bad)
+
+
+def test_the_default_schedule_keeps_adagrad_constant(tmp_path):
+    """`auto` (the default recipe's schedule): cosine for Adam, constant for Adagrad, whose steps
+    already shrink. Recorded resolved, and trained as recorded: the default retrain of an
+    Adagrad trial is bit-for-bit the `--schedule constant` one, not the cosine one."""
+    e = Env(tmp_path)
+    quick = ("--epochs", "1", "--device", "cpu", "--pruner", "none")
+    assert e("optimize", "--trials", "1", "--no-warm-start", *quick).exit_code == 0  # trial 0: random
+    study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
+    study.enqueue_trial({**GOOD, "optimizer": "Adagrad", "lr": 1e-2})  # trial 1
+    study.enqueue_trial(GOOD)  # trial 2: Adam
+    assert e("optimize", "--trials", "2", *quick).exit_code == 0
+
+    def retrain(name: str, *args: str) -> dict:
+        result = e("retrain", *args, "--epochs", "2", "-o", str(tmp_path / f"{name}.pt"), "-f", "json",
+                   "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    auto = retrain("auto", "--trial", "1")
+    constant = retrain("constant", "--trial", "1", "--schedule", "constant")
+    cosine = retrain("cosine", "--trial", "1", "--schedule", "cosine")
+    assert auto["recipe"]["schedule"] == "constant" and cosine["recipe"]["schedule"] == "cosine"
+    assert auto["test_loss"] == constant["test_loss"] != cosine["test_loss"]
+    assert retrain("adam", "--trial", "2")["recipe"]["schedule"] == "cosine"
+    mixed = retrain("all", "--top", "3")  # Adagrad and Adam: the recipe stays auto, each member its own
+    assert mixed["recipe"]["schedule"] == "auto"
+    shown = e("evaluate", str(tmp_path / "all.pt"), "--device", "cpu").stdout
+    assert "2 epochs, cosine lr (constant for Adagrad), shifts ≤2 px" in shown
+
+
+def test_auto_schedule_in_the_library():
+    from cnn_tune.recipe import RECIPES, Recipe
+
+    auto = RECIPES["best"]
+    assert auto.schedule == "auto" and auto.schedule_for("Adagrad") == "constant"
+    assert auto.schedule_for("Adam") == auto.schedule_for("Adadelta") == "cosine"
+    assert auto.resolved(["Adam", "Adam"]).schedule == "cosine"
+    assert auto.resolved(["Adam", "Adagrad"]).schedule == "auto"
+    assert Recipe(epochs=1, schedule="cosine").resolved(["Adagrad"]).schedule == "cosine"  # asked for: kept
