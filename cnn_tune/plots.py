@@ -150,6 +150,9 @@ def default_path(url: str, study_name: str, kind: str, suffix: str = ".html") ->
     return studies.results_folder(url) / f"{study_name}-{kind}{suffix}"
 
 
+RENDER_ATTEMPTS = 3
+
+
 def render(fig, suffix: str) -> bytes:
     """The file's bytes. HTML embeds plotly.js (~4.8 MB) so it opens offline."""
     if suffix == ".html":
@@ -158,15 +161,23 @@ def render(fig, suffix: str) -> bytes:
         import kaleido  # noqa: F401
     except ImportError:
         raise DependencyMissing("static images need kaleido", hint="pip install 'kaleido>=1'") from None
-    try:
-        return fig.to_image(format=suffix[1:], width=STATIC_SIZE[0], height=STATIC_SIZE[1])
-    except RuntimeError as exc:  # choreographer.ChromeNotFoundError and kaleido's browser failures
-        if "Chrome" in type(exc).__name__ or "Chrome" in str(exc) or "browser" in str(exc).lower():
-            raise DependencyMissing(
-                f"{suffix[1:].upper()} images need Chrome or Chromium, which kaleido did not find",
-                hint="install it (Debian/Ubuntu: apt-get install -y chromium; or run kaleido_get_chrome), "
-                     "or write .html") from None
-        raise
+    for attempt in range(1, RENDER_ATTEMPTS + 1):
+        try:
+            return fig.to_image(format=suffix[1:], width=STATIC_SIZE[0], height=STATIC_SIZE[1])
+        except RuntimeError as exc:  # choreographer.ChromeNotFoundError and kaleido's browser failures
+            if "Chrome" in type(exc).__name__ or "Chrome" in str(exc) or "browser" in str(exc).lower():
+                raise DependencyMissing(
+                    f"{suffix[1:].upper()} images need Chrome or Chromium, which kaleido did not find",
+                    hint="install it (Debian/Ubuntu: apt-get install -y chromium; or run kaleido_get_chrome), "
+                         "or write .html") from None
+            raise
+        except Exception as exc:
+            # Seen on a loaded 2-core machine: kaleido evaluated its script before Chromium had
+            # loaded the page ("ReferenceError: kaleido_scopes is not defined", a JavascriptError).
+            # Each to_image starts a fresh browser, so a second try renders the same figure.
+            if type(exc).__name__ != "JavascriptError" or attempt == RENDER_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, params: list[str] | None,

@@ -181,7 +181,8 @@ def test_a_hang_up_stops_cleanly_with_129(small, tmp_path, workers):
 def test_nohup_keeps_running_through_a_hang_up(small):
     """SIGHUP ignored (``nohup cnn-tune …``): the run is meant to outlive the terminal."""
     data, url = small
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu"),
+    # 20 epochs: with 3 a fast machine finished the trial between two polls of _wait_training
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", "--epochs", "20", "--device", "cpu"),
                             env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
