@@ -72,7 +72,7 @@ def own_seconds() -> float:
 def run(trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int,
         test: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """Train one candidate with one seed; its test accuracy, seconds and what else ran."""
-    style = Style(schedule=recipe.schedule, shift=recipe.shift, ema=recipe.ema)
+    style = Style(schedule=recipe.schedule_for(config.optimizer), shift=recipe.shift, ema=recipe.ema)
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
     members = []
     for k in range(recipe.top):

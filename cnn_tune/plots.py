@@ -170,11 +170,9 @@ def render(fig, suffix: str) -> bytes:
                     f"{suffix[1:].upper()} images need Chrome or Chromium, which kaleido did not find",
                     hint="install it (Debian/Ubuntu: apt-get install -y chromium; or run kaleido_get_chrome), "
                          "or write .html") from None
-            raise
-        except Exception as exc:
             # Seen on a loaded 2-core machine: kaleido evaluated its script before Chromium had
-            # loaded the page ("ReferenceError: kaleido_scopes is not defined", a JavascriptError).
-            # Each to_image starts a fresh browser, so a second try renders the same figure.
+            # loaded the page ("ReferenceError: kaleido_scopes is not defined", a JavascriptError,
+            # itself a RuntimeError). Each to_image starts a fresh browser: try again.
             if type(exc).__name__ != "JavascriptError" or attempt == RENDER_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")  # the loop returns or raises

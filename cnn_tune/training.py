@@ -100,6 +100,10 @@ class Style:
     shift: int = 0  # translate each training image by up to this many pixels (zero fill)
     ema: float | None = None  # keep an exponential moving average of the weights with this decay
 
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):  # a recipe's "auto" is resolved per optimizer first
+            raise ValueError(f"a Style trains with a constant or cosine lr, not {self.schedule!r}")
+
 
 class Trainer:
     """Holds one split of the data on one device; trains any number of configurations on it."""

@@ -196,3 +196,36 @@ def test_intermediate_needs_per_epoch_values(cli, db_url):
     trial.suggest_float("lr", 1e-5, 1e-1, log=True)
     study.tell(trial, state=TrialState.FAIL)
     assert_one_line_error(cli("plot", "intermediate"), 1, "per-epoch values")
+
+
+class _FlakyFigure:
+    """A figure whose first ``failures`` exports fail as kaleido did on a loaded machine (the
+    race cannot be provoked on demand, so the error is raised here)."""
+
+    def __init__(self, failures: int, error: type[Exception] | None = None) -> None:
+        self.failures, self.calls, self.error = failures, 0, error
+
+    def to_image(self, **_: object) -> bytes:
+        from kaleido._kaleido_tab._errors import JavascriptError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise (self.error or JavascriptError)("ReferenceError: kaleido_scopes is not defined")
+        return b"%PDF-"
+
+
+def test_a_page_kaleido_ran_too_early_is_rendered_again():
+    from kaleido._kaleido_tab._errors import JavascriptError
+
+    from cnn_tune.plots import RENDER_ATTEMPTS, render
+
+    flaky = _FlakyFigure(RENDER_ATTEMPTS - 1)
+    assert render(flaky, ".pdf") == b"%PDF-" and flaky.calls == RENDER_ATTEMPTS
+    always = _FlakyFigure(RENDER_ATTEMPTS)
+    with pytest.raises(JavascriptError):
+        render(always, ".pdf")
+    assert always.calls == RENDER_ATTEMPTS
+    other = _FlakyFigure(1, error=RuntimeError)  # any other failure is not retried
+    with pytest.raises(RuntimeError):
+        render(other, ".pdf")
+    assert other.calls == 1

@@ -3,6 +3,7 @@ weight averaging, and the ensemble's vote."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cnn_tune.model import Ensemble, build_model
@@ -76,3 +77,9 @@ def test_an_ensemble_averages_probabilities():
         got = Ensemble([a, b])(x).softmax(1)
         want = (a(x).softmax(1) + b(x).softmax(1)) / 2
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_style_needs_a_concrete_schedule():
+    """`auto` belongs to a recipe, resolved per optimizer; a Style given it would train constant."""
+    with pytest.raises(ValueError, match="auto"):
+        Style(schedule="auto")
