@@ -139,15 +139,28 @@ def test_welch_tells_a_real_gap_from_noise():
 
 # --- real processes: Ctrl-C and resume, two processes sharing the runs ------------------------
 
+def _study(tmp_path: Path, trials: int, epochs: int) -> tuple[Path, str]:
+    data = write_mnist(tmp_path / "data", n_train=1200, n_test=20)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    r = subprocess.run(_cnn_tune("optimize", "--trials", str(trials), "--epochs", str(epochs), "--device", "cpu",
+                                 "--pruner", "none", "--seed", "3"),
+                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return data, url
+
+
 @pytest.fixture()
 def slow_study(tmp_path):
     """A study whose runs take about a second each (1,200 images, 3 epochs)."""
-    data = write_mnist(tmp_path / "data", n_train=1200, n_test=20)
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "3", "--epochs", "3", "--device", "cpu", "--pruner", "none",
-                                 "--seed", "3"), env=_env(data, url), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return data, url
+    return _study(tmp_path, trials=3, epochs=3)
+
+
+@pytest.fixture()
+def long_study(tmp_path):
+    """One trial whose runs take seconds (12 epochs): a test that must catch a run mid-training
+    has that long between seeing it and acting; with 3 epochs a loaded machine (CI, xdist) saw
+    the run end in between."""
+    return _study(tmp_path, trials=1, epochs=12)
 
 
 def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study):
@@ -199,8 +212,8 @@ def test_two_confirm_processes_share_the_runs_without_doing_one_twice(slow_study
     assert sum(ran) == 6 and all(ran), ran  # both worked, together exactly once each
 
 
-def test_a_killed_confirm_worker_has_its_run_redone(slow_study):
-    data, url = slow_study
+def test_a_killed_confirm_worker_has_its_run_redone(long_study):
+    data, url = long_study
     beat = ["--heartbeat", "1", "--grace", "3", "--device", "cpu"]
     victim = subprocess.Popen(_cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

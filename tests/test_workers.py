@@ -212,7 +212,8 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
     db = tmp_path / "k.db"
     url = f"sqlite:///{db}"
-    beat = ["--heartbeat", "1", "--grace", "3", "--epochs", "4", "--device", "cpu", "--pruner", "none", "--seed", "1"]
+    # 10 epochs: seconds between seeing the trial train and the kill, even on a loaded machine
+    beat = ["--heartbeat", "1", "--grace", "3", "--epochs", "10", "--device", "cpu", "--pruner", "none", "--seed", "1"]
     victim = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", *beat), env=_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
