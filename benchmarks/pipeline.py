@@ -73,7 +73,7 @@ def seed_style_search(url: str, seed: int, data_dir: Path) -> tuple[float, float
 
     from cnn_tune import study as studies
     from cnn_tune.data import load_mnist
-    from cnn_tune.plan import make_protocol
+    from cnn_tune.plan import protocol_for
     from cnn_tune.space import Hyperparams, distributions
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -84,7 +84,7 @@ def seed_style_search(url: str, seed: int, data_dir: Path) -> tuple[float, float
     wall = time.perf_counter() - started
     others = max(busy_seconds() - busy - (own_seconds() - own), 0.0)
     data = load_mnist(data_dir, lambda _: None)
-    protocol = make_protocol(10, None, len(data.train_labels), data.fingerprint)
+    protocol = protocol_for(10, None, data)
     storage = studies.open_storage(url, None, write=True)
     study, _ = studies.create_or_load(storage, "mnist-cnn", protocol, optuna.samplers.RandomSampler(),
                                       optuna.pruners.NopPruner())

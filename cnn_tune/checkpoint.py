@@ -5,6 +5,9 @@ A checkpoint is a ``torch.save`` of a dict of plain types and tensors. Loading u
 primitive values — a file crafted to run code on load is refused — and then every field is
 validated before a model is built from it.
 
+A network of another width than MNIST's 10 classes is architecture ``ConvNet-v2``; its class
+names are the top-level ``classes`` (label order), which `predict` prints.
+
 Format 2 holds ``members``: one or more trained networks (an ensemble of the top K trials),
 each with its trial, seed, hyperparameters and weights. Format 1 (one network, its weights
 in ``state_dict`` at the top) is still read: it loads as an ensemble of one.
@@ -20,9 +23,10 @@ from typing import Any
 
 import torch
 
+from .datasets import DIGITS
 from .errors import CheckpointError
 from .files import write_atomic
-from .model import ARCHITECTURE, ConvNet, Ensemble, build_model
+from .model import ARCHITECTURE, ARCHITECTURES, ConvNet, Ensemble, architecture_for, build_model
 from .space import Hyperparams
 
 FORMAT = "cnn-tune-checkpoint"
@@ -54,18 +58,19 @@ class Checkpoint:
     meta: dict[str, Any]  # everything but the weights, JSON-ready; "members": [{trial, seed, hyperparams}]
 
 
-def save(path: Path, members: list[Member], meta: dict[str, Any]) -> None:
+def save(path: Path, members: list[Member], meta: dict[str, Any], classes: tuple[str, ...] = DIGITS) -> None:
     """Write atomically: a crash never leaves half a checkpoint under ``path``."""
     if not members:
         raise ValueError("a checkpoint needs at least one member")
+    architecture = architecture_for(len(classes))
     # contiguous CPU copies: channels_last weights would otherwise be saved in that layout
-    stored = [{"architecture": ARCHITECTURE, **m.as_meta(),
+    stored = [{"architecture": architecture, **m.as_meta(),
                "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()}}
               for m in members]
     first = members[0]
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
-               **meta, "members": stored, "hyperparams": first.hyperparams.as_dict(), "trial": first.trial,
-               "seed": first.seed}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
+               **meta, "classes": list(classes), "members": stored, "hyperparams": first.hyperparams.as_dict(),
+               "trial": first.trial, "seed": first.seed}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_atomic(path, buffer.getvalue())
@@ -134,16 +139,32 @@ def _validate(path: Path, payload: Any) -> Checkpoint:
     if len(kinds) > 1:
         raise CheckpointError(f"{path} mixes network architectures ({', '.join(kinds)}); an ensemble needs one",
                               hint="run `cnn-tune retrain` again to rewrite it")
-    foreign = [a for a in (payload["architecture"], kinds[0]) if a != ARCHITECTURE]
+    foreign = [a for a in (payload["architecture"], kinds[0]) if a not in ARCHITECTURES]
     if foreign:
-        raise CheckpointError(f"{path} holds a {foreign[0]!r} network; this cnn-tune builds {ARCHITECTURE!r}",
+        raise CheckpointError(f"{path} holds a {foreign[0]!r} network; this cnn-tune builds "
+                              f"{' and '.join(map(repr, ARCHITECTURES))}",
                               hint="evaluate it with the cnn-tune version that wrote it")
-    members = [_member(path, m, i if len(stored) > 1 else None) for i, m in enumerate(stored)]
+    classes = _classes(path, payload)
+    members = [_member(path, m, i if len(stored) > 1 else None, len(classes)) for i, m in enumerate(stored)]
     model = Ensemble([m.model for m in members])
     model.eval()
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "members")}
     meta["members"] = [m.as_meta() for m in members]
+    meta["classes"] = list(classes)
     return Checkpoint(model=model, hyperparams=members[0].hyperparams, meta=meta)
+
+
+def _classes(path: Path, payload: dict) -> tuple[str, ...]:
+    """Label k's name, as stored; a v1 network (10 outputs) without names has the digits'
+    (every checkpoint made before other data sets)."""
+    classes = payload.get("classes")
+    if classes is None and payload["architecture"] == ARCHITECTURE:
+        return DIGITS
+    ok = isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+    if not ok or (payload["architecture"] == ARCHITECTURE and len(classes) != len(DIGITS)):
+        raise CheckpointError(f"{path}: lacks or has malformed fields: classes",
+                              hint="run `cnn-tune retrain` again to rewrite it")
+    return tuple(classes)
 
 
 def _require(path: Path, fields: dict, required: dict[str, type], where: str) -> None:
@@ -153,7 +174,7 @@ def _require(path: Path, fields: dict, required: dict[str, type], where: str) ->
                               hint="run `cnn-tune retrain` again to rewrite it")
 
 
-def _member(path: Path, stored: dict, index: int | None) -> Member:
+def _member(path: Path, stored: dict, index: int | None, n_classes: int) -> Member:
     """Build one network from its stored fields; every check names the file (and the member)."""
     where = f"{path}" if index is None else f"{path} (member {index})"
     try:
@@ -161,12 +182,13 @@ def _member(path: Path, stored: dict, index: int | None) -> Member:
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{where} has invalid hyperparameters: {exc}",
                               hint="run `cnn-tune retrain` again") from None
-    model: ConvNet = build_model(hp)
+    model: ConvNet = build_model(hp, n_classes)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = stored["state_dict"]
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if got != expected or len(state) != len(expected):
-        raise CheckpointError(f"{where}: the weights do not fit a ConvNet with fc2_input_dim={hp.fc2_input_dim}",
+        raise CheckpointError(f"{where}: the weights do not fit a ConvNet with fc2_input_dim={hp.fc2_input_dim} "
+                              f"and {n_classes} classes",
                               hint="the file was altered; run `cnn-tune retrain` again")
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError(f"{where} holds non-finite weights", hint="run `cnn-tune retrain` again")

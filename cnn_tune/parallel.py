@@ -115,7 +115,7 @@ def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
                 continue
 
     def attach_study():
-        data = read_folder(plan.data_folder)
+        data = read_folder(plan.data_folder, plan.protocol.ref, plan.protocol.class_names)
         return attach(open_storage(plan.url, plan.heartbeat, write=True), plan, index), data
 
     pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads

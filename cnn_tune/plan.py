@@ -12,14 +12,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import VAL_FRACTION, Mnist, make_split
+from .data import VAL_FRACTION, Images, make_split
+from .datasets import DIGITS, FOLDER, DatasetRef, default_study_name, parse_dataset
 from .errors import ProtocolConflict, UsageError
-from .model import ARCHITECTURE
+from .model import architecture_for
 from .presets import DEFAULT_PRESET, PRESETS, Search
 from .protocol import DEFAULT_EPOCHS, SPLIT_SEED, Protocol
 from .samplers import check_pruner, check_sampler
 from .space import SEARCH_SPACE_VERSION
-from .study import DEFAULT_STORAGE, DEFAULT_STUDY, Heartbeat
+from .study import DEFAULT_STORAGE, Heartbeat
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class OptimizeOptions:
     timeout: float | None = None
     epochs: int | None = None  # None: the study's, or DEFAULT_EPOCHS for a new study
     train_limit: int | None = None  # None: the study's, or all images for a new study
-    study: str = DEFAULT_STUDY
+    study: str | None = None  # None: named after the data set (mnist-cnn, fashion-mnist-cnn, <folder>-cnn)
     storage: str = DEFAULT_STORAGE
     seed: int | None = None
     device: str = "auto"
@@ -44,6 +45,7 @@ class OptimizeOptions:
     max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     warm_start: bool | None = None  # a new study's first trial is a known-good configuration (enqueued)
+    dataset: str | None = None  # mnist, fashion-mnist or a folder; None: the study's, or mnist for a new study
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,30 @@ def resolve_search(options: OptimizeOptions) -> Search:
                   workers=preset.workers if options.workers is None else options.workers)
 
 
+def study_name(options: OptimizeOptions) -> str:
+    """``--study``, else named after ``--dataset`` (``mnist-cnn`` when neither is given)."""
+    if options.study is not None:
+        return options.study
+    return default_study_name(parse_dataset(options.dataset) if options.dataset is not None else DatasetRef())
+
+
+def resolve_dataset(options: OptimizeOptions, stored: Protocol | None) -> DatasetRef:
+    """The data set: as asked, else the study's, else MNIST. A study is never resumed on
+    another data set (a folder that moved is the same data set: its fingerprint decides)."""
+    if options.dataset is None:
+        return stored.ref if stored is not None else DatasetRef()
+    asked = parse_dataset(options.dataset)
+    if stored is not None and asked.name != stored.dataset:
+        raise ProtocolConflict(f"study {options.study!r} was tuned on {stored.ref.text()}; "
+                               f"you asked for {asked.text()}",
+                               hint="drop --dataset to resume it, or start a new one with --study NAME")
+    return asked
+
+
 def check_options(options: OptimizeOptions) -> None:
     """What can be refused before anything is opened or read (names only; Typer did the bounds)."""
+    if options.dataset is not None:
+        parse_dataset(options.dataset)
     search = resolve_search(options)
     check_sampler(search.sampler)
     check_pruner(search.pruner)
@@ -111,14 +135,22 @@ def resolve_length(options: OptimizeOptions, stored: Protocol | None) -> tuple[i
     return epochs, limit
 
 
-def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerprint: str) -> Protocol:
-    """The protocol of a study on ``n_images`` training images (``train_limit`` checked against them)."""
+def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerprint: str,
+                  ref: DatasetRef = DatasetRef(), classes: tuple[str, ...] = DIGITS) -> Protocol:
+    """The protocol of a study on ``n_images`` training images of ``ref`` (``train_limit``
+    checked against them); a folder's class names are part of it."""
     if train_limit is not None and not 10 <= train_limit <= n_images:
         raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
     split = make_split(n_images, train_limit, SPLIT_SEED)
     return Protocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
                     n_train=len(split.train), n_val=len(split.val), data_fingerprint=fingerprint,
-                    search_space_version=SEARCH_SPACE_VERSION, architecture=ARCHITECTURE)
+                    search_space_version=SEARCH_SPACE_VERSION, architecture=architecture_for(len(classes)),
+                    dataset=ref.name, dataset_source=ref.source, classes=classes if ref.name == FOLDER else None)
+
+
+def protocol_for(epochs: int, train_limit: int | None, data: Images) -> Protocol:
+    """:func:`make_protocol` for the images in hand."""
+    return make_protocol(epochs, train_limit, len(data.train_labels), data.fingerprint, data.ref, data.classes)
 
 
 def resolve_workers(workers: int, trials: int) -> tuple[int, str | None]:
@@ -183,11 +215,11 @@ def workers_for(asked: int | str, trials: int, device: str, threads: int | None)
     return resolve_workers(int(count), trials)
 
 
-def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trials_before: int, data: Mnist,
+def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trials_before: int, data: Images,
               device: str, precision: str) -> tuple[Plan, list[str]]:
     """The plan, and notes for the user about what was adjusted."""
     epochs, limit = resolve_length(options, stored)
-    protocol = make_protocol(epochs, limit, len(data.train_labels), data.fingerprint)
+    protocol = protocol_for(epochs, limit, data)
     search = resolve_search(options)
     workers, note = workers_for(search.workers, options.trials, device, options.threads)
     plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None,
@@ -196,5 +228,5 @@ def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trial
                 timeout=options.timeout, seed=options.seed,
                 sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=search.warm_start)
+                warm_start=search.warm_start)  # the study name was resolved by the caller (study_name)
     return plan, [note] if note else []

@@ -33,7 +33,8 @@ def start_line(plan: Plan) -> str:
     verb = "Resuming" if plan.resumed else "Creating"
     warm = ", warm start" if plan.warm_start and not plan.resumed else ""
     return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs on "
-            f"{p.n_train} train / {p.n_val} validation images, device {plan.device}, {plan.precision}; "
+            f"{p.n_train} train / {p.n_val} validation images of {p.ref.short}, device {plan.device}, "
+            f"{plan.precision}; "
             f"{plan.sampler} sampler, {plan.pruner} pruner{warm}")
 
 
@@ -45,7 +46,25 @@ def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:
     return progress, task
 
 
-class PlainReporter:
+class ImagesBar:
+    """A bar over a folder's images while they are converted (once per folder: then cached)."""
+
+    console: Console | None = None
+    _images: tuple[Progress, object] | None = None
+
+    def images(self, done: int, total: int) -> None:
+        if self.console is None:
+            return
+        if self._images is None:
+            self._images = _bar(self.console, "images", total)
+        progress, task = self._images
+        progress.update(task, completed=done)
+        if done >= total:
+            progress.stop()
+            self._images = None
+
+
+class PlainReporter(ImagesBar):
     """One line per event; progress notes on stderr so stdout holds only trial lines (or
     nothing but the result, when ``stderr_only``: a JSON or CSV document follows on stdout)."""
 
@@ -74,7 +93,7 @@ class PlainReporter:
 SPEED_WINDOW_S = 600
 
 
-class RichReporter:
+class RichReporter(ImagesBar):
     """A live bar over the study's epochs (a pruned trial's skipped epochs count as done, so the
     time left, from the epochs measured so far, includes pruning), a row per worker with its
     trial, epoch, validation accuracy and seconds per epoch, and a line per finished trial
@@ -152,7 +171,7 @@ def epoch_line(result: EpochResult, epochs: int) -> str:
     return f"epoch {result.epoch:>3}/{epochs}  train loss {result.train_loss:.4f}{val}  {result.seconds:.1f}s"
 
 
-class EpochProgress:
+class EpochProgress(ImagesBar):
     """`retrain`'s display: a rich bar over epochs on a terminal, one stderr line per epoch otherwise."""
 
     def __init__(self, console: Console | None) -> None:

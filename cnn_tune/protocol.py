@@ -6,9 +6,10 @@ It is stored on the study as one user attribute when the study is created; every
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Mapping
 
+from .datasets import BUILTIN_CLASSES, MNIST, DatasetRef
 from .errors import StorageError
 
 DEFAULT_EPOCHS = 10
@@ -39,19 +40,40 @@ class Protocol:
     architecture: str
     objective: str = "val_accuracy"
     direction: str = "maximize"
+    # What the images are (studies from before data sets other than MNIST lack these: MNIST).
+    dataset: str = MNIST  # mnist, fashion-mnist or folder
+    dataset_source: str | None = None  # a folder's absolute path; where it was read, not what it holds
+    classes: tuple[str, ...] | None = None  # a folder's class names, label order; None: the built-in set's
+
+    # Where the images were read is not what they are: a folder moved elsewhere, same content
+    # (same fingerprint), is the same study.
+    _INFORMATIONAL = frozenset({"dataset_source"})
+
+    def __post_init__(self) -> None:
+        if self.classes is not None and not isinstance(self.classes, tuple):
+            object.__setattr__(self, "classes", tuple(self.classes))  # JSON gives a list back
+
+    @property
+    def ref(self) -> DatasetRef:
+        return DatasetRef(self.dataset, self.dataset_source)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes if self.classes is not None else BUILTIN_CLASSES[self.dataset]
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_attr(cls, value: Any, study_name: str) -> "Protocol":
-        names = {f.name for f in fields(cls)}
-        if not isinstance(value, Mapping) or not names <= set(value):
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        if not isinstance(value, Mapping) or not required <= set(value):
             raise StorageError(f"study {study_name!r} has an unreadable cnn-tune protocol",
                                hint="start a new study with --study NAME")
-        return cls(**{k: value[k] for k in names})
+        return cls(**{f.name: value[f.name] for f in fields(cls) if f.name in value})
 
     def differences(self, other: "Protocol") -> list[str]:
-        """``field: stored → other`` for every field that differs."""
+        """``field: stored → other`` for every field that differs (where the data was read excepted)."""
         return [f"{f.name} {getattr(self, f.name)!r} (study) vs {getattr(other, f.name)!r} (now)"
-                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+                for f in fields(self)
+                if f.name not in self._INFORMATIONAL and getattr(self, f.name) != getattr(other, f.name)]

@@ -24,8 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 from . import __version__
 from . import checkpoint as ckpt
 from . import study as studies
-from .data import FILES, Mnist, load_mnist
-from .errors import DataError, UsageError
+from .data import FILES, Images, check_same_data, load_dataset
+from .datasets import DatasetRef
+from .errors import NothingToShow, UsageError
 from .files import check_writable
 from .inspection import counts_text, state_counts
 from .model import Ensemble
@@ -39,7 +40,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class RetrainSettings:
-    study: str = studies.DEFAULT_STUDY
+    study: str | None = None  # None: the database's latest (study.default_name)
     storage: str = studies.DEFAULT_STORAGE
     trial: int | None = None  # None: the best complete trial (or the top K, see recipe.top)
     recipe: Recipe = RECIPES[DEFAULT_RECIPE]
@@ -56,7 +57,7 @@ class Evaluation:
     """What `retrain` and `evaluate` print; JSON-ready through :meth:`as_dict`."""
 
     checkpoint: Path
-    scores: Scores
+    scores: Scores | None  # None: the data set has no test images (a folder without test/)
     n_test: int
     hyperparams: Hyperparams
     study: str
@@ -70,19 +71,23 @@ class Evaluation:
     members: list[dict[str, Any]] = field(default_factory=list)  # [{trial, seed, hyperparams}], best first
     recipe: dict[str, Any] | None = None  # None: a checkpoint from before recipes (plain training)
     since_first_trial_s: float | None = None  # retrain only: study's first trial → finished model
+    classes: tuple[str, ...] = ()  # label k's name
+    dataset: str = "MNIST"  # what the images are, in a word
 
     @property
-    def ci95(self) -> float:
+    def ci95(self) -> float | None:
         """Half-width of the 95% interval of the test accuracy (normal approximation on n images)."""
-        return test_ci95(self.scores.accuracy, self.n_test)
+        return test_ci95(self.scores.accuracy, self.n_test) if self.scores is not None else None
 
     def as_dict(self) -> dict[str, Any]:
+        s = self.scores
         return {"checkpoint": str(self.checkpoint), "study": self.study, "trial": self.trial,
                 "epochs": self.epochs, "seed": self.seed, "hyperparams": self.hyperparams.as_dict(),
                 "members": [m["trial"] for m in self.members] or [self.trial], "recipe": self.recipe,
-                "test_accuracy": self.scores.accuracy, "test_ci95": self.ci95, "test_loss": self.scores.loss,
-                "n_test": self.n_test, "per_class_accuracy": self.scores.per_class,
-                "confusion": self.scores.confusion, "val_accuracy": self.val_accuracy,
+                "dataset": self.dataset, "classes": list(self.classes),
+                "test_accuracy": s and s.accuracy, "test_ci95": self.ci95, "test_loss": s and s.loss,
+                "n_test": self.n_test, "per_class_accuracy": s and s.per_class,
+                "confusion": s and s.confusion, "val_accuracy": self.val_accuracy,
                 "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                 "since_first_trial_s": self.since_first_trial_s}
 
@@ -151,7 +156,8 @@ def _versions() -> dict[str, str]:
 
 # Long: checks everything cheap (study, trials, output path, data) before training, then trains
 # each member, scores, saves and records; each step is a few lines.
-def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log) -> Evaluation:
+def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log,
+            tick: Callable[[int, int], None] | None = None) -> Evaluation:
     """Validate everything cheap first (study, trials, output path); then read data and train."""
     study = studies.read_study(settings.storage, settings.study)
     chosen = pick_trials(study, settings.trial, settings.recipe.top)
@@ -172,10 +178,8 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
 
-    data = load_mnist(settings.data_dir, log)
-    if data.fingerprint != protocol.data_fingerprint:
-        raise DataError(f"the MNIST files in {data.folder} differ from those study {study.study_name!r} was tuned on",
-                        hint="point --data-dir at the study's data")
+    data = load_dataset(protocol.ref, settings.data_dir, log, protocol.data_fingerprint, tick)
+    check_same_data(study.study_name, protocol.data_fingerprint, data)
     trainer = Trainer.all_training_images(data, device, precision)
     which = (f"trial {leader.number}" if len(chosen) == 1
              else f"the top {len(chosen)} trials ({', '.join(str(t.number) for t in chosen)})")
@@ -191,15 +195,20 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
             model = trained
         members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
-    scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
+    if len(data.test_labels):
+        scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
+    else:
+        scores, eval_seconds = None, 0.0
+        log(f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
+            "there is no test accuracy; add test/<class>/ images to score the model")
     ran = Evaluation(path, scores, len(data.test_labels), members[0].hyperparams, study.study_name, leader.number,
                      epochs, seeds[0], train_seconds, eval_seconds, leader.value,
                      members=[m.as_meta() for m in members], recipe=recipe.as_dict(),
-                     since_first_trial_s=_since_first_trial(study))
+                     since_first_trial_s=_since_first_trial(study), classes=data.classes, dataset=data.ref.short)
     meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
-    ckpt.save(path, members, meta)
+    ckpt.save(path, members, meta, data.classes)
     studies.record_retrain(study, leader.number, {
-        "test_accuracy": ran.scores.accuracy, "test_ci95": ran.ci95, "test_loss": ran.scores.loss,
+        "test_accuracy": scores and scores.accuracy, "test_ci95": ran.ci95, "test_loss": scores and scores.loss,
         "checkpoint": str(path.resolve()), "epochs": epochs, "seed": seeds[0], "members": [m.trial for m in members],
         "recipe": recipe.as_dict(), "train_seconds": train_seconds, "since_first_trial_s": ran.since_first_trial_s,
         "created": meta["created"]})
@@ -213,20 +222,20 @@ def _since_first_trial(study: optuna.Study) -> float | None:
     return (datetime.now() - min(starts)).total_seconds() if starts else None
 
 
-def _score(model: torch.nn.Module, data: Mnist, device: torch.device) -> tuple[Scores, float]:
+def _score(model: torch.nn.Module, data: Images, device: torch.device) -> tuple[Scores, float]:
     """The test set's scores, and how long scoring took."""
     started = time.perf_counter()
-    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device))
+    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device), data.n_classes)
     return scores, time.perf_counter() - started
 
 
-def _meta(ran: Evaluation, protocol: Protocol, data: Mnist) -> dict[str, Any]:
+def _meta(ran: Evaluation, protocol: Protocol, data: Images) -> dict[str, Any]:
     """What a checkpoint records beside its weights: enough to rebuild and re-score it alone."""
     s = ran.scores
     return {"hyperparams": ran.hyperparams.as_dict(), "protocol": protocol.to_attr(),
-            "metrics": {"test_accuracy": s.accuracy, "test_loss": s.loss, "per_class_accuracy": s.per_class,
-                        "confusion": s.confusion, "train_seconds": ran.train_seconds,
-                        "val_accuracy": ran.val_accuracy},
+            "metrics": {"test_accuracy": s and s.accuracy, "test_loss": s and s.loss,
+                        "per_class_accuracy": s and s.per_class, "confusion": s and s.confusion,
+                        "train_seconds": ran.train_seconds, "val_accuracy": ran.val_accuracy},
             "data_md5": dict(data.md5), "versions": _versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "study": ran.study, "trial": ran.trial, "epochs": ran.epochs, "seed": ran.seed, "recipe": ran.recipe,
@@ -237,7 +246,12 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
     """Score a checkpoint on the test set again; touches no study."""
     loaded = ckpt.load(path)
     device = resolve_device(device_name)
-    data = load_mnist(data_dir, log)
+    protocol = loaded.meta["protocol"]
+    ref = Protocol.from_attr(protocol, str(loaded.meta["study"])).ref if isinstance(protocol, dict) else None
+    data = load_dataset(ref or DatasetRef(), data_dir, log, protocol.get("data_fingerprint"))
+    if not len(data.test_labels):
+        raise NothingToShow(f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
+                            hint="add test/<class>/ images to the folder")
     notes = []
     test_files = (FILES["test_images"], FILES["test_labels"])
     if any(loaded.meta["data_md5"].get(f) not in (None, data.md5.get(f)) for f in test_files):
@@ -246,4 +260,5 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
     meta = loaded.meta
     return Evaluation(path, scores, len(data.test_labels), loaded.hyperparams, meta["study"], meta["trial"],
                       meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes,
-                      members=meta["members"], recipe=meta.get("recipe"))
+                      members=meta["members"], recipe=meta.get("recipe"), classes=tuple(meta["classes"]),
+                      dataset=data.ref.short)

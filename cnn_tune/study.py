@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
     from optuna.study._frozen import FrozenStudy
 
 from .errors import DependencyMissing, ProtocolConflict, StorageError, StudyNameError, StudyNotFound, UsageError
-from .protocol import CONFIRM_ATTR_PREFIX, PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
+from .protocol import CONFIRM_ATTR_PREFIX, CONFIRM_SUFFIX, PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
 
 DEFAULT_STORAGE = "sqlite:///studies/cnn_tune.db"
 SERVER_CONNECT_TIMEOUT_S = 5  # PostgreSQL/MySQL: a server that does not answer fails this fast
@@ -307,8 +307,24 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
 
-def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str) -> optuna.Study:
-    """The study called ``name``; if there is none, the error lists the ones that exist."""
+CREATED_ATTR = "cnn_tune.created"  # when cnn-tune created the study (seconds since the epoch)
+
+
+def default_name(storage: optuna.storages.BaseStorage) -> str:
+    """The study a command without ``--study`` means: the one cnn-tune created last in this
+    database (so `retrain` after `optimize --dataset fashion-mnist` finds it); among studies
+    from before that was recorded, ``mnist-cnn``."""
+    ours = [s for s in storage.get_all_studies()
+            if PROTOCOL_ATTR in s.user_attrs and not s.study_name.endswith(CONFIRM_SUFFIX)]
+    if not ours:
+        return DEFAULT_STUDY
+    return max(ours, key=lambda s: (s.user_attrs.get(CREATED_ATTR, 0), s.study_name == DEFAULT_STUDY)).study_name
+
+
+def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str | None) -> optuna.Study:
+    """The study called ``name`` (None: :func:`default_name`); if there is none, the error lists
+    the ones that exist."""
+    name = check_study_name(name) if name is not None else default_name(storage)
     study = find_study(storage, name)
     if study is not None:
         return study
@@ -318,9 +334,9 @@ def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str) -> 
                         hint="pass --study NAME (`cnn-tune studies` lists them)")
 
 
-def read_study(url: str, name: str) -> optuna.Study:
-    """Open an existing study for inspection; creates nothing."""
-    return load_existing(open_existing(url), url, check_study_name(name))
+def read_study(url: str, name: str | None) -> optuna.Study:
+    """Open an existing study for inspection (None: :func:`default_name`); creates nothing."""
+    return load_existing(open_existing(url), url, name)
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -358,6 +374,7 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
     if PROTOCOL_ATTR not in study.user_attrs:
+        study.set_user_attr(CREATED_ATTR, time.time())
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
     if study.metric_names is None:  # named for optuna-dashboard, Optuna's plots and `optuna trials`
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2

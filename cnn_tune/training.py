@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .choices import DEVICES, PRECISIONS
-from .data import Mnist, Split
+from .data import Images, Split
 from .errors import UsageError
 from .model import build_model, build_optimizer
 from .space import Hyperparams
@@ -108,9 +108,10 @@ class Style:
 class Trainer:
     """Holds one split of the data on one device; trains any number of configurations on it."""
 
-    def __init__(self, data: Mnist, split: Split, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, data: Images, split: Split, device: torch.device, precision: str = "fp32") -> None:
         self.device = device
         self.precision = precision  # "fp32" or "bf16" (resolved, see resolve_precision)
+        self.n_classes = data.n_classes
         # Converted once per process, not per trial or batch: ~150 MB of float32 for 48k images.
         self.train_x = to_inputs(data.train_images[split.train], device)  # (n_train, 1, 28, 28)
         self.train_y = data.train_labels[split.train].long().to(device)  # (n_train,)
@@ -118,7 +119,7 @@ class Trainer:
         self.val_y = data.train_labels[split.val].long().to(device)  # (n_val,)
 
     @classmethod
-    def all_training_images(cls, data: Mnist, device: torch.device, precision: str = "fp32") -> "Trainer":
+    def all_training_images(cls, data: Images, device: torch.device, precision: str = "fp32") -> "Trainer":
         """Train on all training images (train + validation), with no validation: `retrain`."""
         n = len(data.train_labels)
         return cls(data, Split(train=torch.arange(n), val=torch.arange(0)), device, precision)
@@ -145,7 +146,7 @@ class Trainer:
         torch.manual_seed(seed)  # weights and dropout masks
         order = torch.Generator(device=self.device).manual_seed(seed)  # batch order (and shifts)
         # channels_last: oneDNN/cuDNN's preferred layout for these convolutions (≈1.6x on CPU here).
-        model = build_model(hp).to(self.device, memory_format=torch.channels_last)
+        model = build_model(hp, self.n_classes).to(self.device, memory_format=torch.channels_last)
         optimizer = build_optimizer(hp, model)
         after_step, kept = _step_hooks(model, optimizer, style, epochs * -(-self.n_train // hp.batch_size))
         for epoch in range(1, epochs + 1):
@@ -204,7 +205,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: tor
         idx = perm[start:start + batch_size]
         inputs = random_shift(x[idx], shift, generator) if shift else x[idx]  # (B, 1, 28, 28)
         with autocast(x.device, precision):
-            logits = model(inputs)  # (B, 10)
+            logits = model(inputs)  # (B, C)
             loss = F.cross_entropy(logits, y[idx])  # autocast computes it in fp32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,27 +236,28 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision
 class Scores:
     loss: float  # mean cross-entropy
     accuracy: float  # fraction in [0, 1]
-    confusion: list[list[int]]  # [true digit][predicted digit] counts, 10 × 10
+    confusion: list[list[int]]  # [true class][predicted class] counts, C × C
 
     @property
     def per_class(self) -> list[float | None]:
-        """Accuracy of each true digit (None for a digit absent from the test set)."""
+        """Accuracy of each true class (None for a class absent from the test set)."""
         return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(self.confusion)]
 
 
 @torch.inference_mode()
-def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
+def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int = 10) -> Scores:
     """Loss, accuracy and confusion matrix of ``model`` on (x, y); deterministic for a given
     model and data (fixed batch boundaries, no dropout in eval mode). Always fp32: a test
     score must not depend on whether the machine that computes it has bf16 hardware."""
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    matrix = torch.zeros(10 * 10, dtype=torch.long, device=x.device)
+    c = n_classes
+    matrix = torch.zeros(c * c, dtype=torch.long, device=x.device)
     size = eval_batch(x.device)
     for start in range(0, len(y), size):
-        logits = model(x[start:start + size])  # (B, 10)
+        logits = model(x[start:start + size])  # (B, C)
         target = y[start:start + size]  # (B,)
         loss += F.cross_entropy(logits, target, reduction="sum").double()
-        matrix += torch.bincount(target * 10 + logits.argmax(1), minlength=100)
-    confusion = matrix.view(10, 10).cpu()
+        matrix += torch.bincount(target * c + logits.argmax(1), minlength=c * c)
+    confusion = matrix.view(c, c).cpu()
     return Scores(float(loss) / len(y), int(confusion.trace()) / len(y), confusion.tolist())

@@ -70,7 +70,7 @@ def trials_view(rows: list[TrialRow], study_name: str) -> View:
 # --- best ------------------------------------------------------------------------------------
 
 def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
-    pairs = [("study", record["study"]), ("trial", str(record["number"])),
+    pairs = [("study", record["study"]), ("data", cell(record.get("dataset"))), ("trial", str(record["number"])),
              ("validation accuracy", pct(record["value"])), ("epochs run", str(record["epochs"])),
              ("duration (s)", secs(record["duration_s"])), ("started", cell(record["started"])),
              ("completed", cell(record["completed"])), ("device", cell(record["device"])),
@@ -89,7 +89,7 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
         if ci:
             pairs.append(("confirmed 95% interval", f"{pct(ci[0])} – {pct(ci[1])}"))
     if record.get("ranked_by") == "mean":
-        pairs.insert(2, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
+        pairs.insert(3, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
     if "target" in record:  # wall time from the study's first trial
         pairs.append(("best found after", after(record["best_after_s"])))
         reached = after(record["target_after_s"])
@@ -127,7 +127,7 @@ def target_label(target: float) -> str:
 
 def studies_view(summaries: list[StudySummary], target: float) -> View:
     headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "best after",
-               f"{target_label(target)} after", "final model (test)", "epochs", "train limit", "started"]
+               f"{target_label(target)} after", "final model (test)", "epochs", "train limit", "data", "started"]
     body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
              str(s.counts["fail"]), str(s.counts["running"]),
              # a study of another tool may optimize anything: only ours are accuracies
@@ -137,7 +137,7 @@ def studies_view(summaries: list[StudySummary], target: float) -> View:
              after(s.times.get("target_after_s")) if s.epochs is not None else "—",
              final_text(s.final),
              cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
-             cell(s.started)] for s in summaries]
+             cell(s.dataset), cell(s.started)] for s in summaries]
     dicts = [s.as_dict() for s in summaries]
     keys = list(dicts[0]) if dicts else ["name"]
     return View([Table(headers, body, right=frozenset(range(2, 12)))], dicts,
@@ -221,20 +221,32 @@ def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
     how = f"{recipe_text(recipe, record['epochs'])}, seed {record['seed']}" if recipe else f"seed {record['seed']}"
     head = (f"Retrained {what} of study {record['study']!r}: {how} in {record['train_seconds']:.1f}s" if retrained
             else f"Checkpoint of {what} of study {record['study']!r} ({record['epochs']} epochs, {how})")
-    lines = [head, f"Test accuracy {test_text(record['test_accuracy'], record['test_ci95'])} (95% interval, "
-                   f"{record['n_test']} images), test loss {record['test_loss']:.4f} "
-                   f"(scored in {record['eval_seconds']:.1f}s)"]
+    lines = [head]
+    if record["test_accuracy"] is None:
+        lines.append("No test set: the data set has no test images, so there is no test accuracy")
+    else:
+        lines.append(f"Test accuracy {test_text(record['test_accuracy'], record['test_ci95'])} (95% interval, "
+                     f"{record['n_test']} images), test loss {record['test_loss']:.4f} "
+                     f"(scored in {record['eval_seconds']:.1f}s)")
     if record.get("val_accuracy") is not None:
         lines.append(f"Validation accuracy of the trial: {pct(record['val_accuracy'])}")
     if record.get("since_first_trial_s"):
         lines.append(f"Finished model {after(record['since_first_trial_s'])} after the study's first trial started")
     lines.append(f"Checkpoint: {record['checkpoint']}")
-    headers = ["true \\ predicted", *map(str, range(10)), "accuracy"]
+    if record["confusion"] is None:
+        return View(lines, record)
+    names = record.get("classes") or [str(i) for i in range(len(record["confusion"]))]
+    digits = names == [str(i) for i in range(10)]
+    # a digit needs no legend; other classes are numbered in the table and named in its title
+    legend = "" if digits else ": " + ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    title = "Confusion matrix (test set)" + legend
+    headers = ["true \\ predicted", *map(str, range(len(names))), "accuracy"]
     rows = [[str(i), *map(str, counts), pct(record["per_class_accuracy"][i])]
             for i, counts in enumerate(record["confusion"])]
-    raw = [[i, *counts, record["per_class_accuracy"][i]] for i, counts in enumerate(record["confusion"])]
-    return View([*lines, Table(headers, rows, "Confusion matrix (test set)", frozenset(range(1, 12)))], record,
-                (["true_digit", *(f"predicted_{d}" for d in range(10)), "accuracy"], raw))
+    raw = [[names[i], *counts, record["per_class_accuracy"][i]] for i, counts in enumerate(record["confusion"])]
+    first = "true_digit" if digits else "true_class"
+    return View([*lines, Table(headers, rows, title, frozenset(range(1, len(names) + 2)))], record,
+                ([first, *(f"predicted_{d}" for d in range(len(names))), "accuracy"], raw))
 
 
 def recipe_text(recipe: dict[str, Any], epochs: int) -> str:
@@ -246,9 +258,13 @@ def recipe_text(recipe: dict[str, Any], epochs: int) -> str:
 
 
 def predictions_view(records: list[dict[str, Any]]) -> View:
-    rows = [[r["image"], str(r["digit"]), pct(r["probability"])] for r in records]
-    return View([Table(["image", "digit", "probability"], rows, right=frozenset({1, 2}))], records,
-                (["image", "digit", "probability"], [[r["image"], r["digit"], r["probability"]] for r in records]))
+    """``digit`` for a digit model (as always); ``class`` with the class's name for any other."""
+    digits = all(r["class"] == str(r["label"]) for r in records)
+    column = "digit" if digits else "class"
+    rows = [[r["image"], r["class"], pct(r["probability"])] for r in records]
+    return View([Table(["image", column, "probability"], rows, right=frozenset({2} if not digits else {1, 2}))],
+                records, (["image", column, "probability"], [[r["image"], r["label"] if digits else r["class"],
+                                                             r["probability"]] for r in records]))
 
 
 # --- confirm ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from .data import Mnist, make_split
+from .data import Images, make_split
 from .errors import CnnTuneError, WorkerCrashed
 from .interrupts import Gate, gated
 from .objective import Objective, Pace
@@ -117,7 +117,8 @@ def sampler_seed(plan: Plan, worker: int) -> int | None:
 
 def search(plan: Plan, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
     """This worker's sampler and pruner."""
-    pruner = make_pruner(plan.pruner, plan.protocol.epochs, plan.protocol.n_val)
+    p = plan.protocol
+    pruner = make_pruner(plan.pruner, p.epochs, p.n_val, len(p.class_names))
     return make_sampler(plan.sampler, sampler_seed(plan, worker)), pruner
 
 
@@ -127,7 +128,7 @@ def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> opt
     return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def make_objective(plan: Plan, data: Mnist, worker: int, sink: Sink, gate: Gate | None = None,
+def make_objective(plan: Plan, data: Images, worker: int, sink: Sink, gate: Gate | None = None,
                    pace: Pace = torch.get_num_threads) -> Objective:
     """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``;
     ``pace`` sets the threads before each epoch."""
@@ -183,7 +184,7 @@ def _fate(study: optuna.Study, number: int) -> Fate | None:
     return Fate(number, closed=state == TrialState.FAIL)
 
 
-def run(attach_study: Callable[[], tuple[optuna.Study, Mnist]], plan: Plan, worker: int, claims: Claims,
+def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, worker: int, claims: Claims,
         sink: Sink, gate: Gate | None = None, pace: Pace = torch.get_num_threads) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
     ``claims`` grants them. Every outcome becomes an event, ending with :class:`Exited`.

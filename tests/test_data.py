@@ -50,7 +50,7 @@ def test_unreachable_host_is_reported_not_waited_for():
 
 
 def test_every_source_failing_names_what_was_tried(tmp_path, monkeypatch):
-    def no_torchvision(root, log):
+    def no_torchvision(root, log, name="mnist"):
         raise DataError("torchvision's hosts did not answer")
 
     monkeypatch.setattr("cnn_tune.data.download_torchvision", no_torchvision)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn_tune.data import Mnist, make_split
+from cnn_tune.data import Images, make_split
 from cnn_tune.model import OPTIMIZER_CLASSES, build_model
 from cnn_tune.space import Hyperparams
 from cnn_tune.training import Trainer, cpu_has_fast_bf16, resolve_precision
@@ -34,13 +34,13 @@ def hard_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def data() -> Mnist:
+def data() -> Images:
     train_x, train_y = hard_digits(6000, 0)
     test_x, test_y = hard_digits(10, 1)
-    return Mnist(train_x, train_y, test_x, test_y, md5={}, folder=None)  # type: ignore[arg-type]
+    return Images(train_x, train_y, test_x, test_y, md5={}, folder=None)  # type: ignore[arg-type]
 
 
-def reference_val_accuracy(data: Mnist, epochs: int) -> float:
+def reference_val_accuracy(data: Images, epochs: int) -> float:
     """The plainest correct loop: fp32, NCHW, eager, torch's default (unfused) optimizer, same
     seeds and batch order as the trainer."""
     split = make_split(len(data.train_labels), None, 0)
@@ -66,7 +66,7 @@ def reference_val_accuracy(data: Mnist, epochs: int) -> float:
         return (model(vx).argmax(1) == vy).float().mean().item()
 
 
-def fast_val_accuracy(data: Mnist, epochs: int, precision: str) -> float:
+def fast_val_accuracy(data: Images, epochs: int, precision: str) -> float:
     split = make_split(len(data.train_labels), None, 0)
     trainer = Trainer(data, split, torch.device("cpu"), precision)
     return [r.val_accuracy for r in trainer.fit(HP, epochs, SEED)][-1]
