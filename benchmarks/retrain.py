@@ -4,6 +4,8 @@ Not part of the test suite; run by hand on an otherwise idle machine:
 
     .venv/bin/python benchmarks/retrain.py --seeds 0 1 2
     .venv/bin/python benchmarks/retrain.py --table      # the Markdown table, from the JSON only
+    .venv/bin/python benchmarks/retrain.py --dataset fashion-mnist --seeds 0 1 --json \
+        benchmarks/results/retrain_fashion_cpu.json --candidates "20 ep, cosine, shift 2" "20 ep, cosine, shift 2, flip"
     .venv/bin/python benchmarks/retrain.py --params '{"optimizer": "Adagrad", "lr": 0.008}' \
         --json benchmarks/results/retrain_adagrad_cpu.json     # another configuration
 
@@ -38,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
 
-from cnn_tune.data import load_mnist  # noqa: E402
+from cnn_tune.data import load_builtin  # noqa: E402
 from cnn_tune.model import Ensemble  # noqa: E402
 from cnn_tune.recipe import Recipe  # noqa: E402
 from cnn_tune.space import Hyperparams  # noqa: E402
@@ -54,6 +56,8 @@ CANDIDATES: dict[str, Recipe] = {
     "20 ep, cosine, shift 2, EMA": Recipe(epochs=20, schedule="cosine", shift=2, average="ema"),
     "15 ep, cosine, shift 2": Recipe(epochs=15, schedule="cosine", shift=2),
     "ensemble 3 × (10 ep, cosine, shift 2)": Recipe(epochs=10, schedule="cosine", shift=2, top=3),
+    "20 ep, cosine, shift 2, flip": Recipe(epochs=20, schedule="cosine", shift=2, flip=True),
+    "20 ep, cosine, flip": Recipe(epochs=20, schedule="cosine", flip=True),
 }
 RESULTS = Path(__file__).parent / "results" / "retrain_cpu.json"
 
@@ -70,9 +74,10 @@ def own_seconds() -> float:
 
 
 def run(trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int,
-        test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        test: tuple[torch.Tensor, torch.Tensor, int]) -> dict:
     """Train one candidate with one seed; its test accuracy, seconds and what else ran."""
-    style = Style(schedule=recipe.schedule_for(config.optimizer), shift=recipe.shift, ema=recipe.ema)
+    style = Style(schedule=recipe.schedule_for(config.optimizer), shift=recipe.shift, ema=recipe.ema,
+                  flip=recipe.flip)
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
     members = []
     for k in range(recipe.top):
@@ -114,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     parser.add_argument("--params", type=json.loads, default={},
                         help="JSON: hyperparameters that differ from the warm start's, e.g. a study's winner")
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -125,12 +131,14 @@ def main() -> None:
     config = Hyperparams.from_params({**asdict(CONFIG), **args.params})
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device)
-    data = load_mnist(None, lambda message: None)
+    data = load_builtin(args.dataset, None, lambda message: None)
     trainer = Trainer.all_training_images(data, device, precision)
-    test = (to_inputs(data.test_images, device), data.test_labels.long())
+    test = (to_inputs(data.test_images, device), data.test_labels.long(), data.n_classes)
     result = json.loads(args.json.read_text()) if args.json.exists() else {"candidates": {}}
-    if result.get("machine", {}).get("config", asdict(config)) != asdict(config):
-        parser.error(f"{args.json} holds runs of another configuration; name a new file with --json")
+    if result["candidates"] and (result.get("machine", {}).get("config") != asdict(config)
+                                 or result.get("dataset", "mnist") != args.dataset):
+        parser.error(f"{args.json} holds runs of another configuration or data set; name a new file with --json")
+    result["dataset"] = args.dataset
     result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                          "precision": precision, "torch": str(torch.__version__), "python": platform.python_version(),
                          "config": asdict(config)}

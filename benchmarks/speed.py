@@ -106,8 +106,9 @@ def floor_epochs(data, split, precision: str, seed: int):
 class SeedObjective:
     """The article's objective: a fresh random 80/20 split and DataLoaders per trial, fp32, NCHW."""
 
-    def __init__(self, root: Path, limit: int | None, epochs: int, seed: int) -> None:
-        full = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    def __init__(self, root: Path, limit: int | None, epochs: int, seed: int, dataset: str = "mnist") -> None:
+        kind = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
+        full = kind(str(root), train=True, download=False, transform=transforms.ToTensor())
         # the same images cnn-tune's --train-limit takes (its split's seeded subset), re-split per trial
         split = make_split(len(full), limit, 0)
         self.data = Subset(full, split.train.tolist() + split.val.tolist()) if limit else full

@@ -114,7 +114,8 @@ def read_folder(folder: Path, ref: DatasetRef = DatasetRef(), classes: tuple[str
             raise DataError(f"{folder / FILES[part + '_labels']} holds labels above {len(classes) - 1}")
     if len(arrays["train_labels"]) < 10:
         raise DataError(f"{folder} holds fewer than 10 training images")
-    tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+    # no copy: a memory-mapped file stays shared (read_idx), and a decompressed one is ours already
+    tensors = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in arrays.items()}
     return Images(**tensors, md5=md5, folder=folder, ref=ref, classes=tuple(classes))
 
 

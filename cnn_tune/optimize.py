@@ -185,12 +185,14 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
         if plan.warm_start and created:
             # the article's configuration first: a strong reference for pruning from trial 1 on
             study.enqueue_trial(Hyperparams().as_dict(), user_attrs={"cnn_tune.warm_start": True})
+    if plan.workers > 1:
+        data = None  # each worker maps the files itself (shared pages): this process keeps no copy
     result = execute(plan, study, data, reporter)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def execute(plan: Plan, study: optuna.Study, data: Images, reporter: Reporter) -> OptimizeResult:
+def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Reporter) -> OptimizeResult:
     """Run ``plan`` on ``study`` (already open): here, or in ``plan.workers`` processes."""
     started = time.perf_counter()
     result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)
@@ -200,7 +202,7 @@ def execute(plan: Plan, study: optuna.Study, data: Images, reporter: Reporter) -
     if plan.workers > 1:
         from .parallel import run_workers
 
-        del data  # each worker reads its own copy
+        del data  # each worker reads its own (memory-mapped) copy
         with sigterm_as_interrupt(gate):  # the parent only waits: SIGTERM or SIGHUP stops it as Ctrl-C does
             result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
     else:  # run() routes Ctrl-C, SIGTERM and SIGHUP itself (cnn_tune.interrupts)

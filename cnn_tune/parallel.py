@@ -84,8 +84,11 @@ def _locked(value: "mp.sharedctypes.Synchronized", lifeline: Lifeline, change: C
         lock.release()
 
 
-def _worker_main(index: int, plan: Plan, shared: _Shared) -> None:
-    """Entry point of a worker process (spawned: nothing inherited from the parent)."""
+def _worker_main(index: int, plan: Plan, shared: _Shared, hup_ignored: bool) -> None:
+    """Entry point of a worker process (forked from the fork server, or spawned: nothing
+    inherited from the parent). The fork server ignores SIGHUP (:func:`_start_helpers`); the
+    worker takes the parent's stance — a hang-up stops it, unless the parent runs under nohup."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if hup_ignored else signal.SIG_DFL)
     guard()  # a terminal that hangs up must not turn the worker's clean stop into a crash
     quiet_optuna(False)
     lifeline = Lifeline()
@@ -130,15 +133,22 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     """Run ``plan`` in ``plan.workers`` processes; every event goes to ``handle``. The first
     :class:`Failed` stops the others. Returns when all have exited: True if KeyboardInterrupt
     (Ctrl-C, or SIGTERM turned into it by the caller) stopped them, which is not re-raised."""
-    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and open DB connections
-    _start_resource_tracker()
+    ctx = _context()
+    hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup: the workers ignore it too
+    _start_helpers(ctx)
     shared = _Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue(), ctx.Value("i", plan.workers))
-    procs = [ctx.Process(target=_worker_main, args=(i, plan, shared), name=f"cnn-tune-worker-{i}", daemon=True)
-             for i in range(plan.workers)]
+    procs = [ctx.Process(target=_worker_main, args=(i, plan, shared, hup_ignored), name=f"cnn-tune-worker-{i}",
+                         daemon=True) for i in range(plan.workers)]
     info(f"Starting {plan.workers} workers, {plan.threads} CPU thread(s) each")
-    for p in procs:
-        p.start()
+    try:
+        for p in procs:
+            p.start()
+        return _supervise(procs, shared, handle)
+    finally:
+        _stop_forkserver(ctx)
 
+
+def _supervise(procs: list, shared: _Shared, handle: Callable[[Event], None]) -> bool:
     running = set(range(len(procs)))
     try:
         while running:
@@ -164,23 +174,57 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     return False
 
 
-def _start_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker (the helper process our semaphores register
-    with) ignoring SIGHUP. It sits in our process group and ignores only SIGINT and SIGTERM: a
-    hang-up would kill it, and the one started in its place prints a KeyError traceback for
-    every semaphore it never saw. An ignored disposition is inherited; it exits on its own once
-    the parent and the workers have closed its pipe."""
-    from multiprocessing import resource_tracker
+# The workers' start method. forkserver: one helper process imports torch and this module once
+# (~290 MB of torch's own heap, private to every process that imports it: operator tables,
+# library initialisers), and each worker is forked from it, sharing those pages; spawn made
+# every worker import torch anew. The helper holds no storage connection, no thread pool and
+# no data, so a fork of it inherits nothing of the parent's (fork of the parent would).
+PRELOAD = ["cnn_tune.parallel"]
+
+
+def _context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _start_helpers(ctx: mp.context.BaseContext) -> None:
+    """Start multiprocessing's helper processes — the resource tracker (the helper our
+    semaphores register with) and, for forkserver, the fork server — ignoring SIGHUP. They sit
+    in our process group: a hang-up would kill them, and a resource tracker started in its
+    place prints a KeyError traceback for every semaphore it never saw. The workers restore
+    their own signal handling (:func:`cnn_tune.interrupts.route_signals`); the helpers exit
+    on their own once the parent has closed their pipes."""
+    from multiprocessing import forkserver, resource_tracker
+
+    def start() -> None:
+        resource_tracker.ensure_running()
+        if ctx.get_start_method() == "forkserver":
+            forkserver.ensure_running()
 
     try:
         previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     except ValueError:  # not the main thread: signals cannot be changed here
-        resource_tracker.ensure_running()
+        start()
         return
     try:
-        resource_tracker.ensure_running()
+        start()
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def _stop_forkserver(ctx: mp.context.BaseContext) -> None:
+    """The fork server outlives its last worker unless stopped: no process of ours may outlive
+    the command (an in-process caller, a test, would keep it)."""
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001 - the stdlib's own way to end it
+    if stop is not None:
+        stop()
 
 
 def _stop(shared: _Shared, procs: list) -> None:

@@ -35,6 +35,7 @@ class Recipe:
     shift: int = 0  # random translation of each training image, up to this many pixels
     average: str = "none"  # "ema": hand over an exponential moving average of the weights
     top: int = 1  # an ensemble of the K best trials (by confirmed mean once `confirm` ran)
+    flip: bool = False  # mirror training images left-right at random (clothes, not digits)
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -78,6 +79,7 @@ class Recipe:
             self.schedule, f"cosine lr (constant for {', '.join(sorted(SELF_DECAYING))})")
         parts = [f"{epochs} epochs", lr]
         parts += [f"shifts ≤{self.shift} px"] if self.shift else []
+        parts += ["flips"] if self.flip else []
         parts += ["EMA weights"] if self.average == "ema" else []
         parts += [f"ensemble of {self.top}"] if self.top > 1 else []
         return ", ".join(parts)

@@ -188,7 +188,7 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     started = time.perf_counter()
     members = []
     for k, (trial, seed, hp) in enumerate(zip(chosen, seeds, hyperparams)):
-        style = Style(schedule=recipe.schedule_for(hp.optimizer), shift=recipe.shift, ema=recipe.ema)
+        style = Style(schedule=recipe.schedule_for(hp.optimizer), shift=recipe.shift, ema=recipe.ema, flip=recipe.flip)
         model = None
         for result, trained in trainer.fit_model(hp, epochs, seed, style):
             on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K

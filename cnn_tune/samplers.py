@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 from importlib.util import find_spec
 
 import optuna
@@ -150,6 +151,7 @@ class NarrowingPruner(LeaderPruner):
     def __init__(self, n_val: int, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5,
                  sigmas: float = 3.0) -> None:
         super().__init__(floor, margin, median_startup)
+        self.median_startup = median_startup
         self.n_val = max(1, n_val)
         self.sigmas = sigmas
 
@@ -164,9 +166,34 @@ class NarrowingPruner(LeaderPruner):
         peers = [_best_by(t, step) for t in trials if t.number != trial.number and t.intermediate_values]
         return max((p for p in peers if p is not None), default=None)
 
+    def noise(self, accuracy: float) -> float:
+        """``sigmas`` standard errors of the difference of two accuracies near ``accuracy``
+        measured on the study's validation images."""
+        return self.sigmas * math.sqrt(2 * accuracy * (1 - accuracy) / self.n_val)
+
     def gap(self, step: int, reference: float) -> float:
-        noise = self.sigmas * math.sqrt(2 * reference * (1 - reference) / self.n_val)
-        return max(self.margin / step, noise)
+        return max(self.margin / step, self.noise(reference))
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """The leader's rules; then the median rule with the same noise allowance. Without it
+        the median of the trials that survived pruning — good ones all — was a bar set by
+        noise: on Fashion-MNIST a trial 0.4 points under it after epoch 1 (85.1% against
+        85.5%, within 1.4 points of noise on 12,000 images) was stopped, and its curve
+        ended level with the study's best (91.11% against 91.12%; benchmarks/pruner_replay.py)."""
+        step = trial.last_step
+        if step is None:
+            return False
+        if trial.intermediate_values[step] < self.floor:
+            return True
+        current = self.current(trial, step)
+        reference = self.reference(study, trial, step)
+        if reference is not None and current < reference - self.gap(step, reference):
+            return True
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) < self.median_startup:
+            return False
+        middle = statistics.median(v for v in (_best_by(t, step) for t in complete) if v is not None)
+        return current < middle - self.noise(middle)
 
 
 def _best_by(trial: optuna.trial.FrozenTrial, step: int) -> float | None:

@@ -92,6 +92,12 @@ def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).unsqueeze(1).float().div_(255.0)
 
 
+def as_inputs(batch: torch.Tensor) -> torch.Tensor:
+    """A batch the network takes: uint8 images (B, 28, 28) are converted (:func:`to_inputs`);
+    float inputs (B, 1, 28, 28) pass as they are."""
+    return batch if batch.is_floating_point() else to_inputs(batch, batch.device)
+
+
 @dataclass(frozen=True)
 class Style:
     """How a configuration is trained beyond its hyperparameters (`retrain`'s recipe)."""
@@ -99,6 +105,7 @@ class Style:
     schedule: str = "constant"  # or "cosine": the lr decays from the trial's to 0 over all steps
     shift: int = 0  # translate each training image by up to this many pixels (zero fill)
     ema: float | None = None  # keep an exponential moving average of the weights with this decay
+    flip: bool = False  # mirror each training image left-right with probability 1/2
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):  # a recipe's "auto" is resolved per optimizer first
@@ -112,10 +119,14 @@ class Trainer:
         self.device = device
         self.precision = precision  # "fp32" or "bf16" (resolved, see resolve_precision)
         self.n_classes = data.n_classes
-        # Converted once per process, not per trial or batch: ~150 MB of float32 for 48k images.
-        self.train_x = to_inputs(data.train_images[split.train], device)  # (n_train, 1, 28, 28)
-        self.train_y = data.train_labels[split.train].long().to(device)  # (n_train,)
-        self.val_x = to_inputs(data.train_images[split.val], device)  # (n_val, 1, 28, 28)
+        # The images stay uint8 and whole: on the CPU they are the memory-mapped files every worker
+        # shares (data.read_folder), and each batch is converted to float as it is drawn — a float
+        # copy of the split was ~190 MB per worker process, and the conversion costs far less
+        # than the batch's convolutions.
+        self.images = data.train_images.to(device)  # (N, 28, 28) uint8
+        self.labels = data.train_labels.long().to(device)  # (N,)
+        self.train_rows = split.train.to(device)  # (n_train,) rows of images
+        self.val_x = data.train_images[split.val].to(device)  # (n_val, 28, 28) uint8
         self.val_y = data.train_labels[split.val].long().to(device)  # (n_val,)
 
     @classmethod
@@ -126,7 +137,7 @@ class Trainer:
 
     @property
     def n_train(self) -> int:
-        return len(self.train_y)
+        return len(self.train_rows)
 
     @property
     def n_val(self) -> int:
@@ -151,8 +162,8 @@ class Trainer:
         after_step, kept = _step_hooks(model, optimizer, style, epochs * -(-self.n_train // hp.batch_size))
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            train_loss = train_epoch(model, optimizer, self.train_x, self.train_y, hp.batch_size, order,
-                                     self.precision, style.shift, after_step)
+            train_loss = train_epoch(model, optimizer, self.images, self.labels, hp.batch_size, order,
+                                     self.precision, style.shift, after_step, self.train_rows, style.flip)
             val_loss, val_acc = (evaluate(kept, self.val_x, self.val_y, self.precision) if self.n_val
                                  else (None, None))
             yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), kept
@@ -180,6 +191,12 @@ def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style:
     return after_step, kept
 
 
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image of x (B, 1, H, W) left-right with probability 1/2 (its own coin)."""
+    heads = torch.rand(len(x), generator=generator, device=x.device) < 0.5  # (B,)
+    return torch.where(heads[:, None, None, None], x.flip(-1), x)
+
+
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image of x (B, 1, H, W) by its own (dy, dx) in [-max_shift, max_shift]²,
     filling with zeros (MNIST's background). One gather: no Python loop over images."""
@@ -193,17 +210,22 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
 
 
-# Long: one loop; the two optional steps (shift, after_step) are one line each.
+# Long: one loop; the optional steps (rows, shift, flip, after_step) are one line each.
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, generator: torch.Generator, precision: str = "fp32", shift: int = 0,
-                after_step: Callable[[], None] | None = None) -> float:
+                after_step: Callable[[], None] | None = None, rows: torch.Tensor | None = None,
+                flip: bool = False) -> float:
+    """One epoch over (x, y) — or over their ``rows`` only — in a random order; x is float
+    inputs (N, 1, 28, 28) or uint8 images (N, 28, 28). The mean training loss."""
     model.train()
-    n = len(y)
+    n = len(rows) if rows is not None else len(y)
     perm = torch.randperm(n, generator=generator, device=x.device)
     total = torch.zeros((), device=x.device)  # summed on device: no host sync per batch
     for start in range(0, n, batch_size):  # the last, smaller batch is kept, as DataLoader does
-        idx = perm[start:start + batch_size]
-        inputs = random_shift(x[idx], shift, generator) if shift else x[idx]  # (B, 1, 28, 28)
+        idx = perm[start:start + batch_size] if rows is None else rows[perm[start:start + batch_size]]
+        batch = as_inputs(x[idx])  # (B, 1, 28, 28)
+        inputs = random_shift(batch, shift, generator) if shift else batch
+        inputs = random_flip(inputs, generator) if flip else inputs
         with autocast(x.device, precision):
             logits = model(inputs)  # (B, C)
             loss = F.cross_entropy(logits, y[idx])  # autocast computes it in fp32
@@ -225,7 +247,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision
     size = eval_batch(x.device)
     for start in range(0, len(y), size):
         with autocast(x.device, precision):
-            logits = model(x[start:start + size]).float()
+            logits = model(as_inputs(x[start:start + size])).float()
         target = y[start:start + size]
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
@@ -255,7 +277,7 @@ def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: i
     matrix = torch.zeros(c * c, dtype=torch.long, device=x.device)
     size = eval_batch(x.device)
     for start in range(0, len(y), size):
-        logits = model(x[start:start + size])  # (B, C)
+        logits = model(as_inputs(x[start:start + size]))  # (B, C)
         target = y[start:start + size]  # (B,)
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         matrix += torch.bincount(target * c + logits.argmax(1), minlength=c * c)

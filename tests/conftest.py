@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cnn_tune.cli import app
@@ -156,6 +157,32 @@ def write_mnist(folder: Path, n_train: int = 400, n_test: int = 100, seed: int =
     for name, array in zip(FILES, (*train, *test)):
         (folder / name).write_bytes(idx_bytes(array))
     return folder
+
+
+CLASSES = ("bar", "disc", "ring")  # write_folder's classes, sorted as cnn-tune reads folder names
+
+
+def write_folder(root: Path, n_train: int = 90, n_test: int = 24, seed: int = 0, test: bool = True) -> Path:
+    """Three learnable classes — a vertical bar, a filled disc, a ring — at sizes from 20 to 60
+    pixels, PNG and JPEG, some in colour (what a user's folder looks like, small)."""
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", n_train), ("test", n_test)) if test else (("train", n_train),):
+        for k, name in enumerate(CLASSES):
+            folder = root / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n // len(CLASSES)):
+                size = int(rng.integers(20, 61))
+                yy, xx = np.mgrid[:size, :size]
+                r = np.hypot(yy - size / 2, xx - size / 2) / size
+                shape = [np.abs(xx - size / 2) < size / 10, r < 0.3, (r > 0.25) & (r < 0.4)][k]
+                pixels = rng.integers(0, 50, (size, size)).astype(np.uint8)
+                pixels[shape] = 230
+                img = Image.fromarray(pixels)
+                if i % 3 == 0:
+                    Image.merge("RGB", (img, img, img)).save(folder / f"{i}.jpg", quality=95)
+                else:
+                    img.save(folder / f"{i}.png")
+    return root
 
 
 @pytest.fixture()

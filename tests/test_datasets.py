@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import FILES, assert_one_line_error, idx_bytes, synthetic_digits
-from PIL import Image
+from conftest import CLASSES, FILES, assert_one_line_error, idx_bytes, synthetic_digits, write_folder
 from typer.testing import CliRunner
 
 from cnn_tune import debian
@@ -24,9 +23,6 @@ from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
 from cnn_tune.mirror import sha256_of
 from cnn_tune.protocol import PROTOCOL_ATTR, Protocol
 from cnn_tune.samplers import hopeless_below
-
-CLASSES = ("bar", "disc", "ring")  # sorted, as the folder names are read
-
 
 # --- Fashion-MNIST from the Debian archive --------------------------------------------------
 
@@ -113,29 +109,6 @@ def test_real_debian_archive_gives_canonical_fashion_mnist(tmp_path):
 
 # --- the user's own images --------------------------------------------------------------------
 
-def write_folder(root: Path, n_train: int = 90, n_test: int = 24, seed: int = 0, test: bool = True) -> Path:
-    """Three learnable classes — a vertical bar, a filled disc, a ring — at sizes from 20 to 60
-    pixels, PNG and JPEG, some in colour (what a user's folder looks like, small)."""
-    rng = np.random.default_rng(seed)
-    for part, n in (("train", n_train), ("test", n_test)) if test else (("train", n_train),):
-        for k, name in enumerate(CLASSES):
-            folder = root / part / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n // len(CLASSES)):
-                size = int(rng.integers(20, 61))
-                yy, xx = np.mgrid[:size, :size]
-                r = np.hypot(yy - size / 2, xx - size / 2) / size
-                shape = [np.abs(xx - size / 2) < size / 10, r < 0.3, (r > 0.25) & (r < 0.4)][k]
-                pixels = rng.integers(0, 50, (size, size)).astype(np.uint8)
-                pixels[shape] = 230
-                img = Image.fromarray(pixels)
-                if i % 3 == 0:
-                    Image.merge("RGB", (img, img, img)).save(folder / f"{i}.jpg", quality=95)
-                else:
-                    img.save(folder / f"{i}.png")
-    return root
-
-
 @pytest.fixture()
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(tmp_path / "cache"))
@@ -188,7 +161,8 @@ def test_without_test_images_retrain_reports_no_test_accuracy(run, tmp_path):
     done = json.loads(r.stdout)
     assert done["test_accuracy"] is None and done["n_test"] == 0 and done["val_accuracy"] is not None
     assert "No test set" in r.stderr
-    assert "No test set" in run("retrain", "--epochs", "1", "--device", "cpu", "--output", str(tmp_path / "n.pt")).stdout
+    table = run("retrain", "--epochs", "1", "--device", "cpu", "--output", str(tmp_path / "n.pt")).stdout
+    assert "No test set" in table
     assert_one_line_error(run("evaluate", str(tmp_path / "m.pt")), 1, "has no test images", "test/<class>/")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import write_mnist
+from conftest import write_folder, write_mnist
 from typer.testing import CliRunner
 
 from cnn_tune.cli import app
@@ -74,12 +74,14 @@ def _static_images_possible() -> bool:
 
 @pytest.fixture()
 def page_dir(tmp_path, monkeypatch):
-    """A folder like a user's: README.md, docs/digits, a non-SQLite notes.db, and a small
+    """A folder like a user's: README.md, docs/digits, a non-SQLite notes.db, my-images/ (three
+    classes of small PNG and JPEG images), and a small
     study made by `optimize` with a checkpoint made by `retrain`, on 400 synthetic images."""
     work = tmp_path / "work"
     shutil.copytree(ROOT / "docs" / "digits", work / "docs" / "digits")
     shutil.copy(ROOT / "README.md", work / "README.md")
     (work / "notes.db").write_text("my notes, not a database\n")
+    write_folder(work / "my-images")  # the pages' folder of a user's own images
     data = write_mnist(tmp_path / "data")
     for name in ("CNN_TUNE_STORAGE", "CNN_TUNE_STUDY", "CNN_TUNE_DEBUG"):
         monkeypatch.delenv(name, raising=False)

@@ -59,8 +59,11 @@ def test_workers_run_exactly_the_trials_asked_in_total(small):
     assert "\x1b[" not in r.stdout + r.stderr
     with sqlite3.connect(url[len("sqlite:///"):]) as db:  # read-only check of the file's mode
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    share = max(1, (os.cpu_count() or 1) // 4)
-    assert {t.user_attrs["threads"] for t in _trials(url)} == {share}  # cores shared out, no oversubscription
+    # cores shared out, no oversubscription: trials start on a quarter of the cores each; a worker
+    # whose peers have already exited (no trial left for them) may start its next on theirs
+    share, cores = max(1, (os.cpu_count() or 1) // 4), os.cpu_count() or 1
+    threads = [t.user_attrs["threads"] for t in _trials(url)]
+    assert min(threads) == share and max(threads) <= cores, threads
 
 
 def test_threads_option(cli, db_url):

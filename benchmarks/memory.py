@@ -1,0 +1,104 @@
+"""Memory of `optimize --workers N`: peak PSS of the command and its worker processes, summed.
+
+PSS (proportional set size, /proc/PID/smaps_rollup) charges each shared page to the processes
+that map it in equal parts, so the sum over the tree is what the command really holds:
+torch's libraries and memory-mapped images count once, a private copy in every process
+counts every time. Not part of the test suite; run by hand:
+
+    .venv/bin/python benchmarks/memory.py                        # MNIST, 2 workers
+    .venv/bin/python benchmarks/memory.py --dataset /path/folder   # a folder of images
+    .venv/bin/python benchmarks/memory.py --source /tmp/old-checkout --label before
+
+``--source`` runs another checkout's cnn_tune (e.g. ``git worktree add /tmp/old cc06517``) on
+the same data, for a before/after pair. Results are appended to benchmarks/results/memory_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import cpu_model  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "memory_cpu.json"
+
+
+def pss_kb(pid: int) -> int:
+    """The process's PSS in kB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (children of children too)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def measure(cmd: list[str], env: dict[str, str], cwd: Path, every_s: float = 0.2) -> dict:
+    """Run ``cmd``; sample the PSS of its process tree until it exits. Peak of the sum, and
+    each process's own peak (the resource tracker included: it is ours too)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_sum, peaks = 0, {}
+    while proc.poll() is None:
+        sizes = {p: pss_kb(p) for p in tree(proc.pid)}
+        peak_sum = max(peak_sum, sum(sizes.values()))
+        for p, kb in sizes.items():
+            peaks[p] = max(peaks.get(p, 0), kb)
+        time.sleep(every_s)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    return {"exit_code": proc.returncode, "peak_pss_sum_mb": round(peak_sum / 1024, 1),
+            "peak_pss_each_mb": sorted((round(kb / 1024, 1) for kb in peaks.values()), reverse=True),
+            "stderr_tail": stderr.strip().splitlines()[-2:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--source", type=Path, help="a checkout whose cnn_tune to run instead of this one")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    root = (args.source or Path(__file__).resolve().parent.parent).resolve()  # `-m` imports from the cwd first
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", str(args.trials), "--epochs",
+               str(args.epochs), "--workers", str(args.workers), "--pruner", "none", "--seed", "0", "--device", "cpu",
+               "--storage", f"sqlite:///{tmp}/m.db"]
+        if args.dataset != "mnist":  # a checkout from before --dataset knows only MNIST
+            cmd += ["--dataset", args.dataset]
+        record = {"label": args.label, "dataset": args.dataset, "workers": args.workers, "trials": args.trials,
+                  "epochs": args.epochs, "cpu": cpu_model(), "date": datetime.now(timezone.utc).isoformat(
+                      timespec="seconds"), **measure(cmd, env, root)}
+    print(json.dumps(record), flush=True)
+    results = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
+    results["runs"].append(record)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
