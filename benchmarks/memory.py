@@ -8,6 +8,7 @@ counts every time. Not part of the test suite; run by hand:
     .venv/bin/python benchmarks/memory.py                        # MNIST, 2 workers
     .venv/bin/python benchmarks/memory.py --dataset /path/folder   # a folder of images
     .venv/bin/python benchmarks/memory.py --source /tmp/old-checkout --label before
+    .venv/bin/python benchmarks/memory.py --table     # the Markdown table, from the JSON only
 
 ``--source`` runs another checkout's cnn_tune (e.g. ``git worktree add /tmp/old cc06517``) on
 the same data, for a before/after pair. Results are appended to benchmarks/results/memory_cpu.json.
@@ -73,6 +74,15 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, every_s: float = 0.2
             "stderr_tail": stderr.strip().splitlines()[-2:]}
 
 
+def table(result: dict) -> str:
+    """Markdown, one row per run, in the order they ran."""
+    lines = ["| cnn-tune | data | workers | peak PSS, all processes | each process's peak |", "|---|---|---|---|---|"]
+    for r in result["runs"]:
+        each = ", ".join(f"{mb:.0f}" for mb in r["peak_pss_each_mb"])
+        lines.append(f"| {r['label']} | {r['dataset']} | {r['workers']} | {r['peak_pss_sum_mb']:.0f} MB | {each} MB |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
@@ -82,7 +92,11 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="a checkout whose cnn_tune to run instead of this one")
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
     root = (args.source or Path(__file__).resolve().parent.parent).resolve()  # `-m` imports from the cwd first
     env = {**os.environ, "PYTHONPATH": str(root)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,8 @@ of validation accuracy is known), e.g. on Fashion-MNIST:
 
     cnn-tune optimize --dataset fashion-mnist --trials 20 --seed 300 --pruner none \\
         --storage sqlite:///curves.db
-    .venv/bin/python benchmarks/pruner_replay.py sqlite:///curves.db --json benchmarks/results/pruner_replay.json
+    .venv/bin/python benchmarks/pruner_replay.py sqlite:///curves.db --label "Fashion-MNIST, seed 300"
+    .venv/bin/python benchmarks/pruner_replay.py --table     # the Markdown table, from the JSON only
 
 Replay: trials in the order of their numbers; with W workers, trial i sees trials up to
 i - W as finished (complete, or pruned where the rule stopped them) and those in between as
@@ -33,6 +34,7 @@ from cnn_tune.protocol import PROTOCOL_ATTR
 from cnn_tune.samplers import LeaderPruner, NarrowingPruner, hopeless_below, make_pruner
 
 RULES = ("narrowing", "narrowing-0.4", "leader", "median", "none")
+RESULTS = Path(__file__).parent / "results" / "pruner_replay_cpu.json"
 
 
 class Narrowing04(NarrowingPruner):
@@ -99,26 +101,39 @@ def replay(rule: str, runs: list[list[float]], epochs: int, n_val: int, classes:
             "stopped_after": stopped_after}
 
 
+def table(result: dict) -> str:
+    """Markdown, one row per (curves, rule)."""
+    lines = ["| curves | trials | rule | epochs trained | trials stopped | best final kept | top-3 trials stopped |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['label']} | {row['trials']} | {row['rule']} | {row['epochs_trained']} | {row['stopped']} "
+                     f"| {100 * row['best_final_kept']:.2f}% | {len(row['top3_stopped'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("urls", nargs="+", help="storages of studies run with --pruner none")
+    parser.add_argument("urls", nargs="*", help="storages of studies run with --pruner none")
     parser.add_argument("--study")
+    parser.add_argument("--label", action="append", help="how the table names each storage (default: its file)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rows = []
-    print("| curves | trials | rule | epochs trained | trials stopped | best final kept | top-3 trials stopped |")
-    print("|---|---|---|---|---|---|---|")
-    for url in args.urls:
+    rows, kept = [], {}
+    for k, url in enumerate(args.urls):
         runs, epochs, n_val, classes = curves(url, args.study)
-        for rule in RULES:
-            row = {"curves": url, "trials": len(runs), **replay(rule, runs, epochs, n_val, classes, args.workers)}
-            rows.append(row)
-            print(f"| {Path(url).name} | {len(runs)} | {rule} | {row['epochs_trained']} | {row['stopped']} "
-                  f"| {100 * row['best_final_kept']:.2f}% | {len(row['top3_stopped'])} |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"workers": args.workers, "rows": rows}, indent=1) + "\n")
+        label = args.label[k] if args.label and k < len(args.label) else Path(url).name
+        kept[label] = {"epochs": epochs, "n_val": n_val, "classes": classes, "curves": runs}  # to replay again
+        rows += [{"label": label, "trials": len(runs), **replay(rule, runs, epochs, n_val, classes, args.workers)}
+                 for rule in RULES]
+    result = {"workers": args.workers, "rows": rows, "curves": kept}
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(result))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(cls=OneLineErrors, help="Tune a PyTorch CNN on MNIST with Optuna; every study lives in one database.",
+app = typer.Typer(cls=OneLineErrors,
+                  help="Tune a PyTorch CNN on MNIST, Fashion-MNIST or your images with Optuna; every study lives in "
+                       "one database.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -379,6 +381,9 @@ def retrain(
         "--shift", min=0, max=MAX_SHIFT, metavar="PX",
         help="Shift each training image at random by up to PX pixels; 0: no augmentation. "
              "\\[default: the recipe's]")] = None,
+    flip: Annotated[Optional[bool], typer.Option(
+        "--flip/--no-flip", help="Mirror training images left-right at random (clothes, not digits). "
+                                 "\\[default: the recipe's]", show_default=False)] = None,
     average: Annotated[Optional[Average], typer.Option(
         "--average", help="ema: keep an exponential moving average of the weights. \\[default: the recipe's]")] = None,
     top: Annotated[Optional[int], typer.Option(
@@ -415,7 +420,7 @@ def retrain(
     from .views import evaluation_view
 
     chosen = RECIPES[recipe.value].with_options(epochs=epochs, schedule=schedule and schedule.value, shift=shift,
-                                                average=average and average.value, top=top)
+                                                average=average and average.value, top=top, flip=flip)
     settings = RetrainSettings(study=study, storage=storage, trial=trial, recipe=chosen, seed=seed,
                                device=device.value, precision=precision.value, output=output, overwrite=overwrite,
                                data_dir=data_dir)

@@ -10,7 +10,6 @@ IDX files, cached under the data folder (:mod:`cnn_tune.imagefolder`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -25,7 +24,7 @@ import torch
 from .datasets import BUILTIN_CLASSES, DIGITS, FASHION, FOLDER, MNIST, TITLES, DatasetRef
 from .env import DATA_DIR_ENV
 from .errors import ChecksumMismatch, DataError
-from .idx import read_idx
+from .idx import data_fingerprint, read_idx
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -57,10 +56,7 @@ class Images:
     def fingerprint(self) -> str:
         """One short digest of the training files (and of a folder's class names): trials on
         different data never mix. Built-in sets keep the digest they always had."""
-        joined = self.md5[FILES["train_images"]] + self.md5[FILES["train_labels"]]
-        if self.ref.name == FOLDER:
-            joined += "\n".join(self.classes)
-        return hashlib.md5(joined.encode()).hexdigest()[:16]
+        return data_fingerprint(self.md5, self.classes if self.ref.name == FOLDER else None)
 
     @property
     def n_classes(self) -> int:
@@ -219,10 +215,11 @@ def load_dataset(ref: DatasetRef, data_dir: Path | None = None, log: Log = lambd
     folder has moved; ``tick`` follows a first conversion)."""
     if ref.name != FOLDER:
         return load_builtin(ref.name, data_dir, log)
-    from .imagefolder import load_image_folder
+    from .imagefolder import prepare_folder
 
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return load_image_folder(Path(ref.source or ""), root, log, fingerprint, tick)
+    folder, classes = prepare_folder(Path(ref.source or ""), root, log, fingerprint, tick)
+    return read_folder(folder, ref, classes)
 
 
 def check_same_data(study: str, expected: str, data: Images) -> None:

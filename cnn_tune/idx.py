@@ -64,3 +64,12 @@ def encode_idx(array: np.ndarray) -> bytes:
         raise ValueError("IDX writer takes uint8 arrays of 1 or 3 dimensions")
     header = struct.pack(">BBBB", 0, 0, _UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + np.ascontiguousarray(array).tobytes()
+
+
+def data_fingerprint(md5: dict[str, str], classes: tuple[str, ...] | None = None) -> str:
+    """One short digest of a data set's training files, by their md5s (and of a folder's class
+    names, where the names are not fixed by the data set): trials on different data never mix."""
+    joined = md5["train-images-idx3-ubyte"] + md5["train-labels-idx1-ubyte"]
+    if classes is not None:
+        joined += "\n".join(classes)
+    return hashlib.md5(joined.encode()).hexdigest()[:16]

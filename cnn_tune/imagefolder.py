@@ -25,10 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import FOLDER, DatasetRef
 from .errors import DataError, ImageError
 from .files import write_atomic
-from .idx import encode_idx
+from .idx import data_fingerprint, encode_idx
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MIN_CLASSES, MAX_CLASSES = 2, 100
@@ -151,13 +150,6 @@ def decode(listing: Listing, log: Log, tick: Tick | None = None) -> dict[str, np
             "t10k-images-idx3-ubyte": pixels[n:], "t10k-labels-idx1-ubyte": labels[n:]}
 
 
-def fingerprint_of(blobs: dict[str, bytes], classes: tuple[str, ...]) -> str:
-    """The data fingerprint (:attr:`cnn_tune.data.Images.fingerprint`) of encoded IDX files."""
-    md5 = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
-    joined = md5["train-images-idx3-ubyte"] + md5["train-labels-idx1-ubyte"] + "\n".join(classes)
-    return hashlib.md5(joined.encode()).hexdigest()[:16]
-
-
 def _store(cache: Path, fingerprint: str, blobs: dict[str, bytes], classes: tuple[str, ...]) -> Path:
     """Write the IDX files and class names into ``cache/<fingerprint>`` whole: built in a
     temporary folder beside it, then renamed into place (another process may win: same content)."""
@@ -190,18 +182,15 @@ def cached_classes(folder: Path) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def load_image_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | None = None,
-                      tick: Tick | None = None):
-    """The images of ``root`` (:class:`cnn_tune.data.Images`). A study's ``fingerprint`` reads
-    its cached copy first, so it keeps training on what it was tuned on even if the folder
-    has moved or changed since."""
-    from .data import read_folder
-
+def prepare_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | None = None,
+                   tick: Tick | None = None) -> tuple[Path, tuple[str, ...]]:
+    """The folder of IDX files that holds ``root``'s images converted, and the class names:
+    converted now unless cached. A study's ``fingerprint`` reads its cached copy first, so it
+    keeps training on what it was tuned on even if the folder has moved or changed since."""
     cache = data_dir / CACHE
-    ref = DatasetRef(FOLDER, str(root))
     if fingerprint is not None and (cache / fingerprint).is_dir():
         log(f"Reading the images of {root} as cached in {cache / fingerprint}")
-        return read_folder(cache / fingerprint, ref, cached_classes(cache / fingerprint))
+        return cache / fingerprint, cached_classes(cache / fingerprint)
     if fingerprint is not None and not root.is_dir():
         raise DataError(f"the image folder {root} is not there, and no copy of its images (fingerprint "
                         f"{fingerprint}) is cached in {cache}",
@@ -213,10 +202,12 @@ def load_image_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | N
     known = index.read_text().strip() if index.is_file() else None
     if known and (cache / known).is_dir():
         log(f"Reading the images of {root} as cached in {cache / known}")
-        return read_folder(cache / known, ref, cached_classes(cache / known))
+        return cache / known, cached_classes(cache / known)
     blobs = {name: encode_idx(array) for name, array in decode(listing, log, tick).items()}
-    target = _store(cache, fingerprint_of(blobs, listing.classes), blobs, listing.classes)
+    fingerprint = data_fingerprint({name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()},
+                                   listing.classes)
+    target = _store(cache, fingerprint, blobs, listing.classes)
     write_atomic(index, (target.name + "\n").encode())
     log(f"Cached {len(listing.train)} training and {len(listing.test)} test images of "
         f"{len(listing.classes)} classes in {target}")
-    return read_folder(target, ref, listing.classes)
+    return target, listing.classes

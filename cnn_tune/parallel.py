@@ -85,23 +85,19 @@ def _locked(value: "mp.sharedctypes.Synchronized", lifeline: Lifeline, change: C
 
 
 def _worker_main(index: int, plan: Plan, shared: _Shared, hup_ignored: bool) -> None:
-    """Entry point of a worker process (forked from the fork server, or spawned: nothing
-    inherited from the parent). The fork server ignores SIGHUP (:func:`_start_helpers`); the
-    worker takes the parent's stance — a hang-up stops it, unless the parent runs under nohup."""
+    """A worker process; it takes the parent's stance on SIGHUP, which the fork server ignores."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN if hup_ignored else signal.SIG_DFL)
     guard()  # a terminal that hangs up must not turn the worker's clean stop into a crash
     quiet_optuna(False)
     lifeline = Lifeline()
 
     def explain(signum: int) -> str | None:
-        # a SIGTERM the parent did not send (it sets `stop` first) may be the kernel's
-        # parent-death signal: the sentinel tells within a moment
+        # a SIGTERM the parent did not send (it sets `stop` first) may be the kernel's parent-death signal
         if signum == signal.SIGTERM and not shared.stop.is_set() and lifeline.gone.wait(PARENT_CHECK_S):
             return PARENT_GONE
         return None
 
-    # from here on, Ctrl-C, the parent's SIGTERM, a hang-up or the parent's death is a stop request
-    gate = Gate(parent=os.getppid(), explain=explain)
+    gate = Gate(parent=os.getppid(), explain=explain)  # Ctrl-C, SIGTERM, a hang-up, the parent's death: stop
     route_signals(gate)  # for the life of this process: nothing to restore
     # once the parent is gone nobody reads the queue: exit without waiting to flush it
     lifeline.watch(gate, on_gone=shared.events.cancel_join_thread)

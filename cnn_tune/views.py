@@ -237,16 +237,16 @@ def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
         return View(lines, record)
     names = record.get("classes") or [str(i) for i in range(len(record["confusion"]))]
     digits = names == [str(i) for i in range(10)]
-    # a digit needs no legend; other classes are numbered in the table and named in its title
-    legend = "" if digits else ": " + ", ".join(f"{i} {name}" for i, name in enumerate(names))
-    title = "Confusion matrix (test set)" + legend
+    # a digit is its own label; another class's row names it once, and its column goes by number
+    labels = [str(i) if digits else f"{i} {name}" for i, name in enumerate(names)]
     headers = ["true \\ predicted", *map(str, range(len(names))), "accuracy"]
-    rows = [[str(i), *map(str, counts), pct(record["per_class_accuracy"][i])]
+    rows = [[labels[i], *map(str, counts), pct(record["per_class_accuracy"][i])]
             for i, counts in enumerate(record["confusion"])]
-    raw = [[names[i], *counts, record["per_class_accuracy"][i]] for i, counts in enumerate(record["confusion"])]
+    raw = [[i if digits else names[i], *counts, record["per_class_accuracy"][i]]
+           for i, counts in enumerate(record["confusion"])]
     first = "true_digit" if digits else "true_class"
-    return View([*lines, Table(headers, rows, title, frozenset(range(1, len(names) + 2)))], record,
-                ([first, *(f"predicted_{d}" for d in range(len(names))), "accuracy"], raw))
+    return View([*lines, Table(headers, rows, "Confusion matrix (test set)", frozenset(range(1, len(names) + 2)))],
+                record, ([first, *(f"predicted_{d}" for d in range(len(names))), "accuracy"], raw))
 
 
 def recipe_text(recipe: dict[str, Any], epochs: int) -> str:

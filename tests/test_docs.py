@@ -81,7 +81,7 @@ def page_dir(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "docs" / "digits", work / "docs" / "digits")
     shutil.copy(ROOT / "README.md", work / "README.md")
     (work / "notes.db").write_text("my notes, not a database\n")
-    write_folder(work / "my-images")  # the pages' folder of a user's own images
+    write_folder(work / "my-images", n_train=300, n_test=30)  # the pages' folder of a user's own images
     data = write_mnist(tmp_path / "data")
     for name in ("CNN_TUNE_STORAGE", "CNN_TUNE_STUDY", "CNN_TUNE_DEBUG"):
         monkeypatch.delenv(name, raising=False)
@@ -181,13 +181,17 @@ def _benchmark(name: str):
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
-@pytest.mark.parametrize("script, results, in_readme", [
-    ("retrain", "retrain_cpu.json", False),
-    ("retrain", "retrain_adagrad_cpu.json", False),
-    ("precision", "precision_cpu.json", False),
-    ("pipeline", "pipeline_cpu.json", True),
+@pytest.mark.parametrize("script, results, in_readme, dataset", [
+    ("retrain", "retrain_cpu.json", False, None),
+    ("retrain", "retrain_adagrad_cpu.json", False, None),
+    ("retrain", "retrain_fashion_cpu.json", False, None),
+    ("precision", "precision_cpu.json", False, None),
+    ("memory", "memory_cpu.json", False, None),
+    ("pruner_replay", "pruner_replay_cpu.json", False, None),
+    ("pipeline", "pipeline_cpu.json", True, "mnist"),
+    ("pipeline", "pipeline_cpu.json", True, "fashion-mnist"),
 ])
-def test_the_model_tables_are_generated_from_the_benchmark_files(script, results, in_readme):
+def test_the_model_tables_are_generated_from_the_benchmark_files(script, results, in_readme, dataset):
     """The retrain recipes, the bf16 A/B and the end-to-end table are what each script's
     --table prints from its JSON file: no figure typed by hand."""
     import json
@@ -195,7 +199,8 @@ def test_the_model_tables_are_generated_from_the_benchmark_files(script, results
     path = ROOT / "benchmarks" / "results" / results
     if not path.exists():
         pytest.fail(f"{path.name} is missing: run benchmarks/{script}.py")
-    table = _benchmark(script).table(json.loads(path.read_text()))
+    loaded = json.loads(path.read_text())
+    table = _benchmark(script).table(*([loaded, dataset] if dataset else [loaded]))
     assert table in (ROOT / "docs" / "performance.md").read_text()
     if in_readme:
         assert table in (ROOT / "README.md").read_text()

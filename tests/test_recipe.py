@@ -8,7 +8,7 @@ import torch
 
 from cnn_tune.model import Ensemble, build_model
 from cnn_tune.space import Hyperparams
-from cnn_tune.training import Style, _step_hooks, random_shift
+from cnn_tune.training import Style, _step_hooks, random_flip, random_shift
 
 
 def test_random_shift_moves_each_image_by_at_most_max_shift():
@@ -22,6 +22,16 @@ def test_random_shift_moves_each_image_by_at_most_max_shift():
     assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) > 10  # each image its own shift
     again = random_shift(x, 2, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # seeded
+
+
+def test_random_flip_mirrors_about_half_of_the_images():
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, 0, 5, 3] = 1.0  # left of centre in every image
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    mirrored = out[:, 0, 5, 24] == 1.0  # the pixel's mirror image: column 27 - 3
+    assert torch.equal(out[mirrored], x[mirrored].flip(-1)) and torch.equal(out[~mirrored], x[~mirrored])
+    assert 70 < int(mirrored.sum()) < 130  # each image its own coin
+    assert torch.equal(out, random_flip(x, torch.Generator().manual_seed(0)))  # seeded
 
 
 def test_random_shift_fills_with_background():

@@ -65,7 +65,8 @@ def test_retrain_reports_and_saves_everything(env):
     seed = optuna.load_study(study_name="mnist-cnn", storage=env.url).trials[1].user_attrs["seed"]
     assert r["seed"] == seed  # the trial's own training seed by default
 
-    assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1}
+    assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1,
+                           "flip": False}
     assert r["members"] == [1] and r["test_ci95"] == pytest.approx(1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"])
                                                                            / 200) ** 0.5)
     payload = torch.load(env.root / "best.pt", weights_only=True)
@@ -300,7 +301,7 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     result = env("retrain", "--trial", "1", "-o", str(out), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1}
+    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1, "flip": False}
     assert r["epochs"] == 20 and r["since_first_trial_s"] > 0
     assert r["test_accuracy"] > 0.9
     table = env("evaluate", str(out), "--device", "cpu")
