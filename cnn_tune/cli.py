@@ -126,8 +126,8 @@ StorageOpt = Annotated[str, typer.Option(
     help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).")]
 StudyOpt = Annotated[Optional[str], typer.Option(
     "--study", envvar=STUDY_ENV, metavar="NAME",
-    help="Study name. \\[default: optimize: named after the data set (mnist-cnn); other commands: the study "
-         "created last in the database]", show_default=False)]
+    help="Study name. \\[default: optimize: named after the data set (mnist-cnn); other commands: the "
+         "database's only study, else mnist-cnn]", show_default=False)]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar=DATA_DIR_ENV, metavar="DIR",
     help="Where MNIST and Fashion-MNIST are kept, and a folder's converted images (default: ~/.cache/cnn-tune).")]
@@ -404,9 +404,9 @@ def retrain(
 ) -> None:
     """Train the best trial into the final model and score the test set.
 
-    Trains the trial's hyperparameters (default: the best trial's) on all 60,000 training
+    Trains the trial's hyperparameters (default: the best trial's) on all the study's training
     images with a recipe — by default 20 epochs, a cosine learning rate (constant for Adagrad)
-    and images shifted by up to 2 pixels — then scores the 10,000 test images, writes a
+    and, for MNIST, images shifted by up to 2 pixels — then scores the test images, writes a
     checkpoint and records the test accuracy on the study. --recipe article retrains exactly as
     the trial trained; any option below overrides one part of the recipe.
 

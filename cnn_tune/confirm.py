@@ -38,7 +38,7 @@ LOCK_STALE_S = 120  # a lock older than this was left by a process that died whi
 
 @dataclass(frozen=True)
 class ConfirmOptions:
-    study: str | None = None  # None: the database's latest (study.default_name)
+    study: str | None = None  # None: the database's only study, else mnist-cnn (study.default_name)
     storage: str = studies.DEFAULT_STORAGE
     top: int = 3
     seeds: int = 3

@@ -40,7 +40,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class RetrainSettings:
-    study: str | None = None  # None: the database's latest (study.default_name)
+    study: str | None = None  # None: the database's only study, else mnist-cnn (study.default_name)
     storage: str = studies.DEFAULT_STORAGE
     trial: int | None = None  # None: the best complete trial (or the top K, see recipe.top)
     recipe: Recipe = RECIPES[DEFAULT_RECIPE]
@@ -162,14 +162,14 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     study = studies.read_study(settings.storage, settings.study)
     chosen = pick_trials(study, settings.trial, settings.recipe.top)
     hyperparams = [Hyperparams.from_params(t.params) for t in chosen]
-    recipe = settings.recipe.resolved(hp.optimizer for hp in hyperparams)
+    protocol = studies.stored_protocol(study)
+    recipe = settings.recipe.resolved(hp.optimizer for hp in hyperparams).for_data(protocol.dataset)
     leader = chosen[0]
     confirmed = studies.confirm_records(study).get(leader.number)
     if settings.trial is None and confirmed is not None:
         log(f"Trial {leader.number} is the confirmed leader: mean validation accuracy "
             f"{100 * confirmed['mean']:.2f}% over {confirmed['n']} runs (`cnn-tune confirm`); "
             "pass --trial N for another")
-    protocol = studies.stored_protocol(study)
     epochs = recipe.epochs or protocol.epochs
     seeds = [settings.seed + i if settings.seed is not None else int(t.user_attrs.get("seed", 0))
              for i, t in enumerate(chosen)]

@@ -307,18 +307,13 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
 
-CREATED_ATTR = "cnn_tune.created"  # when cnn-tune created the study (seconds since the epoch)
-
-
 def default_name(storage: optuna.storages.BaseStorage) -> str:
-    """The study a command without ``--study`` means: the one cnn-tune created last in this
-    database (so `retrain` after `optimize --dataset fashion-mnist` finds it); among studies
-    from before that was recorded, ``mnist-cnn``."""
-    ours = [s for s in storage.get_all_studies()
+    """The study a command without ``--study`` means: the database's only cnn-tune study (so
+    `retrain` after `optimize --dataset fashion-mnist` finds it), else ``mnist-cnn``. Where
+    that is not there either, the error lists the studies to choose from."""
+    ours = [s.study_name for s in storage.get_all_studies()
             if PROTOCOL_ATTR in s.user_attrs and not s.study_name.endswith(CONFIRM_SUFFIX)]
-    if not ours:
-        return DEFAULT_STUDY
-    return max(ours, key=lambda s: (s.user_attrs.get(CREATED_ATTR, 0), s.study_name == DEFAULT_STUDY)).study_name
+    return ours[0] if len(ours) == 1 else DEFAULT_STUDY
 
 
 def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str | None) -> optuna.Study:
@@ -374,7 +369,6 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Pr
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
     if PROTOCOL_ATTR not in study.user_attrs:
-        study.set_user_attr(CREATED_ATTR, time.time())
         study.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
     if study.metric_names is None:  # named for optuna-dashboard, Optuna's plots and `optuna trials`
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2

@@ -137,6 +137,7 @@ def test_a_folder_of_images_runs_end_to_end(run, tmp_path):
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     assert done["classes"] == list(CLASSES) and done["n_test"] == 24 and len(done["confusion"]) == 3
+    assert done["recipe"]["shift"] == 0  # `best` shifts digits only (docs/performance.md)
     assert done["test_accuracy"] > 0.5  # three easy shapes; chance is a third
 
     r = run("evaluate", str(tmp_path / "m.pt"), "--format", "json")
@@ -226,6 +227,10 @@ def test_a_study_is_never_resumed_on_another_data_set(run, tmp_path):
     other = write_folder(tmp_path / "other", seed=5)  # same classes, other images: another fingerprint
     r = run("optimize", "--study", "shapes-cnn", "--dataset", str(other), "--trials", "1", "--device", "cpu")
     assert_one_line_error(r, 2, "data_fingerprint")
+    assert "shapes-cnn" in run("best").stdout  # the database's only study
+    assert run("optimize", "--dataset", str(other), "--trials", "1", "--epochs", "1", "--device", "cpu",
+               "--pruner", "none").exit_code == 0  # a second study, other-cnn
+    assert_one_line_error(run("best"), 2, "no study 'mnist-cnn'", "other-cnn, shapes-cnn", "--study NAME")
 
 
 def test_a_moved_folder_is_found_in_the_cache_by_its_fingerprint(run, tmp_path):
@@ -250,3 +255,12 @@ def test_a_study_from_before_data_sets_is_mnist():
 def test_the_hopeless_floor_keeps_its_distance_from_chance():
     assert hopeless_below(10) == pytest.approx(0.5)  # MNIST's, as before
     assert hopeless_below(2) > hopeless_below(3) > hopeless_below(10) > hopeless_below(100) > 0.01
+
+
+def test_the_best_recipe_shifts_digits_only():
+    from cnn_tune.recipe import RECIPES
+
+    best = RECIPES["best"]
+    assert best.for_data("mnist").shift == 2
+    assert best.for_data("fashion-mnist").shift == 0 and best.for_data("folder").shift == 0
+    assert best.with_options(shift=3).for_data("fashion-mnist").shift == 3  # --shift decides where given
