@@ -57,20 +57,37 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def role(pid: int) -> str:
+    """What a process of the tree is, from its command line."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    for word, name in (("forkserver", "fork server"), ("resource_tracker", "resource tracker"),
+                       ("-m cnn_tune", "command")):
+        if word in cmdline:
+            return name
+    return "worker"
+
+
 def measure(cmd: list[str], env: dict[str, str], cwd: Path, every_s: float = 0.2) -> dict:
     """Run ``cmd``; sample the PSS of its process tree until it exits. Peak of the sum, and
     each process's own peak (the resource tracker included: it is ours too)."""
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak_sum, peaks = 0, {}
+    peak_sum, peaks, roles, at_peak = 0, {}, {}, {}
     while proc.poll() is None:
         sizes = {p: pss_kb(p) for p in tree(proc.pid)}
-        peak_sum = max(peak_sum, sum(sizes.values()))
+        for p in sizes:
+            roles.setdefault(p, role(p))
+        if sum(sizes.values()) > peak_sum:
+            peak_sum, at_peak = sum(sizes.values()), {f"{roles[p]} {p}": round(kb / 1024, 1) for p, kb in sizes.items()}
         for p, kb in sizes.items():
             peaks[p] = max(peaks.get(p, 0), kb)
         time.sleep(every_s)
     stderr = proc.stderr.read() if proc.stderr else ""
     return {"exit_code": proc.returncode, "peak_pss_sum_mb": round(peak_sum / 1024, 1),
             "peak_pss_each_mb": sorted((round(kb / 1024, 1) for kb in peaks.values()), reverse=True),
+            "at_peak_mb": at_peak,  # each process (role and pid) when the sum peaked
             "stderr_tail": stderr.strip().splitlines()[-2:]}
 
 

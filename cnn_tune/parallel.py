@@ -129,6 +129,7 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     """Run ``plan`` in ``plan.workers`` processes; every event goes to ``handle``. The first
     :class:`Failed` stops the others. Returns when all have exited: True if KeyboardInterrupt
     (Ctrl-C, or SIGTERM turned into it by the caller) stopped them, which is not re-raised."""
+    _give_back_memory()
     ctx = _context()
     hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup: the workers ignore it too
     _start_helpers(ctx)
@@ -142,6 +143,21 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
         return _supervise(procs, shared, handle)
     finally:
         _stop_forkserver(ctx)
+
+
+def _give_back_memory() -> None:
+    """The parent only waits from here on: collect what reading the data left behind and hand
+    the freed heap back to the system (glibc keeps it otherwise), so it does not sit beside
+    the workers' memory for the whole run."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _supervise(procs: list, shared: _Shared, handle: Callable[[Event], None]) -> bool:
@@ -175,7 +191,7 @@ def _supervise(procs: list, shared: _Shared, handle: Callable[[Event], None]) ->
 # library initialisers), and each worker is forked from it, sharing those pages; spawn made
 # every worker import torch anew. The helper holds no storage connection, no thread pool and
 # no data, so a fork of it inherits nothing of the parent's (fork of the parent would).
-PRELOAD = ["cnn_tune.parallel"]
+PRELOAD = ["cnn_tune.forkserve"]
 
 
 def _context() -> mp.context.BaseContext:
