@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
+from tables import printed_table, results_options  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "memory_cpu.json"
 
@@ -108,11 +109,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--source", type=Path, help="a checkout whose cnn_tune to run instead of this one")
     parser.add_argument("--label", default="this checkout")
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    results_options(parser, RESULTS)
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(args.json.read_text())))
+    if printed_table(args, table):
         return
     root = (args.source or Path(__file__).resolve().parent.parent).resolve()  # `-m` imports from the cwd first
     env = {**os.environ, "PYTHONPATH": str(root)}

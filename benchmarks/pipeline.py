@@ -49,6 +49,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
 from retrain import busy_seconds, own_seconds  # noqa: E402
+from tables import printed_table, results_options  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
 SEARCH = {"default": [], "article-preset": ["--preset", "article"], "warm-start-only": None, "seed-style": None}
@@ -170,12 +171,10 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "cnn-tune")
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    results_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
-    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(args.json.read_text()), args.dataset))
+    if printed_table(args, table, args.dataset):
         return
     result = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
     result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}

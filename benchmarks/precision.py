@@ -33,6 +33,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
 from retrain import busy_seconds, own_seconds  # noqa: E402
+from tables import printed_table, results_options  # noqa: E402
 
 from cnn_tune.data import load_mnist, make_split  # noqa: E402
 from cnn_tune.protocol import SPLIT_SEED  # noqa: E402
@@ -107,11 +108,9 @@ def main() -> None:
     parser.add_argument("--storage", help="a study whose top trials join the warm start")
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    results_options(parser, RESULTS)
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(args.json.read_text())))
+    if printed_table(args, table):
         return
     data = load_mnist(None, lambda _: None)
     split = make_split(len(data.train_labels), None, SPLIT_SEED)

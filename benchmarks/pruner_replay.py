@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import printed_table, results_options  # noqa: E402
 
 from cnn_tune.protocol import PROTOCOL_ATTR
 from cnn_tune.samplers import LeaderPruner, NarrowingPruner, hopeless_below, make_pruner
@@ -117,11 +121,9 @@ def main() -> None:
     parser.add_argument("--study")
     parser.add_argument("--label", action="append", help="how the table names each storage (default: its file)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    results_options(parser, RESULTS)
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(args.json.read_text())))
+    if printed_table(args, table):
         return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rows, kept = [], {}

@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
+from tables import printed_table, results_options  # noqa: E402
 
 from cnn_tune.data import load_builtin  # noqa: E402
 from cnn_tune.model import Ensemble  # noqa: E402
@@ -126,11 +127,9 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     parser.add_argument("--params", type=json.loads, default={},
                         help="JSON: hyperparameters that differ from the warm start's, e.g. a study's winner")
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    parser.add_argument("--table", action="store_true", help="print the table from the JSON file, run nothing")
+    results_options(parser, RESULTS)
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(args.json.read_text())))
+    if printed_table(args, table):
         return
     config = Hyperparams.from_params({**asdict(CONFIG), **args.params})
     device = torch.device("cpu")
