@@ -18,6 +18,8 @@ Candidates (alternating per seed, so drift of the machine hits all alike):
 - ``seed-style``: the article's own loop (benchmarks/speed.py's SeedObjective: a new 80/20
   split per trial, fp32, DataLoader, TPE + median pruner), its winner then retrained by the same
   ``retrain`` (its parameters stored as the one complete trial of a new cnn-tune study);
+- ``default+patience``: the default with ``--patience N`` (``--patience``, 8 unless given): the
+  search stops once N trials in a row gained nothing beyond the validation noise;
 - ``warm-start-only``: no search — ``optimize --trials 1`` trains the warm-start
   configuration once (its validation accuracy), then ``retrain``: the row a search must beat.
 
@@ -26,7 +28,9 @@ Per run: ``dataset`` (mnist, the default, or fashion-mnist), ``search_s`` and ``
 ``total_s``, the winner's validation accuracy ``val``, the final model's ``test`` accuracy
 on the 10,000 test images (fp32 scoring, from `retrain`), ``winner_is_warm_start``, and
 ``exit_code`` for a run that failed (kept, never dropped) or ``disturbed`` when other processes
-used the machine meanwhile.
+used the machine meanwhile. Runs of cnn-tune's own search also keep ``trials`` — every trial as
+[number, state, value or last validation accuracy, epochs] in the order they finished — so a
+stopping rule can be replayed on them (``patience`` and ``stopped`` for ``default+patience``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ from retrain import busy_seconds, own_seconds  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
-SEARCH = {"default": [], "article-preset": ["--preset", "article"], "warm-start-only": None, "seed-style": None}
+SEARCH = {"default": [], "default+patience": [], "article-preset": ["--preset", "article"], "warm-start-only": None,
+          "seed-style": None}
+PATIENCE = 8  # default+patience's N unless --patience says otherwise
 CANDIDATES = list(SEARCH)
 TRIALS = 20
 
@@ -106,9 +112,23 @@ def seed_style_search(url: str, seed: int, data_dir: Path, dataset: str) -> tupl
 
 
 # Long: one run of one candidate — its search, its retrain, and the record of both, failures included.
-def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dataset: str = "mnist") -> dict:
+def finish_order(study: optuna.Study) -> list[list]:
+    """Every finished trial as [number, state, value (a pruned trial: its last validation
+    accuracy), epochs], in the order they finished."""
+    done = sorted((t for t in study.trials if t.datetime_complete is not None),
+                  key=lambda t: (t.datetime_complete, t.number))
+    return [[t.number, t.state.name, t.value if t.value is not None else
+             (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
+             len(t.intermediate_values)] for t in done]
+
+
+def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dataset: str = "mnist",
+        patience: int = PATIENCE) -> dict:
     record: dict = {"candidate": candidate, "seed": seed, "dataset": dataset,
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    extra = ["--patience", str(patience)] if candidate == "default+patience" else []
+    if extra:
+        record["patience"] = patience
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/pipeline.db"
         if candidate == "seed-style":
@@ -117,7 +137,7 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
             trials = ["--trials", "1"] if candidate == "warm-start-only" else ["--trials", str(TRIALS)]
             which = ["--dataset", dataset] if dataset != "mnist" else []  # README's command, as typed, on MNIST
             done, search_s, others = cnn_tune("optimize", *trials, "--seed", str(seed), *which,
-                                              *(SEARCH[candidate] or []), url=url, data_dir=data_dir)
+                                              *(SEARCH[candidate] or []), *extra, url=url, data_dir=data_dir)
             if done.returncode:
                 return {**record, "search_s": round(search_s, 1), "exit_code": done.returncode,
                         "error": done.stderr.strip().splitlines()[-3:]}
@@ -134,6 +154,8 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
                       winner_trial=winner.number, winner_params=winner.params,
                       winner_is_warm_start=bool(winner.user_attrs.get("cnn_tune.warm_start")),
                       recipe=result["recipe"], epochs_trained=sum(len(t.intermediate_values) for t in study.trials))
+        if candidate != "seed-style":
+            record.update(trials=finish_order(study), stopped=study.user_attrs.get("cnn_tune.stop"))
         if keep is not None:  # e.g. for benchmarks/precision.py --storage
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(f"{tmp}/pipeline.db", keep / f"{dataset}-{candidate}-{seed}.db")
@@ -173,6 +195,7 @@ def main() -> None:
                         / "cnn-tune")
     results_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
+    parser.add_argument("--patience", type=int, default=PATIENCE, help="default+patience's --patience")
     args = parser.parse_args()
     if printed_table(args, table, args.dataset):
         return
@@ -181,7 +204,7 @@ def main() -> None:
     for i, seed in enumerate(args.seeds):
         shift = i % len(args.candidates)
         for candidate in args.candidates[shift:] + args.candidates[:shift]:
-            record = run(candidate, seed, args.data_dir, args.keep, args.dataset)
+            record = run(candidate, seed, args.data_dir, args.keep, args.dataset, args.patience)
             result["runs"].append(record)
             args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
             print(json.dumps({k: record.get(k) for k in ("candidate", "seed", "search_s", "retrain_s", "total_s",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
 from . import study as studies
 from .datasets import MNIST, DatasetRef
 from .errors import NothingToShow, UsageError
+from .patience import STOP_ATTR, stop_text
 from .protocol import PROTOCOL_ATTR
 
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
@@ -172,7 +173,7 @@ def best_record(study: optuna.Study, url: str, by: str = "value", target: float 
     record.update(study=study.study_name, dataset=dataset_text(study.user_attrs.get(PROTOCOL_ATTR) or {}),
                   storage=studies.display_url(url), direction=study.direction.name.lower(),
                   completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
-                  seed=best.user_attrs.get("seed"), ranked_by=by,
+                  seed=best.user_attrs.get("seed"), ranked_by=by, stopped=stop_text(study.user_attrs.get(STOP_ATTR)),
                   confirmed_ci95=confirmed.get(best.number, {}).get("ci95"),
                   **time_to_target(study.get_trials(deepcopy=False), target, _maximize(study)))
     return record
@@ -207,13 +208,14 @@ class StudySummary:
     times: dict[str, Any] = field(default_factory=dict)  # see time_to_target
     final: dict[str, Any] = field(default_factory=dict)  # the latest `retrain`: test accuracy, ±, time
     dataset: str | None = None  # MNIST, Fashion-MNIST or a folder's name; None for studies of other tools
+    stopped: str | None = None  # why --patience stopped the search, if it did
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
                 "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
                 "train_limit": self.train_limit, "dataset": self.dataset, "started": self.started, **self.times,
                 "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
-                "model_after_s": self.final.get("since_first_trial_s")}
+                "model_after_s": self.final.get("since_first_trial_s"), "stopped": self.stopped}
 
 
 
@@ -256,7 +258,8 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float = DEFA
             epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
             started=_iso(min(starts)) if starts else None,
             times=time_to_target(trials, target, directions[0] != StudyDirection.MINIMIZE),
-            final=latest_retrain(frozen), dataset=dataset_text(protocol)))
+            final=latest_retrain(frozen), dataset=dataset_text(protocol),
+            stopped=stop_text(frozen.user_attrs.get(STOP_ATTR))))
     return out
 
 

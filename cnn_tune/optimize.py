@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import study as studies
 from .data import Images, load_dataset
 from .interrupts import Gate, stop_signals
+from .patience import STOP_ATTR, Standing, standing
 from .plan import OptimizeOptions, Plan, adoptable, check_options, make_plan, resolve_dataset, study_name
 from .protocol import PROTOCOL_ATTR, Protocol
 from .space import Hyperparams
@@ -62,6 +63,10 @@ class OptimizeResult:
     workers: int = 1
     capped: bool = False  # stopped early because the study reached --max-trials
     stop_signal: int | None = None  # what stopped it (SIGINT, SIGTERM, SIGHUP), when interrupted
+    patience: int = 0
+    standing: Standing | None = None  # where the whole study stands at the end
+    plateaued: bool = False  # --patience stopped it: the study's last trials gained nothing beyond the noise
+    refused: bool = False  # nothing run: the study had plateaued before this command (under --patience)
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -114,6 +119,7 @@ class Collector:
             self.reporter.trial_done(event.trial, best_or_none(self.study))
         elif isinstance(event, Capped):
             self.result.capped = True
+
         elif isinstance(event, Interrupted):
             self.result.interrupted = True
             if event.trial is not None:
@@ -145,6 +151,18 @@ class RemoteTraceback(Exception):
         return "\n\n" + str(self.args[0]) if self.args else ""
 
 
+def _plateau(plan: Plan, study: optuna.Study | None) -> OptimizeResult | None:
+    """A resumed study that had already plateaued under this ``--patience`` runs nothing: the
+    result says so (and how to search on) instead."""
+    if not plan.patience or study is None:
+        return None
+    where = standing(study.get_trials(deepcopy=False), plan.protocol.n_val)
+    if not where.plateaued(plan.patience):
+        return None
+    return OptimizeResult(plan.study, plan.url, True, plan.protocol, best=best_or_none(study), workers=plan.workers,
+                          patience=plan.patience, standing=where, plateaued=True, refused=True)
+
+
 def _stored(study: optuna.Study | None) -> tuple[Protocol | None, int]:
     """The protocol a study was created with and its trial count; (None, 0) for a new study."""
     if study is None:
@@ -167,7 +185,8 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
 
     # The one open of this process. A SQLite file not there yet is created only after the data is read.
     storage = studies.open_storage(url, options.heartbeat, write=True) if studies.storage_exists(url) else None
-    stored, trials_before = _stored(studies.find_study(storage, options.study) if storage is not None else None)
+    found = studies.find_study(storage, options.study) if storage is not None else None
+    stored, trials_before = _stored(found)
     dataset = resolve_dataset(options, stored)
     # a study's own data set reads its cached images by fingerprint (a folder changed since is ignored)
     known = stored.data_fingerprint if stored is not None and dataset == stored.ref else None
@@ -175,6 +194,10 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     plan, notes = make_plan(options, url, stored, trials_before, data, device.type, precision)
     if stored is not None:
         studies.check_protocol(options.study, stored, plan.protocol)
+        refused = _plateau(plan, found)
+        if refused is not None:
+            refused.seconds = time.perf_counter() - started
+            return refused
     for note in notes:
         reporter.info(note)
     if storage is None:
@@ -192,10 +215,25 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     return result
 
 
+def record_stop(study: optuna.Study, plan: Plan, result: OptimizeResult) -> None:
+    """Where the study stands; a plateau under ``--patience`` is stored on the study (why, after
+    which trial) for `studies`, `best` and the report. A run that went on past an old plateau
+    (``--patience 0``) clears the stale record."""
+    result.standing = standing(study.get_trials(deepcopy=False), plan.protocol.n_val)
+    if result.interrupted or plan.enqueued_only:
+        return
+    result.plateaued = result.standing.plateaued(plan.patience)
+    if result.plateaued:
+        study.set_user_attr(STOP_ATTR, result.standing.record(plan.patience))
+    elif result.trials and study.user_attrs.get(STOP_ATTR):
+        study.set_user_attr(STOP_ATTR, None)
+
+
 def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Reporter) -> OptimizeResult:
     """Run ``plan`` on ``study`` (already open): here, or in ``plan.workers`` processes."""
     started = time.perf_counter()
-    result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers)
+    result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers,
+                            patience=plan.patience)
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
     gate = Gate()
@@ -211,6 +249,7 @@ def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Repo
     collect.finish()
     with studies.writes_to(plan.url):
         result.best = best_or_none(study)
+        record_stop(study, plan, result)
     result.seconds = time.perf_counter() - started
     return result
 

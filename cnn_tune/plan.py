@@ -46,6 +46,7 @@ class OptimizeOptions:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     warm_start: bool | None = None  # a new study's first trial is a known-good configuration (enqueued)
     dataset: str | None = None  # mnist, fashion-mnist or a folder; None: the study's, or mnist for a new study
+    patience: int | None = None  # trials in a row without a gain beyond the noise before stopping; None: the preset's
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,18 @@ class Plan:
     warm_start: bool = False
     enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
     cores: int | None = None  # threads were shared out of these cores: workers left take the freed ones
+    patience: int = 0  # start no trial once this many in a row gained nothing beyond the noise (0: never)
 
 
 def resolve_search(options: OptimizeOptions) -> Search:
-    """Sampler, pruner, warm start and workers: as asked, else the preset's."""
+    """Sampler, pruner, warm start, workers and patience: as asked, else the preset's."""
     if options.preset not in PRESETS:
         raise UsageError(f"unknown preset {options.preset!r}", hint=f"use one of: {', '.join(PRESETS)}")
     preset = PRESETS[options.preset]
     return Search(sampler=options.sampler or preset.sampler, pruner=options.pruner or preset.pruner,
                   warm_start=preset.warm_start if options.warm_start is None else options.warm_start,
-                  workers=preset.workers if options.workers is None else options.workers)
+                  workers=preset.workers if options.workers is None else options.workers,
+                  patience=preset.patience if options.patience is None else options.patience)
 
 
 def study_name(options: OptimizeOptions) -> str:
@@ -228,5 +231,5 @@ def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trial
                 timeout=options.timeout, seed=options.seed,
                 sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=search.warm_start)  # the study name was resolved by the caller (study_name)
+                warm_start=search.warm_start, patience=search.patience)  # the study name was resolved by the caller (study_name)
     return plan, [note] if note else []

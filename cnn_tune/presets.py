@@ -17,6 +17,7 @@ class Search:
     pruner: str  # a name in samplers.PRUNERS
     warm_start: bool  # a new study's first trial is the article's configuration
     workers: int | str  # or "auto": one 1-thread worker per core, as memory allows
+    patience: int = 0  # stop after this many trials in a row without a gain beyond the noise; 0: never
 
 
 PRESETS: dict[str, Search] = {

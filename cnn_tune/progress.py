@@ -26,16 +26,17 @@ from .views import trial_line
 
 
 def start_line(plan: Plan) -> str:
+    """What is about to run, on short lines (each fits 80 columns for a study name of ordinary
+    length): what and how long, on which images and device, how it searches."""
     p = plan.protocol
+    images = f"  {p.n_train} train / {p.n_val} validation images of {p.ref.short}; device {plan.device}, {plan.precision}"
     if plan.enqueued_only:
-        return (f"Confirming: {plan.trials} run(s) of {p.epochs} epochs on {p.n_train} train / {p.n_val} validation "
-                f"images, stored in study {plan.study!r}, device {plan.device}, {plan.precision}")
+        return f"Confirming in study {plan.study!r}: {plan.trials} run(s) of {p.epochs} epochs\n{images}"
     verb = "Resuming" if plan.resumed else "Creating"
     warm = ", warm start" if plan.warm_start and not plan.resumed else ""
-    return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs on "
-            f"{p.n_train} train / {p.n_val} validation images of {p.ref.short}, device {plan.device}, "
-            f"{plan.precision}; "
-            f"{plan.sampler} sampler, {plan.pruner} pruner{warm}")
+    patience = f", patience {plan.patience}" if plan.patience else ""
+    return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs\n{images}\n"
+            f"  {plan.sampler} sampler, {plan.pruner} pruner{warm}{patience}")
 
 
 def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:

@@ -88,6 +88,8 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
                                                                     record["confirmed_n"])))
         if ci:
             pairs.append(("confirmed 95% interval", f"{pct(ci[0])} – {pct(ci[1])}"))
+    if record.get("stopped"):
+        pairs.append(("search", record["stopped"]))
     if record.get("ranked_by") == "mean":
         pairs.insert(3, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
     if "target" in record:  # wall time from the study's first trial
@@ -127,7 +129,8 @@ def target_label(target: float) -> str:
 
 def studies_view(summaries: list[StudySummary], target: float) -> View:
     headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "best after",
-               f"{target_label(target)} after", "final model (test)", "epochs", "train limit", "data", "started"]
+               f"{target_label(target)} after", "final model (test)", "epochs", "train limit", "data", "started",
+               "search"]
     body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
              str(s.counts["fail"]), str(s.counts["running"]),
              # a study of another tool may optimize anything: only ours are accuracies
@@ -137,7 +140,7 @@ def studies_view(summaries: list[StudySummary], target: float) -> View:
              after(s.times.get("target_after_s")) if s.epochs is not None else "—",
              final_text(s.final),
              cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
-             cell(s.dataset), cell(s.started)] for s in summaries]
+             cell(s.dataset), cell(s.started), s.stopped or "—"] for s in summaries]
     dicts = [s.as_dict() for s in summaries]
     keys = list(dicts[0]) if dicts else ["name"]
     return View([Table(headers, body, right=frozenset(range(2, 12)))], dicts,
@@ -189,15 +192,22 @@ def fit(head: list[str], rest: list[str], drop: list[int], width: int | None) ->
 
 
 def summary_view(result: OptimizeResult) -> View:
+    """Short lines (80 columns hold them): what ran, where it is stored, why it stopped, the
+    best, and where the search stands."""
+    where = f"Study {result.study_name!r} in {result.storage}"
+    standing = result.standing
+    if result.refused and standing is not None:
+        return View([f"{where} has plateaued: {standing.stop_text()}.",
+                     f"Nothing run. To search on anyway: --patience 0, or a patience above {standing.without_gain}."])
     states = (f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned, "
               f"{result.count(TrialState.FAIL)} failed")
     head = "Interrupted" if result.interrupted else "Finished"
     by = f" by {result.workers} workers" if result.workers > 1 else ""
-    first = (f"{head}: {len(result.trials)} trial(s) this run{by} ({states}) in {result.seconds:.1f}s; "
-             f"study {result.study_name!r} in {result.storage}")
+    blocks: list = [f"{head}: {len(result.trials)} trial(s){by} in {result.seconds:.1f}s ({states})", where]
     if result.capped:
-        first += "; stopped early: the study reached --max-trials"
-    blocks: list = [first]
+        blocks.append("Stopped early: the study reached --max-trials.")
+    if result.plateaued and standing is not None:
+        blocks.append(f"Stopped by --patience {result.patience}: {standing.stop_text()}.")
     best = result.best
     if best is None:
         blocks.append("No complete trial yet.")
@@ -205,6 +215,8 @@ def summary_view(result: OptimizeResult) -> View:
         seconds = best.duration.total_seconds() if best.duration is not None else 0.0
         blocks.append(f"Best trial #{best.number}: validation accuracy {pct(best.value)} "
                       f"after {best.user_attrs.get('epochs_run', '?')} epochs ({seconds:.1f}s)")
+        if standing is not None:
+            blocks.append(standing.since_text())
         blocks.append(pairs_table([(k, cell(v)) for k, v in best.params.items()], ("parameter", "value")))
     if result.interrupted:
         blocks.append("The study is saved; run the same command again to resume it.")

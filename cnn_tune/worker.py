@@ -21,6 +21,7 @@ from .data import Images, make_split
 from .errors import CnnTuneError, WorkerCrashed
 from .interrupts import Gate, gated
 from .objective import Objective, Pace
+from .patience import standing
 from .plan import Plan
 from .samplers import derive_seed, make_pruner, make_sampler
 from .study import storage_cause, storage_failure
@@ -141,7 +142,8 @@ def make_objective(plan: Plan, data: Images, worker: int, sink: Sink, gate: Gate
 
 class Claims:
     """Whether a worker may start another trial: not stopped, before the deadline, under the
-    study-wide cap, and ``take()`` grants one of the invocation's trials (a local count, or
+    study-wide cap, not on a plateau (``--patience``, judged from the stored trials of every
+    process), and ``take()`` grants one of the invocation's trials (a local count, or
     a counter shared by all workers — so N workers run ``--trials`` in all, not N times as many)."""
 
     def __init__(self, plan: Plan, worker: int, sink: Sink, take: Callable[[], bool],
@@ -157,6 +159,9 @@ class Claims:
         if not under_cap(study, self.plan.max_trials):
             self.sink(Capped(self.worker))
             return False
+        if self.plan.patience and standing(study.get_trials(deepcopy=False),
+                                           self.plan.protocol.n_val).plateaued(self.plan.patience):
+            return False  # the parent reads the same standing from the study when all are done
         return self.take()
 
 
