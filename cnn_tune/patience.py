@@ -24,8 +24,12 @@ NOISE_SES = 2  # standard errors: a gain must exceed this many to count
 
 
 def noise(accuracy: float, n_val: int) -> float:
-    """Two binomial standard errors of ``accuracy`` measured on ``n_val`` images (a fraction)."""
-    return NOISE_SES * math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(n_val, 1))
+    """Two binomial standard errors of ``accuracy`` measured on ``n_val`` images (a fraction).
+    An accuracy of 0 or 1 is taken as one image away from it: its own formula would say a
+    perfect score on 20 images cannot be matched by chance, which it can."""
+    n = max(n_val, 1)
+    p = min(max(accuracy, 1 / n), 1 - 1 / n) if n > 1 else 0.5
+    return NOISE_SES * math.sqrt(p * (1 - p) / n)
 
 
 @dataclass(frozen=True)
