@@ -231,5 +231,6 @@ def make_plan(options: OptimizeOptions, url: str, stored: Protocol | None, trial
                 timeout=options.timeout, seed=options.seed,
                 sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=search.warm_start, patience=search.patience)  # the study name was resolved by the caller (study_name)
+                # the study name was resolved by the caller (study_name)
+                warm_start=search.warm_start, patience=search.patience)
     return plan, [note] if note else []

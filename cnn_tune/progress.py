@@ -29,7 +29,8 @@ def start_line(plan: Plan) -> str:
     """What is about to run, on short lines (each fits 80 columns for a study name of ordinary
     length): what and how long, on which images and device, how it searches."""
     p = plan.protocol
-    images = f"  {p.n_train} train / {p.n_val} validation images of {p.ref.short}; device {plan.device}, {plan.precision}"
+    images = (f"  {p.n_train} train / {p.n_val} validation images of {p.ref.short}; "
+              f"device {plan.device}, {plan.precision}")
     if plan.enqueued_only:
         return f"Confirming in study {plan.study!r}: {plan.trials} run(s) of {p.epochs} epochs\n{images}"
     verb = "Resuming" if plan.resumed else "Creating"
