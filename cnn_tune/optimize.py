@@ -119,7 +119,6 @@ class Collector:
             self.reporter.trial_done(event.trial, best_or_none(self.study))
         elif isinstance(event, Capped):
             self.result.capped = True
-
         elif isinstance(event, Interrupted):
             self.result.interrupted = True
             if event.trial is not None:

@@ -49,7 +49,7 @@ class Standing:
         return patience > 0 and self.last_gain is not None and self.without_gain >= patience
 
     def noise_text(self) -> str:
-        return f"±{100 * (self.noise or 0.0):.2f} points"
+        return _points(self.noise)
 
     def stop_text(self) -> str:
         """``8 trials without a gain beyond ±0.18 points since trial 0``."""
@@ -116,5 +116,9 @@ def stop_text(record: dict[str, Any] | None) -> str | None:
 
 
 def _without_gain(n: int, margin: float | None, since: int | None) -> str:
-    return (f"{n} trial{'s' if n != 1 else ''} without a gain beyond ±{100 * (margin or 0.0):.2f} points "
-            f"since trial {since}")
+    return f"{n} trial{'s' if n != 1 else ''} without a gain beyond {_points(margin)} since trial {since}"
+
+
+def _points(margin: float | None) -> str:
+    """A noise margin (a fraction) in accuracy points: ``±0.18 points``."""
+    return f"±{100 * (margin or 0.0):.2f} points"
