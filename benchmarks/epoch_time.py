@@ -77,6 +77,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_details() -> dict:
+    """Which CPU a figure came from: model name, family/model numbers and whether it has
+    AVX512-BF16 (the precision the product picks by default depends on it)."""
+    fields: dict = {"cpu": cpu_model()}
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return fields
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("cpu family", "model"):
+            fields[key.strip().replace(" ", "_")] = value.strip()
+        elif key.strip() == "flags":
+            fields["avx512_bf16"] = "avx512_bf16" in value.split()
+    return fields
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)

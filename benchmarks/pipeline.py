@@ -51,7 +51,7 @@ from statistics import median
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from epoch_time import cpu_model  # noqa: E402
+from epoch_time import cpu_details, cpu_model  # noqa: E402
 from retrain import busy_seconds, own_seconds  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
@@ -125,7 +125,7 @@ def finish_order(study: optuna.Study) -> list[list]:
 def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dataset: str = "mnist",
         patience: int = PATIENCE) -> dict:
     record: dict = {"candidate": candidate, "seed": seed, "dataset": dataset,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cpu_details()}
     extra = ["--patience", str(patience)] if candidate == "default+patience" else []
     if extra:
         record["patience"] = patience
@@ -200,7 +200,8 @@ def main() -> None:
     if printed_table(args, table, args.dataset):
         return
     result = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
-    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
+    # the file's machine is the one its first runs came from; each run names its own CPU
+    result.setdefault("machine", {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()})
     for i, seed in enumerate(args.seeds):
         shift = i % len(args.candidates)
         for candidate in args.candidates[shift:] + args.candidates[:shift]:
