@@ -25,17 +25,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from cnn_tune.data import default_data_dir, load_mnist, make_split
-from cnn_tune.model import OPTIMIZER_CLASSES, build_model
-from cnn_tune.space import Hyperparams
-from cnn_tune.training import Trainer
+from cnn_tune.data.images import make_split
+from cnn_tune.data.load import default_data_dir, load_mnist
+from cnn_tune.model.network import OPTIMIZER_CLASSES, build_model
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import Trainer
 
 CONFIG = Hyperparams(dropout_rate=0.2, fc2_input_dim=128, dropout_rate2=0.1, optimizer="Adam", lr=1e-3, batch_size=128)
 
 
 def seed_optimizer(hp: Hyperparams, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The article's optimizer: ``getattr(optim, name)(model.parameters(), lr=lr)`` — torch's
-    defaults, not cnn-tune's fused choice (see ``cnn_tune.model.build_optimizer``)."""
+    defaults, not cnn-tune's fused choice (see ``cnn_tune.model.network.build_optimizer``)."""
     return OPTIMIZER_CLASSES[hp.optimizer](model.parameters(), lr=hp.lr)
 
 

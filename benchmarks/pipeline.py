@@ -55,6 +55,9 @@ from epoch_time import cpu_details, cpu_model  # noqa: E402
 from retrain import busy_seconds, own_seconds  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
+from cnn_tune.storage.engine import open_storage
+from cnn_tune.storage.studies import create_or_load
+
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
 SEARCH = {"default": [], "default+patience": [], "article-preset": ["--preset", "article"], "warm-start-only": None,
           "seed-style": None}
@@ -77,7 +80,7 @@ def cnn_tune(*args: str, url: str, data_dir: Path) -> tuple[subprocess.Completed
 
 
 def study_name(dataset: str) -> str:
-    from cnn_tune.datasets import DatasetRef, default_study_name
+    from cnn_tune.data.datasets import DatasetRef, default_study_name
 
     return default_study_name(DatasetRef(dataset))
 
@@ -87,10 +90,9 @@ def seed_style_search(url: str, seed: int, data_dir: Path, dataset: str) -> tupl
     (with the protocol `retrain` checks), so the same `retrain` trains it."""
     from speed import SeedObjective
 
-    from cnn_tune import study as studies
-    from cnn_tune.data import load_builtin
-    from cnn_tune.plan import protocol_for
-    from cnn_tune.space import Hyperparams, distributions
+    from cnn_tune.data.load import load_builtin
+    from cnn_tune.model.space import Hyperparams, distributions
+    from cnn_tune.search.plan import protocol_for
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_builtin(dataset, data_dir, lambda _: None)  # fetched if need be, before the clock starts
@@ -101,8 +103,8 @@ def seed_style_search(url: str, seed: int, data_dir: Path, dataset: str) -> tupl
     wall = time.perf_counter() - started
     others = max(busy_seconds() - busy - (own_seconds() - own), 0.0)
     protocol = protocol_for(10, None, data)
-    storage = studies.open_storage(url, None, write=True)
-    study, _ = studies.create_or_load(storage, study_name(dataset), protocol, optuna.samplers.RandomSampler(),
+    storage = open_storage(url, None, write=True)
+    study, _ = create_or_load(storage, study_name(dataset), protocol, optuna.samplers.RandomSampler(),
                                       optuna.pruners.NopPruner())
     best = loop.best_trial
     study.add_trial(optuna.trial.create_trial(

@@ -35,10 +35,11 @@ from epoch_time import cpu_model  # noqa: E402
 from retrain import busy_seconds, own_seconds  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
-from cnn_tune.data import load_mnist, make_split  # noqa: E402
-from cnn_tune.protocol import SPLIT_SEED  # noqa: E402
-from cnn_tune.space import Hyperparams  # noqa: E402
-from cnn_tune.training import Trainer, score, to_inputs  # noqa: E402
+from cnn_tune.data.images import make_split
+from cnn_tune.data.load import load_mnist
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import Trainer, score, to_inputs
+from cnn_tune.storage.protocol import SPLIT_SEED
 
 RESULTS = Path(__file__).parent / "results" / "precision_cpu.json"
 EPOCHS = 10  # the article's protocol

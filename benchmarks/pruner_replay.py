@@ -11,7 +11,7 @@ of validation accuracy is known), e.g. on Fashion-MNIST:
 
 Replay: trials in the order of their numbers; with W workers, trial i sees trials up to
 i - W as finished (complete, or pruned where the rule stopped them) and those in between as
-running peers. A rule's verdict after each epoch is the real pruner's (cnn_tune.samplers),
+running peers. A rule's verdict after each epoch is the real pruner's (cnn_tune.search.samplers),
 asked through a study that holds exactly what trial i would have seen. A trial the rule stops
 keeps its curve up to there; only a trial it never stops can lead. Reported per rule: epochs
 trained, trials stopped, the best final validation accuracy among trials left complete, and
@@ -34,8 +34,8 @@ from optuna.trial import TrialState, create_trial
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import printed_table, results_options  # noqa: E402
 
-from cnn_tune.protocol import PROTOCOL_ATTR
-from cnn_tune.samplers import LeaderPruner, NarrowingPruner, hopeless_below, make_pruner
+from cnn_tune.search.samplers import LeaderPruner, NarrowingPruner, hopeless_below, make_pruner
+from cnn_tune.storage.protocol import PROTOCOL_ATTR
 
 RULES = ("narrowing", "narrowing-0.4", "leader", "median", "none")
 RESULTS = Path(__file__).parent / "results" / "pruner_replay_cpu.json"

@@ -11,7 +11,7 @@ Not part of the test suite; run by hand on an otherwise idle machine:
 
 Every candidate trains the warm-start configuration (the article's: Adam, lr 1e-3, batch 128,
 fc 128, dropout 0.2/0.1), or the one ``--params`` describes, on all 60,000 training images,
-exactly as `cnn-tune retrain` does (cnn_tune.training.Trainer with a Style), and is scored in
+exactly as `cnn-tune retrain` does (cnn_tune.model.training.Trainer with a Style), and is scored in
 fp32 on the 10,000 test images. The test set chooses the default here and only here: no study
 ever sees it. Candidates run in a rotated order per seed so that drift of the machine hits all
 alike. A run during which other processes used more than a fifth of a core is kept but marked
@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import cpu_model  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
-from cnn_tune.data import load_builtin  # noqa: E402
-from cnn_tune.model import Ensemble  # noqa: E402
-from cnn_tune.recipe import Recipe  # noqa: E402
-from cnn_tune.space import Hyperparams  # noqa: E402
-from cnn_tune.training import Style, Trainer, resolve_precision, score, to_inputs  # noqa: E402
+from cnn_tune.data.load import load_builtin
+from cnn_tune.model.network import Ensemble
+from cnn_tune.model.recipe import Recipe
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import Style, Trainer, resolve_precision, score, to_inputs
 
 CONFIG = Hyperparams()  # the warm start: the article's configuration
 CANDIDATES: dict[str, Recipe] = {

@@ -40,10 +40,11 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import CONFIG, SeedLoop, cpu_model, seed_optimizer  # noqa: E402 - the seed loop lives there
 
-from cnn_tune.data import default_data_dir, load_mnist, make_split  # noqa: E402
-from cnn_tune.model import build_model, build_optimizer  # noqa: E402
-from cnn_tune.space import suggest  # noqa: E402
-from cnn_tune.training import Trainer, autocast, eval_batch, resolve_precision, to_inputs  # noqa: E402
+from cnn_tune.data.images import make_split
+from cnn_tune.data.load import default_data_dir, load_mnist
+from cnn_tune.model.network import build_model, build_optimizer
+from cnn_tune.model.space import suggest
+from cnn_tune.model.training import Trainer, autocast, eval_batch, resolve_precision, to_inputs
 
 FLOOR = "compute floor"
 

@@ -53,7 +53,9 @@ def scaling(workers: list[int], trials: int, train_limit: int, epochs: int, data
 def _trivial_worker(url: str, name: str, n: int, barrier) -> None:
     import optuna
 
-    from cnn_tune.study import Heartbeat, open_storage, quiet_optuna
+    from cnn_tune.storage.engine import open_storage
+    from cnn_tune.storage.faults import quiet_optuna
+    from cnn_tune.storage.heartbeat import Heartbeat
 
     quiet_optuna(False)
     storage = open_storage(url, Heartbeat(), write=True)
@@ -65,7 +67,8 @@ def _trivial_worker(url: str, name: str, n: int, barrier) -> None:
 def storage_overhead(url: str, processes: int, per_process: int) -> dict:
     import optuna
 
-    from cnn_tune.study import open_storage, quiet_optuna
+    from cnn_tune.storage.engine import open_storage
+    from cnn_tune.storage.faults import quiet_optuna
 
     quiet_optuna(False)
     name = f"bench-{uuid.uuid4().hex[:6]}"

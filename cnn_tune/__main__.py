@@ -1,3 +1,3 @@
-from .cli import main
+from cnn_tune.cli.main import main
 
 main()

@@ -1,12 +1,14 @@
-"""Writing output files safely: checked before any work, written whole or not at all."""
+"""Writing output files safely: checked before any work, written whole or not at all; downloaded
+files checked against their pinned digests before anything is kept."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import OutputError
+from cnn_tune.errors import ChecksumMismatch, MirrorError, OutputError
 
 
 def check_writable(path: Path, overwrite: bool = True, option: str = "--output PATH") -> None:
@@ -37,3 +39,32 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Delete ``path`` and raise if its sha256 is not ``expected``."""
+    actual = sha256_of(path)
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        raise ChecksumMismatch(f"mirror file {path} has sha256 {actual[:12]}…, expected {expected[:12]}…; deleted it",
+                               hint="run the command again to download it afresh")
+
+
+def write_checked(blobs: dict[str, bytes], raw_dir: Path, expected_md5: dict[str, str], origin: str,
+                  hint: str) -> None:
+    """Write each IDX file's bytes to ``raw_dir`` once every one matches its md5; else write none."""
+    for name, blob in blobs.items():
+        md5 = hashlib.md5(blob).hexdigest()
+        if md5 != expected_md5[name]:
+            raise MirrorError(f"{name} {origin} has md5 {md5}, expected {expected_md5[name]}", hint=hint)
+    for name, blob in blobs.items():
+        write_atomic(raw_dir / name, blob)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnn_tune.cli import app
+from cnn_tune.cli.main import app
 
 # The default --workers is auto: on a 2-core machine every in-process test would spawn two
 # worker processes (each importing torch) for a few tiny trials. The suite runs one worker
@@ -134,7 +134,7 @@ def no_leftover_processes():
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode an IDX file by hand (independently of cnn_tune.idx, which is under test)."""
+    """Encode an IDX file by hand (independently of cnn_tune.data.idx, which is under test)."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(np.uint8).tobytes()
 
@@ -236,7 +236,7 @@ def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> op
     """A study written directly through Optuna's API, for shapes slow to make with real
     training: many trials; a mix of complete, pruned (every 4th), failed (every 7th) and
     ``running`` trials left open at the end. Parameters come from cnn-tune's search space."""
-    from cnn_tune.space import suggest
+    from cnn_tune.model.space import suggest
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

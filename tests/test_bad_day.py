@@ -302,7 +302,7 @@ def test_each_sqlite_fault_is_named_with_its_fix(driver_text, what, fix):
 
     import sqlalchemy
 
-    from cnn_tune.study import storage_failure
+    from cnn_tune.storage.faults import storage_failure
 
     wrapped = sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError(driver_text))
     inside_optuna = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
@@ -316,7 +316,7 @@ def test_each_sqlite_fault_is_named_with_its_fix(driver_text, what, fix):
 def test_a_server_fault_names_the_server():
     import sqlalchemy
 
-    from cnn_tune.study import storage_failure
+    from cnn_tune.storage.faults import storage_failure
 
     exc = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
     error = storage_failure(exc, "postgresql+psycopg://tuner:secret@db.example.org/cnn", "write to")

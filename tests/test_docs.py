@@ -21,7 +21,7 @@ import pytest
 from conftest import write_folder, write_mnist
 from typer.testing import CliRunner
 
-from cnn_tune.cli import app
+from cnn_tune.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnn_tune.model import build_model
-from cnn_tune.space import Hyperparams
-from cnn_tune.training import eval_batch, evaluate, score
+from cnn_tune.model.network import build_model
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import eval_batch, evaluate, score
 
 N = 1000  # not a multiple of the CPU chunk: the last chunk is short
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cnn_tune.cli import app
+from cnn_tune.cli.main import app
 
 COMMANDS = [[]] + [[c.name or c.callback.__name__] for c in app.registered_commands]
 

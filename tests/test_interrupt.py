@@ -85,9 +85,9 @@ class _SignalWhileAsking(optuna.samplers.RandomSampler):
 def test_ctrl_c_while_optuna_hands_out_a_trial_leaves_nothing_running(cli, db_url, monkeypatch):
     from conftest import load, quick
 
-    import cnn_tune.worker
+    import cnn_tune.search.worker
 
-    monkeypatch.setattr(cnn_tune.worker, "make_sampler", lambda name, seed: _SignalWhileAsking(at=1))
+    monkeypatch.setattr(cnn_tune.search.worker, "make_sampler", lambda name, seed: _SignalWhileAsking(at=1))
     result = cli(*quick("--trials", "3", *NO_PRUNING))
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
@@ -99,15 +99,15 @@ def test_ctrl_c_while_optuna_hands_out_a_trial_leaves_nothing_running(cli, db_ur
 def test_ctrl_c_as_a_trial_is_stored_keeps_it_and_starts_no_other(cli, db_url, monkeypatch):
     from conftest import load, quick
 
-    import cnn_tune.worker
+    import cnn_tune.search.worker
 
-    real_done = cnn_tune.worker.TrialDone
+    real_done = cnn_tune.search.worker.TrialDone
 
     def done_then_signal(worker, trial):  # Optuna's callback: the trial's state is already stored
         os.kill(os.getpid(), signal.SIGINT)
         return real_done(worker, trial)
 
-    monkeypatch.setattr(cnn_tune.worker, "TrialDone", done_then_signal)
+    monkeypatch.setattr(cnn_tune.search.worker, "TrialDone", done_then_signal)
     result = cli(*quick("--trials", "3", *NO_PRUNING))
     assert result.exit_code == 130, result.output
     assert [t.state for t in load(db_url).get_trials()] == [TrialState.COMPLETE]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnn_tune.model import OPTIMIZER_CLASSES, ConvNet, build_model, build_optimizer
-from cnn_tune.space import Hyperparams, suggest
+from cnn_tune.model.network import OPTIMIZER_CLASSES, ConvNet, build_model, build_optimizer
+from cnn_tune.model.space import Hyperparams, suggest
 
 EXPECTED = {
     "dropout_rate": FloatDistribution(0.0, 0.5, step=0.1),

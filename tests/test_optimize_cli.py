@@ -6,13 +6,13 @@ import os
 
 import optuna
 import pytest
-from conftest import load, quick, write_mnist
+from conftest import assert_one_line_error, load, quick, write_mnist
 from optuna.trial import TrialState
 
-from cnn_tune.model import build_model
-from cnn_tune.protocol import PROTOCOL_ATTR
-from cnn_tune.samplers import PRUNERS
-from cnn_tune.space import Hyperparams
+from cnn_tune.model.network import build_model
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.search.samplers import PRUNERS
+from cnn_tune.storage.protocol import PROTOCOL_ATTR
 
 SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "lr", "batch_size"}
 
@@ -96,13 +96,18 @@ def test_conflicting_protocol_is_refused(cli, db_url, option):
     assert len(load(db_url).trials) == 2  # nothing added
 
 
-def test_other_data_is_refused_on_resume(cli, db_url, tmp_path):
+def test_other_data_gets_one_answer_from_every_command(cli, db_url, tmp_path):
+    """Resuming, confirming and retraining on other images: the same error, exit code and line."""
     assert cli(*quick()).exit_code == 0
     other = write_mnist(tmp_path / "other", seed=5)
-    result = cli("optimize", "--trials", "1", "--data-dir", str(other))
-    assert result.exit_code == 2
-    assert "data_fingerprint" in result.stderr
-    assert len(load(db_url).trials) == 2
+    lines = set()
+    for command in (["optimize", "--trials", "1"], ["confirm", "--top", "1", "--seeds", "1"],
+                    ["retrain", "--epochs", "1", "--output", str(tmp_path / "m.pt")]):
+        line = assert_one_line_error(cli(*command, "--data-dir", str(other)), 1, "differ from those study 'mnist-cnn'",
+                                     "point --data-dir at the study's data")
+        lines.add(line.split(" differ from ")[1])
+    assert len(lines) == 1, lines
+    assert len(load(db_url).trials) == 2 and not (tmp_path / "m.pt").exists()
 
 
 @pytest.mark.parametrize("pruner", PRUNERS)
@@ -150,7 +155,7 @@ def test_sqlite_folder_is_created(cli, tmp_path):
 def test_version_and_help_have_examples(cli):
     from typer.main import get_command
 
-    from cnn_tune.cli import app
+    from cnn_tune.cli.main import app
 
     assert cli("--version").stdout.startswith("cnn-tune ")
     for name in get_command(app).commands:
@@ -163,7 +168,7 @@ def test_every_command_summary_is_one_line_on_80_columns():
 
     from typer.main import get_command
 
-    from cnn_tune.cli import app
+    from cnn_tune.cli.main import app
 
     done = subprocess.run([sys.executable, "-m", "cnn_tune", "--help"], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "80", "TERM": "xterm"})
@@ -211,7 +216,7 @@ def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch)
 
 
 def test_warm_start_runs_the_articles_configuration_first(cli, db_url):
-    from cnn_tune.space import Hyperparams
+    from cnn_tune.model.space import Hyperparams
 
     assert cli(*quick("--warm-start", "--seed", "1")).exit_code == 0
     first = load(db_url).trials[0]
@@ -223,7 +228,7 @@ def test_warm_start_runs_the_articles_configuration_first(cli, db_url):
 def test_leader_pruner_stops_hopeless_trials_from_the_first_one():
     from optuna.trial import create_trial
 
-    from cnn_tune.samplers import LeaderPruner
+    from cnn_tune.search.samplers import LeaderPruner
 
     study = optuna.create_study(direction="maximize")
     pruner = LeaderPruner(floor=0.5, margin=0.02)
@@ -249,7 +254,7 @@ def _asked(study: optuna.Study, values: dict[int, float]) -> optuna.trial.Frozen
 
 
 def test_narrowing_pruner_compares_with_running_peers_before_any_trial_is_complete():
-    from cnn_tune.samplers import LeaderPruner, NarrowingPruner
+    from cnn_tune.search.samplers import LeaderPruner, NarrowingPruner
 
     study = optuna.create_study(direction="maximize")
     warm = _asked(study, {1: 0.97})  # the warm start, one epoch in
@@ -263,7 +268,7 @@ def test_narrowing_pruner_compares_with_running_peers_before_any_trial_is_comple
 def test_narrowing_pruner_gap_shrinks_with_epochs_down_to_the_noise():
     from optuna.trial import create_trial
 
-    from cnn_tune.samplers import LeaderPruner, NarrowingPruner
+    from cnn_tune.search.samplers import LeaderPruner, NarrowingPruner
 
     study = optuna.create_study(direction="maximize")
     study.add_trial(create_trial(value=0.990, intermediate_values={1: 0.975, 2: 0.98, 5: 0.989, 9: 0.99},
@@ -290,7 +295,7 @@ def test_narrowing_pruners_median_rule_allows_the_noise():
     the study's best) is within the noise of 12,000 images and runs on; 3 points under is stopped."""
     from optuna.trial import create_trial
 
-    from cnn_tune.samplers import NarrowingPruner, hopeless_below
+    from cnn_tune.search.samplers import NarrowingPruner, hopeless_below
 
     study = optuna.create_study(direction="maximize")
     for first in (0.832, 0.857, 0.860, 0.854, 0.855):

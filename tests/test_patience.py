@@ -17,8 +17,8 @@ from conftest import write_mnist
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from cnn_tune.patience import STOP_ATTR, noise, standing, stop_text
-from cnn_tune.worker import Claims, local_counter
+from cnn_tune.search.worker import Claims, local_counter
+from cnn_tune.storage.patience import STOP_ATTR, noise, standing, stop_text
 
 T0 = datetime(2026, 12, 3, 12, 0, 0)
 
@@ -164,7 +164,7 @@ def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
 def test_the_summary_fits_80_columns_and_says_where_the_search_stands(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cnn_tune.cli import app
+    from cnn_tune.cli.main import app
 
     data = write_mnist(tmp_path / "data", n_train=200, n_test=20)
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from conftest import api_study, assert_one_line_error, quick
 from optuna.trial import TrialState
 
-from cnn_tune.plots import VIEWS
+from cnn_tune.cli.plots import VIEWS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HAS_CHROME = any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome"))
@@ -217,7 +217,7 @@ class _FlakyFigure:
 def test_a_page_kaleido_ran_too_early_is_rendered_again():
     from kaleido._kaleido_tab._errors import JavascriptError
 
-    from cnn_tune.plots import RENDER_ATTEMPTS, render
+    from cnn_tune.cli.plots import RENDER_ATTEMPTS, render
 
     flaky = _FlakyFigure(RENDER_ATTEMPTS - 1)
     assert render(flaky, ".pdf") == b"%PDF-" and flaky.calls == RENDER_ATTEMPTS

@@ -22,7 +22,7 @@ import pytest
 from conftest import api_study, default_sigint, write_mnist
 from optuna.trial import TrialState
 
-from cnn_tune.interrupts import PARENT_GONE
+from cnn_tune.processes.interrupts import PARENT_GONE
 
 LONG = ["--trials", "6", "--epochs", "30", "--pruner", "none", "--device", "cpu", "--seed", "0"]
 
@@ -103,8 +103,8 @@ def test_a_worker_whose_parent_is_gone_before_it_looks_stops_at_once():
     """The race the sentinel thread covers: the parent died before prctl could take effect."""
     code = """
 import os, signal, sys, time
-from cnn_tune.interrupts import Gate, route_signals
-from cnn_tune.lifeline import Lifeline
+from cnn_tune.processes.interrupts import Gate, route_signals
+from cnn_tune.processes.lifeline import Lifeline
 gate = Gate(parent=os.getppid() + 100000)  # not our parent: as if it had died already
 route_signals(gate)
 Lifeline().watch(gate)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_tune.model import Ensemble, build_model
-from cnn_tune.space import Hyperparams
-from cnn_tune.training import Style, _step_hooks, random_flip, random_shift
+from cnn_tune.model.network import Ensemble, build_model
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import Style, _step_hooks, random_flip, random_shift
 
 
 def test_random_shift_moves_each_image_by_at_most_max_shift():

@@ -15,8 +15,8 @@ from conftest import api_study, assert_one_line_error, synthetic_digits, write_m
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnn_tune.cli import app
-from cnn_tune.protocol import RETRAIN_ATTR_PREFIX
+from cnn_tune.cli.main import app
+from cnn_tune.storage.protocol import RETRAIN_ATTR_PREFIX
 
 GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
         "batch_size": 64}
@@ -345,8 +345,8 @@ def test_an_ensemble_of_the_top_trials(env, tmp_path):
     assert again["test_accuracy"] == r["test_accuracy"] and again["members"] == r["members"]
     assert "an ensemble of trials" in env("evaluate", str(out), "--device", "cpu").stdout
     # predict averages the members' probabilities
-    from cnn_tune import checkpoint
-    from cnn_tune.training import to_inputs
+    from cnn_tune.model import checkpoint
+    from cnn_tune.model.training import to_inputs
 
     images, _ = synthetic_digits(3, seed=1)
     for i, img in enumerate(images):
@@ -397,7 +397,7 @@ def test_bad_recipe_options(env, tmp_path, args, code, fragment):
 
 def test_recipe_values_are_checked_in_the_library():
     from cnn_tune.errors import UsageError
-    from cnn_tune.recipe import Recipe
+    from cnn_tune.model.recipe import Recipe
 
     for bad in ({"epochs": 0}, {"epochs": 1, "shift": -1}, {"epochs": 1, "schedule": "step"},
                 {"epochs": 1, "average": "swa"}, {"epochs": 1, "top": 0}):
@@ -436,7 +436,7 @@ def test_the_default_schedule_keeps_adagrad_constant(tmp_path):
 
 
 def test_auto_schedule_in_the_library():
-    from cnn_tune.recipe import RECIPES, Recipe
+    from cnn_tune.model.recipe import RECIPES, Recipe
 
     auto = RECIPES["best"]
     assert auto.schedule == "auto" and auto.schedule_for("Adagrad") == "constant"

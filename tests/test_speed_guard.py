@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn_tune.data import Images, make_split
-from cnn_tune.model import OPTIMIZER_CLASSES, build_model
-from cnn_tune.space import Hyperparams
-from cnn_tune.training import Trainer, cpu_has_fast_bf16, resolve_precision
+from cnn_tune.data.images import Images, make_split
+from cnn_tune.model.network import OPTIMIZER_CLASSES, build_model
+from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.training import Trainer, cpu_has_fast_bf16, resolve_precision
 
 HP = Hyperparams(dropout_rate=0.2, fc2_input_dim=128, dropout_rate2=0.1, optimizer="Adam", lr=1e-3, batch_size=64)
 SEED = 11
@@ -101,7 +101,7 @@ def test_bf16_detection_reads_cpu_flags(flags, fast):
 
 @pytest.mark.parametrize("fast, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, fast, expected):
-    monkeypatch.setattr("cnn_tune.training.cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr("cnn_tune.model.training.cpu_has_fast_bf16", lambda: fast)
     assert resolve_precision("auto", torch.device("cpu")) == expected
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"  # asked for: kept, whatever the CPU
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"

@@ -12,7 +12,7 @@ def test_simultaneous_first_opens_of_a_new_sqlite_file_all_succeed(tmp_path):
     # Optuna creates its schema on first open; two processes doing it at once collide
     # ("UNIQUE constraint failed: alembic_version…") unless the opener retries.
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = ("import sys; from cnn_tune.study import open_storage, prepare_storage; "
+    code = ("import sys; from cnn_tune.storage.engine import open_storage, prepare_storage; "
             "open_storage(prepare_storage(sys.argv[1]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
              for _ in range(8)]

@@ -16,9 +16,9 @@ import pytest
 from conftest import write_mnist
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from cnn_tune import space
 from cnn_tune.errors import ProtocolConflict, UsageError
-from cnn_tune.plan import (
+from cnn_tune.model import space
+from cnn_tune.search.plan import (
     OptimizeOptions,
     adoptable,
     check_options,
@@ -28,29 +28,54 @@ from cnn_tune.plan import (
     resolve_threads,
     resolve_workers,
 )
-from cnn_tune.presets import PRESETS, Search
-from cnn_tune.protocol import DEFAULT_EPOCHS
+from cnn_tune.search.presets import PRESETS, Search
+from cnn_tune.storage.protocol import DEFAULT_EPOCHS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnn_tune"
 
 
 # --- imports ---------------------------------------------------------------------------------
 
+def module_name(package: Path, path: Path) -> str:
+    """``cnn_tune/search/worker.py`` → ``search.worker``; a package's ``__init__`` is the package."""
+    parts = list(path.relative_to(package).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+
 def import_graph(package: Path) -> dict[str, set[str]]:
-    """Module → the package's modules it imports, at the top or inside functions alike."""
+    """Module → the package's modules it imports, at the top or inside functions alike (names
+    relative to ``package``: ``search.worker``), relative or absolute imports alike."""
+    modules = {module_name(package, p): p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
+    for name, path in modules.items():
+        here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
         deps: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    deps.add(node.module.split(".")[0])
-                else:  # from . import x, y
-                    deps |= {a.name for a in node.names if (package / f"{a.name}.py").exists()}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnn_tune."):
-                deps.add(node.module.split(".")[1])
-        graph[path.stem] = deps - {path.stem}
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("cnn_tune"):
+                base = node.module[len("cnn_tune."):] if node.module != "cnn_tune" else ""
+            else:
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}" if base else alias.name
+                deps.add(full if full in modules else (base or "__init__"))
+        graph[name] = deps - {name}
     return graph
+
+
+def layers(graph: dict[str, set[str]]) -> dict[str, int]:
+    """A module stands one layer above everything it imports (a module importing nothing: 1)."""
+    memo: dict[str, int] = {}
+
+    def layer(module: str) -> int:
+        if module not in memo:
+            memo[module] = 1 + max((layer(d) for d in graph.get(module, ())), default=0)
+        return memo[module]
+
+    return {m: layer(m) for m in graph}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -79,8 +104,45 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_cnn_tune_modules_import_each_other_without_a_cycle():
     graph = import_graph(PACKAGE)
-    assert {"worker", "plan"} <= graph["parallel"] | graph["worker"] and "optimize" not in graph["parallel"]
+    assert {"search.worker", "search.records"} <= graph["search.parallel"]
+    assert "search.optimize" not in graph["search.parallel"]
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph) or [])
+
+
+# The parts, bottom to top: a part may import only the parts before it (and errors, files).
+PARTS = ["processes", "data", "storage", "model", "search", "cli"]
+
+
+def test_the_parts_import_downwards_only_and_stack_at_most_ten_layers():
+    graph = import_graph(PACKAGE)
+    upward = [f"{m} → {d}" for m, deps in graph.items() for d in deps
+              if m.split(".")[0] in PARTS and d.split(".")[0] in PARTS
+              and PARTS.index(d.split(".")[0]) > PARTS.index(m.split(".")[0])]
+    assert not upward, upward
+    assert {m for m, deps in graph.items() if m.split(".")[0] not in ("cli", "__main__")
+            for d in deps if d.startswith("cli")} == set()
+    depth = layers(graph)
+    assert max(depth.values()) <= 10, sorted(depth.items(), key=lambda kv: -kv[1])[:12]
+
+
+def test_the_house_has_rooms_with_a_plan_on_each_door():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "errors.py", "files.py"], top
+    for part in PARTS:
+        doc = ast.get_docstring(ast.parse((PACKAGE / part / "__init__.py").read_text()))
+        assert doc and "may import" in doc.lower(), f"{part}/__init__.py says what it owns and may import"
+    too_long = {module_name(PACKAGE, p): n for p in PACKAGE.rglob("*.py")
+                if (n := len(p.read_text().splitlines())) > 400}
+    assert not too_long, too_long
+
+
+def test_the_views_do_not_load_torch():
+    """What a command shows is rendered from torch-free records: `best`, `trials` and
+    `studies` never pay torch's import (0.5 GB, seconds)."""
+    code = ("import sys; import cnn_tune.cli.views, cnn_tune.cli.main, cnn_tune.storage.inspection; "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stdout + r.stderr
 
 
 def test_the_walk_finds_a_cycle_through_a_lazy_import(tmp_path):
@@ -236,7 +298,7 @@ def test_the_articles_space_derives_everything_from_its_fields():
 def test_no_long_function_without_a_reason():
     """Over 40 lines, a function says why it must be that long (a ``# Long:`` comment above it)."""
     long = []
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         lines = path.read_text().splitlines()
         for node in ast.walk(ast.parse("\n".join(lines))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40:
@@ -258,7 +320,7 @@ def test_ruff_finds_nothing():
 # --- --workers auto ------------------------------------------------------------------------------
 
 def test_auto_workers_share_out_cores_within_memory():
-    from cnn_tune.plan import auto_workers, available_memory_gb
+    from cnn_tune.search.plan import auto_workers, available_memory_gb
 
     assert auto_workers("cpu", None, cores=2, memory_gb=24) == 2  # one 1-thread worker per core
     assert auto_workers("cpu", 2, cores=8, memory_gb=24) == 4
@@ -269,3 +331,28 @@ def test_auto_workers_share_out_cores_within_memory():
         auto_workers("cpu", 3, cores=2, memory_gb=24)
     assert available_memory_gb("MemTotal: 100 kB\nMemAvailable:   2097152 kB\n") == 2.0
     assert available_memory_gb("nothing here") is None
+
+
+# --- warnings ------------------------------------------------------------------------------------
+
+def test_no_warning_is_silenced_without_a_name():
+    """Only warnings named by category (and message) are hidden: never all of them at once."""
+    blanket = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("simplefilter", "filterwarnings")
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "ignore"
+                    and len(node.args) < 2 and not any(k.arg == "category" for k in node.keywords)):
+                blanket.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not blanket, blanket
+
+
+@pytest.mark.parametrize("module", ["cnn_tune.search.worker", "optuna.study.study", "torch.serialization",
+                                    "typer.main", "plotly.io"])
+@pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
+def test_the_suite_fails_on_a_deprecation_from_cnn_tune_or_its_libraries(module, category):
+    import warnings
+
+    with pytest.raises(category):
+        warnings.warn_explicit("going away", category, "somewhere.py", 1, module=module)

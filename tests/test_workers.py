@@ -95,7 +95,7 @@ def test_separately_started_commands_share_one_sqlite_file(small):
 _CLAIMER = """
 import os, sys, time
 import optuna
-from cnn_tune.study import open_storage
+from cnn_tune.storage.engine import open_storage
 url, go = sys.argv[1], sys.argv[2]
 study = optuna.load_study(study_name="queue", storage=open_storage(url, write=True))
 while not os.path.exists(go):
@@ -108,7 +108,7 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
     """Enqueued trials (the warm start, confirm's runs, heartbeat retries) are handed out once.
     On SQLite, Optuna's check-then-mark of a WAITING trial was not atomic: without cnn-tune's
     BEGIN IMMEDIATE, 8 processes on 40 queued trials handed one trial to up to 7 of them."""
-    from cnn_tune.study import open_storage
+    from cnn_tune.storage.engine import open_storage
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
     study = optuna.create_study(study_name="queue", storage=open_storage(url, write=True))
@@ -131,7 +131,7 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
 def test_core_share_gives_a_lone_worker_the_freed_cores():
     import multiprocessing as mp
 
-    from cnn_tune.parallel import CoreShare
+    from cnn_tune.search.parallel import CoreShare
 
     alive = mp.get_context("spawn").Value("i", 2)
     share = CoreShare(2, alive)
@@ -153,9 +153,10 @@ def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads)
     """Two workers, two trials: one is pruned after its first epoch and its worker exits (no
     trial left to claim); the other, 1 thread of 2 cores so far, trains its later epochs on
     both. Not when --threads was given: then the user decided."""
-    from cnn_tune.data import read_folder
-    from cnn_tune.plan import make_protocol
-    from cnn_tune.study import create_or_load, open_storage
+    from cnn_tune.data.load import read_folder
+    from cnn_tune.search.plan import make_protocol
+    from cnn_tune.storage.engine import open_storage
+    from cnn_tune.storage.studies import create_or_load
 
     data = write_mnist(tmp_path / "data", n_train=6000, n_test=20)
     url = f"sqlite:///{tmp_path / 'h.db'}"
@@ -349,7 +350,7 @@ def _fail_in_worker(monkeypatch, exc: Exception) -> None:
     def broken(*_args, **_kwargs):
         raise exc
 
-    monkeypatch.setattr("cnn_tune.worker.make_objective", broken)
+    monkeypatch.setattr("cnn_tune.search.worker.make_objective", broken)
 
 
 def test_a_worker_bug_is_one_line_and_debug_shows_its_traceback(cli, monkeypatch):
@@ -380,7 +381,7 @@ def test_errors_cross_a_process_boundary_whole():
 
 
 def test_workers_auto_starts_one_worker_per_core(small):
-    from cnn_tune.plan import auto_workers, available_memory_gb
+    from cnn_tune.search.plan import auto_workers, available_memory_gb
 
     data, url = small
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
@@ -393,8 +394,8 @@ def test_workers_auto_starts_one_worker_per_core(small):
 
 def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     """No CNN_TUNE_WORKERS (the suite sets it to 1): what a user gets from a bare command."""
-    from cnn_tune.plan import auto_workers, available_memory_gb
-    from cnn_tune.space import Hyperparams
+    from cnn_tune.model.space import Hyperparams
+    from cnn_tune.search.plan import auto_workers, available_memory_gb
 
     data, url = small
     env = {k: v for k, v in _env(data, url).items() if k != "CNN_TUNE_WORKERS"}

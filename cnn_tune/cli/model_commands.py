@@ -1,0 +1,140 @@
+"""``retrain``, ``evaluate`` and ``predict``: the final model, trained from a study, re-scored,
+and used on new images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cnn_tune.cli.options import (
+    Average,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    Precision,
+    PrecisionOpt,
+    RecipeName,
+    Schedule,
+    StorageOpt,
+    StudyOpt,
+    render,
+)
+from cnn_tune.model.recipe import DEFAULT_RECIPE, MAX_SHIFT, MAX_TOP
+from cnn_tune.storage.urls import DEFAULT_STORAGE
+
+
+# Long: one parameter per option of `retrain`; the body itself is a dozen lines.
+def retrain(
+    trial: Annotated[Optional[int], typer.Option(
+        "--trial", min=0, metavar="N", help="Trial to retrain. \\[default: the best complete one]")] = None,
+    recipe: Annotated[RecipeName, typer.Option(
+        "--recipe", help="best: what won per minute in benchmarks/retrain.py; article: the trial's own training "
+                         "again (the study's epochs, constant lr).")] = RecipeName(DEFAULT_RECIPE),
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", min=1, help="Epochs. \\[default: the recipe's]")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(
+        "--schedule", help="Learning rate: the trial's throughout (constant), cosine decay from it to 0, or "
+                           "auto: cosine, but constant for Adagrad, whose steps already shrink. "
+                           "\\[default: the recipe's]")] = None,
+    shift: Annotated[Optional[int], typer.Option(
+        "--shift", min=0, max=MAX_SHIFT, metavar="PX",
+        help="Shift each training image at random by up to PX pixels; 0: no augmentation. "
+             "\\[default: the recipe's]")] = None,
+    flip: Annotated[Optional[bool], typer.Option(
+        "--flip/--no-flip", help="Mirror training images left-right at random (clothes, not digits). "
+                                 "\\[default: the recipe's]", show_default=False)] = None,
+    average: Annotated[Optional[Average], typer.Option(
+        "--average", help="ema: keep an exponential moving average of the weights. \\[default: the recipe's]")] = None,
+    top: Annotated[Optional[int], typer.Option(
+        "--top", min=1, max=MAX_TOP, metavar="K",
+        help="Retrain the K best trials into one checkpoint that averages their probabilities. \\[default: 1]")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", min=0, help="Training seed. \\[default: each trial's own]")] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="PATH",
+        help="Checkpoint file. \\[default: STUDY-trialN.pt beside the database]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint file.")] = False,
+    fmt: FormatOpt = Format.table,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train the best trial into the final model and score the test set.
+
+    Trains the trial's hyperparameters (default: the best trial's) on all the study's training
+    images with a recipe — by default 20 epochs, a cosine learning rate (constant for Adagrad)
+    and, for MNIST, images shifted by up to 2 pixels — then scores the test images, writes a
+    checkpoint and records the test accuracy on the study. --recipe article retrains exactly as
+    the trial trained; any option below overrides one part of the recipe.
+
+    Example: cnn-tune retrain --trial 3 --output best.pt
+    """
+    from cnn_tune.cli.output import terminal
+    from cnn_tune.cli.progress import EpochProgress
+    from cnn_tune.cli.views import evaluation_view
+    from cnn_tune.model.recipe import RECIPES
+    from cnn_tune.model.retrain import RetrainSettings
+    from cnn_tune.model.retrain import retrain as run_retrain
+
+    chosen = RECIPES[recipe.value].with_options(epochs=epochs, schedule=schedule and schedule.value, shift=shift,
+                                                average=average and average.value, top=top, flip=flip)
+    settings = RetrainSettings(study=study, storage=storage, trial=trial, recipe=chosen, seed=seed,
+                               device=device.value, precision=precision.value, output=output, overwrite=overwrite,
+                               data_dir=data_dir)
+    progress = EpochProgress(terminal())
+    try:
+        result = run_retrain(settings, progress.epoch, progress.info, progress.images)
+    finally:
+        progress.close()
+    render(evaluation_view(result.as_dict(), True), fmt)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt file written by `cnn-tune retrain`.")],
+    device: DeviceOpt = Device.auto,
+    fmt: FormatOpt = Format.table,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Score a saved checkpoint on the test set again.
+
+    Touches no study: the checkpoint holds everything needed.
+
+    Example: cnn-tune evaluate studies/mnist-cnn-trial3.pt
+    """
+    from cnn_tune.cli.output import terminal
+    from cnn_tune.cli.progress import EpochProgress
+    from cnn_tune.cli.views import evaluation_view
+    from cnn_tune.model.retrain import score_checkpoint
+
+    result = score_checkpoint(checkpoint, data_dir, device.value, EpochProgress(terminal()).info)
+    for note in result.notes:
+        typer.echo(f"Note: {note}", err=True)
+    render(evaluation_view(result.as_dict(), False), fmt)
+
+
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt file written by `cnn-tune retrain`.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="PNG/JPEG files, one object each.")],
+    invert: Annotated[bool, typer.Option(
+        "--invert", help="Invert the images first (a dark digit on white paper for an MNIST model).")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Classify images with a saved checkpoint.
+
+    Prints the class (the digit, for MNIST) and its probability for each file.
+
+    Images are read as grayscale and resized to 28×28, as the training images were. MNIST
+    digits are white on black; for a dark digit on white paper pass --invert.
+
+    Example: cnn-tune predict studies/mnist-cnn-trial3.pt seven.png --invert
+    """
+    from cnn_tune.cli.views import predictions_view
+    from cnn_tune.model.predict import predict as run_predict
+
+    render(predictions_view([p.as_dict() for p in run_predict(checkpoint, images, invert)]), fmt)

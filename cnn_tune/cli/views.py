@@ -1,0 +1,300 @@
+"""What each command shows, as :class:`~cnn_tune.cli.output.View` values built with the one formatter.
+
+Every function takes what the library returned (rows, records, results) and formats it; none
+opens storage or prints. The HTML report (:mod:`cnn_tune.cli.plots`) reuses the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from cnn_tune.cli.output import Table, View, cell, flat, pairs_table, pct, secs
+from cnn_tune.errors import UsageError
+from cnn_tune.model.recipe import Recipe
+from cnn_tune.model.space import short_text
+from cnn_tune.storage.inspection import StudySummary, TrialRow, param_names
+from cnn_tune.storage.protocol import CONFIRM_OF
+
+if TYPE_CHECKING:  # optimize and confirm import torch; the CLI's --help must not
+    from cnn_tune.search.records import ConfirmResult, OptimizeResult
+
+# --- trials ----------------------------------------------------------------------------------
+
+TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
+# filled in later by `retrain` (test accuracy, checkpoint), the heartbeat (retry_of) and `confirm`
+LATER_COLUMNS = ["test_accuracy", "test_ci95", "model_after_s", "checkpoint", "retry_of", "confirmed_mean",
+                 "confirmed_std", "confirmed_n"]
+
+
+def test_text(accuracy: float | None, ci95: float | None) -> str:
+    """``99.45% ± 0.13``: a test accuracy with the half-width of its 95% interval, in points."""
+    if accuracy is None:
+        return "—"
+    return f"{pct(accuracy)} ± {100 * ci95:.2f}" if ci95 is not None else pct(accuracy)
+
+
+def confirmed_text(mean: float | None, std: float | None, n: int | None) -> str:
+    """``98.95% ± 0.05 (4)``: mean and standard deviation in points, over n runs."""
+    if mean is None:
+        return "—"
+    return f"{pct(mean)} ± {100 * std:.2f} ({n})" if std is not None else f"{pct(mean)} ({n})"
+
+
+def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
+    names = param_names(rows)
+    retrained = any(r.test_accuracy is not None for r in rows)
+    confirmed = any(r.confirmed_mean is not None for r in rows)
+    headers = (["#", "state", "val acc", "epochs", "seconds", *names] + (["test acc"] if retrained else [])
+               + (["confirmed mean ± sd (runs)"] if confirmed else []))
+    body = []
+    for r in rows:
+        # a pruned or running trial shows the last epoch's accuracy: where it stopped
+        line = [str(r.number), r.state, pct(r.value if r.value is not None else r.last_val_accuracy),
+                str(r.epochs), secs(r.duration_s), *[cell(r.params.get(n)) for n in names]]
+        line += [test_text(r.test_accuracy, r.test_ci95)] if retrained else []
+        body.append(line + ([confirmed_text(r.confirmed_mean, r.confirmed_std, r.confirmed_n)] if confirmed else []))
+    return Table(headers, body, title, frozenset({0, 2, 3, 4}))
+
+
+def trials_view(rows: list[TrialRow], study_name: str) -> View:
+    names = param_names(rows)
+    csv_rows = [[d[c] for c in TRIAL_COLUMNS] + [r.params.get(n) for n in names] + [d[c] for c in LATER_COLUMNS]
+                for r, d in ((r, r.as_dict()) for r in rows)]
+    return View([trials_table(rows, f"study {study_name}: {len(rows)} trial(s)")], [r.as_dict() for r in rows],
+                ([*TRIAL_COLUMNS, *(f"params_{n}" for n in names), *LATER_COLUMNS], csv_rows))
+
+
+# --- best ------------------------------------------------------------------------------------
+
+def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = [("study", record["study"]), ("data", cell(record.get("dataset"))), ("trial", str(record["number"])),
+             ("validation accuracy", pct(record["value"])), ("epochs run", str(record["epochs"])),
+             ("duration (s)", secs(record["duration_s"])), ("started", cell(record["started"])),
+             ("completed", cell(record["completed"])), ("device", cell(record["device"])),
+             ("seed", cell(record["seed"]))]
+    pairs += [(name, cell(value)) for name, value in record["params"].items()]
+    if record["test_accuracy"] is not None:
+        pairs += [("test accuracy (95%)", test_text(record["test_accuracy"], record.get("test_ci95"))),
+                  ("final model after", after(record.get("model_after_s")) if record.get("model_after_s") else "—"),
+                  ("checkpoint", cell(record["checkpoint"]))]
+    else:
+        pairs.append(("test accuracy", "— (run `cnn-tune retrain`)"))
+    if record.get("confirmed_mean") is not None:
+        ci = record.get("confirmed_ci95")
+        pairs.append(("confirmed mean ± sd (runs)", confirmed_text(record["confirmed_mean"], record["confirmed_std"],
+                                                                    record["confirmed_n"])))
+        if ci:
+            pairs.append(("confirmed 95% interval", f"{pct(ci[0])} – {pct(ci[1])}"))
+    if record.get("stopped"):
+        pairs.append(("search", record["stopped"]))
+    if record.get("ranked_by") == "mean":
+        pairs.insert(3, ("ranked by", "confirmed mean (`cnn-tune confirm`)"))
+    if "target" in record:  # wall time from the study's first trial
+        pairs.append(("best found after", after(record["best_after_s"])))
+        reached = after(record["target_after_s"])
+        if record["target_trial"] is not None:
+            reached += f" (trial {record['target_trial']})"
+        pairs.append((f"first {target_label(record['target'])} after", reached))
+    return pairs
+
+
+def best_view(record: dict[str, Any]) -> View:
+    return View([pairs_table(best_pairs(record))], record, flat(record))
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+def after(seconds: float | None) -> str:
+    """Wall time from the study's first trial, as people read it: 377 s, 10.2 min, 3.1 h."""
+    if seconds is None:
+        return "never"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 3 * 3600 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def final_text(record: dict[str, Any]) -> str:
+    """The latest retrained model: ``99.45% ± 0.13 after 9.4 min`` (from the first trial)."""
+    if record.get("test_accuracy") is None:
+        return "—"
+    took = record.get("since_first_trial_s")
+    return test_text(record["test_accuracy"], record.get("test_ci95")) + (f" after {after(took)}" if took else "")
+
+
+def target_label(target: float) -> str:
+    return f"≥ {100 * target:g}%"
+
+
+def studies_view(summaries: list[StudySummary], target: float) -> View:
+    headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "best after",
+               f"{target_label(target)} after", "final model (test)", "epochs", "train limit", "data", "started",
+               "search"]
+    body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
+             str(s.counts["fail"]), str(s.counts["running"]),
+             # a study of another tool may optimize anything: only ours are accuracies
+             (f"{(pct if s.epochs is not None else cell)(s.best_value)} (#{s.best_trial})"
+              if s.best_trial is not None else "—"),
+             after(s.times.get("best_after_s")) if s.best_trial is not None else "—",
+             after(s.times.get("target_after_s")) if s.epochs is not None else "—",
+             final_text(s.final),
+             cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
+             cell(s.dataset), cell(s.started), s.stopped or "—"] for s in summaries]
+    dicts = [s.as_dict() for s in summaries]
+    keys = list(dicts[0]) if dicts else ["name"]
+    return View([Table(headers, body, right=frozenset(range(2, 12)))], dicts,
+                (keys, [[d[k] for k in keys] for d in dicts]))
+
+
+# --- optimize --------------------------------------------------------------------------------
+
+def last_value(trial: FrozenTrial) -> float | None:
+    """Last reported validation accuracy (pruned and failed trials have no value)."""
+    steps = trial.intermediate_values
+    return steps[max(steps)] if steps else None
+
+
+def trial_line(trial: FrozenTrial, best: FrozenTrial | None, width: int | None = None) -> str:
+    """One finished trial on one line. ``width`` (a terminal's): fields are dropped, least
+    useful first (the best so far, the time, then parameters from the last), until the line
+    fits — whole fields, never a cut in the middle of one. Piped output has every field."""
+    seconds = trial.duration.total_seconds() if trial.duration is not None else 0.0
+    value = trial.value if trial.state == TrialState.COMPLETE else last_value(trial)
+    ran = f"{trial.user_attrs.get('epochs_run', 0)} ep  {seconds:.1f}s"
+    if CONFIRM_OF in trial.user_attrs:  # a `confirm` run: which trial it repeats, and with which seed
+        head = [f"trial {trial.user_attrs[CONFIRM_OF]:>3}", f"run {trial.user_attrs.get('repeat', '?')}",
+                f"{trial.state.name:<8}", f"val {pct(value)}"]
+        return fit(head, [f"seed {trial.user_attrs.get('seed')}", ran], [1, 0], width)
+    best_text = f"best {pct(best.value)} (#{best.number})" if best is not None else "best —"
+    params = short_text(trial.params)
+    head = [f"trial {trial.number:>3}", f"{trial.state.name:<8}", f"val {pct(value)}"]
+    # the rest in display order; dropped in the order of `drop` (indices into it) until it fits
+    rest = [best_text, params, ran]
+    line = fit(head, rest, [0, 2], width)
+    while width is not None and len(line) > width and rest[1]:
+        rest[1] = rest[1].rsplit(" ", 1)[0] if " " in rest[1] else ""  # the last parameter goes
+        line = fit(head, rest, [0, 2], width)
+    return line
+
+
+def fit(head: list[str], rest: list[str], drop: list[int], width: int | None) -> str:
+    """``head`` and ``rest`` joined by two spaces, dropping the fields of ``rest`` at the
+    indices in ``drop``, in that order, while the line is wider than ``width``."""
+    rest = list(rest)
+    line = "  ".join(f for f in [*head, *rest] if f)
+    for index in drop:
+        if width is None or len(line) <= width:
+            break
+        rest[index] = ""
+        line = "  ".join(f for f in [*head, *rest] if f)
+    return line
+
+
+def summary_view(result: OptimizeResult) -> View:
+    """Short lines (80 columns hold them): what ran, where it is stored, why it stopped, the
+    best, and where the search stands."""
+    where = f"Study {result.study_name!r} in {result.storage}"
+    standing = result.standing
+    if result.refused and standing is not None:
+        return View([f"{where} has plateaued: {standing.stop_text()}.",
+                     f"Nothing run. To search on anyway: --patience 0, or a patience above {standing.without_gain}."])
+    states = (f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned, "
+              f"{result.count(TrialState.FAIL)} failed")
+    head = "Interrupted" if result.interrupted else "Finished"
+    by = f" by {result.workers} workers" if result.workers > 1 else ""
+    blocks: list = [f"{head}: {len(result.trials)} trial(s){by} in {result.seconds:.1f}s ({states})", where]
+    if result.capped:
+        blocks.append("Stopped early: the study reached --max-trials.")
+    if result.plateaued and standing is not None:
+        blocks.append(f"Stopped by --patience {result.patience}: {standing.stop_text()}.")
+    best = result.best
+    if best is None:
+        blocks.append("No complete trial yet.")
+    else:
+        seconds = best.duration.total_seconds() if best.duration is not None else 0.0
+        blocks.append(f"Best trial #{best.number}: validation accuracy {pct(best.value)} "
+                      f"after {best.user_attrs.get('epochs_run', '?')} epochs ({seconds:.1f}s)")
+        if standing is not None:
+            blocks.append(standing.since_text())
+        blocks.append(pairs_table([(k, cell(v)) for k, v in best.params.items()], ("parameter", "value")))
+    if result.interrupted:
+        blocks.append("The study is saved; run the same command again to resume it.")
+    return View(blocks)
+
+
+# --- retrain / evaluate / predict ------------------------------------------------------------
+
+def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
+    members = record.get("members") or [record["trial"]]
+    what = (f"trial {record['trial']}" if len(members) == 1
+            else f"an ensemble of trials {', '.join(map(str, members))}")
+    recipe = record.get("recipe")
+    how = f"{recipe_text(recipe, record['epochs'])}, seed {record['seed']}" if recipe else f"seed {record['seed']}"
+    head = (f"Retrained {what} of study {record['study']!r}: {how} in {record['train_seconds']:.1f}s" if retrained
+            else f"Checkpoint of {what} of study {record['study']!r} ({record['epochs']} epochs, {how})")
+    lines = [head]
+    if record["test_accuracy"] is None:
+        lines.append("No test set: the data set has no test images, so there is no test accuracy")
+    else:
+        lines.append(f"Test accuracy {test_text(record['test_accuracy'], record['test_ci95'])} (95% interval, "
+                     f"{record['n_test']} images), test loss {record['test_loss']:.4f} "
+                     f"(scored in {record['eval_seconds']:.1f}s)")
+    if record.get("val_accuracy") is not None:
+        lines.append(f"Validation accuracy of the trial: {pct(record['val_accuracy'])}")
+    if record.get("since_first_trial_s"):
+        lines.append(f"Finished model {after(record['since_first_trial_s'])} after the study's first trial started")
+    lines.append(f"Checkpoint: {record['checkpoint']}")
+    if record["confusion"] is None:
+        return View(lines, record)
+    names = record.get("classes") or [str(i) for i in range(len(record["confusion"]))]
+    digits = names == [str(i) for i in range(10)]
+    # a digit is its own label; another class's row names it once, and its column goes by number
+    labels = [str(i) if digits else f"{i} {name}" for i, name in enumerate(names)]
+    headers = ["true \\ predicted", *map(str, range(len(names))), "accuracy"]
+    rows = [[labels[i], *map(str, counts), pct(record["per_class_accuracy"][i])]
+            for i, counts in enumerate(record["confusion"])]
+    raw = [[i if digits else names[i], *counts, record["per_class_accuracy"][i]]
+           for i, counts in enumerate(record["confusion"])]
+    first = "true_digit" if digits else "true_class"
+    return View([*lines, Table(headers, rows, "Confusion matrix (test set)", frozenset(range(1, len(names) + 2)))],
+                record, ([first, *(f"predicted_{d}" for d in range(len(names))), "accuracy"], raw))
+
+
+def recipe_text(recipe: dict[str, Any], epochs: int) -> str:
+    """What a stored recipe did; a record this version cannot read is shown as it is."""
+    try:
+        return Recipe(**recipe).text(epochs)
+    except (TypeError, UsageError):
+        return f"{epochs} epochs, recipe {recipe}"
+
+
+def predictions_view(records: list[dict[str, Any]]) -> View:
+    """``digit`` for a digit model (as always); ``class`` with the class's name for any other."""
+    digits = all(r["class"] == str(r["label"]) for r in records)
+    column = "digit" if digits else "class"
+    rows = [[r["image"], r["class"], pct(r["probability"])] for r in records]
+    return View([Table(["image", column, "probability"], rows, right=frozenset({2} if not digits else {1, 2}))],
+                records, (["image", column, "probability"], [[r["image"], r["label"] if digits else r["class"],
+                                                             r["probability"]] for r in records]))
+
+
+# --- confirm ---------------------------------------------------------------------------------
+
+def confirm_view(result: ConfirmResult) -> View:
+    headers = ["rank", "trial", "runs", "mean", "sd (points)", "95% interval", "original", "params"]
+    rows, data = [], []
+    for rank, c in enumerate(result.ranked, 1):
+        ci = c.ci95
+        rows.append([str(rank), str(c.trial), str(c.n), pct(c.mean), "—" if c.std is None else f"{100 * c.std:.2f}",
+                     f"{pct(ci[0])} – {pct(ci[1])}" if ci else "—", pct(c.values[0]), short_text(c.params)])
+        data.append({"rank": rank, "trial": c.trial, **c.as_attr()})
+    v = result.verdict
+    blocks: list = [f"Confirmed {len(result.ranked)} configuration(s) of study {result.study!r}: validation accuracy "
+                    "over the original run and new seeds, ranked by mean",
+                    Table(headers, rows, right=frozenset({0, 1, 2, 3, 4, 6})), v.sentence]
+    if result.runs is not None and result.runs.interrupted:
+        blocks.append("Interrupted: run the same command again to finish the remaining runs.")
+    csv_rows = [[d["rank"], d["trial"], d["n"], d["mean"], d["std"], *(d["ci95"] or [None, None])] for d in data]
+    return View(blocks, {"study": result.study, "ranked": data, "leader": v.leader, "runner_up": v.runner_up,
+                         "test": "Welch's t-test, two-sided", "p_value": v.p_value, "sentence": v.sentence},
+                (["rank", "trial", "runs", "mean", "std", "ci95_low", "ci95_high"], csv_rows))
