@@ -18,7 +18,9 @@ Candidates (alternating per seed, so drift of the machine hits all alike):
 - ``seed-style``: the article's own loop (benchmarks/speed.py's SeedObjective: a new 80/20
   split per trial, fp32, DataLoader, TPE + median pruner), its winner then retrained by the same
   ``retrain`` (its parameters stored as the one complete trial of a new cnn-tune study);
-- ``default+patience``: the default with ``--patience N`` (``--patience``, 8 unless given): the
+- ``default+patience``: the default with ``--patience N`` (``--patience``, 8 unless given; since
+  0.7 ``default`` itself has patience 8, so ``default+patience --patience 0`` is the search
+  without a stop that the ``default`` rows of earlier versions measured): the
   search stops once N trials in a row gained nothing beyond the validation noise;
 - ``warm-start-only``: no search — ``optimize --trials 1`` trains the warm-start
   configuration once (its validation accuracy), then ``retrain``: the row a search must beat.

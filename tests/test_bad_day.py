@@ -68,7 +68,8 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
     data = write_mnist(tmp_path / "data")
     db = tiny_disk / "s.db"
     url = f"sqlite:///{db}"
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "200", "--pruner", "none", "--workers", workers, *FAST),
+    r = subprocess.run(_cnn_tune("optimize", "--trials", "200", "--pruner", "none",
+                                 "--patience", "0", "--workers", workers, *FAST),
                        env=_env(data, url), capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr
     line = _one_error_line(r.stderr, "the disk is full", str(db), "free space", "finished trials are safe")
@@ -154,7 +155,8 @@ def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_databa
     direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}"
     proxy = Proxy(("127.0.0.1", 5432))
     via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_database}"
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "500", "--pruner", "none", "--epochs", "2",
+    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "500", "--pruner", "none",
+                                      "--patience", "0", "--epochs", "2",
                                       "--device", "cpu", "--train-limit", "1000"),
                             env=_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -181,6 +183,7 @@ def test_backup_copies_a_study_while_two_workers_write(tmp_path, cli):
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
     proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "40", "--workers", "2", "--pruner", "none",
+                                      "--patience", "0",
                                       "--epochs", "2", "--device", "cpu"),
                             env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -238,7 +241,8 @@ def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=2000)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     env = _env(data, url)
-    worker = subprocess.Popen(_cnn_tune("optimize", "--trials", "200", "--pruner", "none", "--epochs", "1",
+    worker = subprocess.Popen(_cnn_tune("optimize", "--trials", "200", "--pruner", "none",
+                                        "--patience", "0", "--epochs", "1",
                                         "--device", "cpu"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dashboard = None
     try:

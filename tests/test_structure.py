@@ -252,12 +252,13 @@ def test_unknown_names_are_refused_before_anything_opens(options, fragment):
 
 
 def test_a_preset_fills_only_what_was_not_asked():
-    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "narrowing", True, "auto")
+    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "narrowing", True, "auto", 8)
     assert resolve_search(OptimizeOptions(preset="article")) == Search("tpe", "median", False, 1)
     assert resolve_search(OptimizeOptions(preset="article", pruner="leader", workers="auto", warm_start=True)) == (
         Search("tpe", "leader", True, "auto"))
     assert resolve_search(OptimizeOptions(sampler="gp", warm_start=False, workers=3)) == (
-        Search("gp", "narrowing", False, 3))
+        Search("gp", "narrowing", False, 3, 8))
+    assert resolve_search(OptimizeOptions(patience=0)).patience == 0
 
 
 def test_the_options_are_frozen():

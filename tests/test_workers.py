@@ -82,7 +82,8 @@ def test_more_workers_than_trials_says_how_many_run(small):
 
 def test_separately_started_commands_share_one_sqlite_file(small):
     data, url = small
-    procs = [subprocess.Popen(_cnn_tune("optimize", "--trials", "2", "--seed", str(i), *FAST), env=_env(data, url),
+    procs = [subprocess.Popen(_cnn_tune("optimize", "--trials", "2", "--seed", str(i), "--patience", "0",
+                                        *FAST), env=_env(data, url),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
