@@ -260,26 +260,6 @@ def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> op
     return study
 
 
-def wait_for_complete(url: str, n: int, proc=None, timeout: float = 180, name: str = "mnist-cnn") -> int:
-    """Wait until study ``name`` has ``n`` complete trials (it may not exist yet); fail if
-    ``proc`` ends first or time runs out. Returns the count seen."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = len(optuna.load_study(study_name=name, storage=url).get_trials(
-                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        except Exception:  # noqa: BLE001 - the database or the study is still being created
-            done = 0
-        if done >= n:
-            return done
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended first: {proc.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} complete trials within {timeout} s")
-
-
 @pytest.fixture()
 def postgres_database():
     """A PostgreSQL database of its own on the shared server (created, then dropped); its name."""

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import api_study, assert_one_line_error, wait_for_complete, write_mnist
+from conftest import api_study, assert_one_line_error, write_mnist
+from helpers import cli_env, cnn_tune, wait_for_complete
 from optuna.trial import TrialState
 
 FAST = ["--epochs", "1", "--device", "cpu", "--train-limit", "200"]
-
-
-def _env(data: Path, url: str | None = None) -> dict:
-    env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_DEBUG": ""}
-    if url:
-        env["CNN_TUNE_STORAGE"] = url
-    return env
-
-
-def _cnn_tune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cnn_tune", *args]
 
 
 def _one_error_line(stderr: str, *fragments: str) -> str:
@@ -68,9 +58,9 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
     data = write_mnist(tmp_path / "data")
     db = tiny_disk / "s.db"
     url = f"sqlite:///{db}"
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "200", "--pruner", "none",
+    r = subprocess.run(cnn_tune("optimize", "--trials", "200", "--pruner", "none",
                                  "--patience", "0", "--workers", workers, *FAST),
-                       env=_env(data, url), capture_output=True, text=True, timeout=600)
+                       env=cli_env(data, url), capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr
     line = _one_error_line(r.stderr, "the disk is full", str(db), "free space", "finished trials are safe")
     finished = [ln for ln in r.stdout.splitlines() if ln.startswith("trial")]
@@ -86,7 +76,7 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
         assert f"trial {open_ones[0]} could not be closed" in line
     elif open_ones:
         assert f"trials {', '.join(map(str, open_ones[:-1]))} and {open_ones[-1]} could not be closed" in line
-    listed = subprocess.run(_cnn_tune("trials", "-f", "json"), env=_env(data, url), capture_output=True, text=True,
+    listed = subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True,
                             timeout=120)
     assert listed.returncode == 0, listed.stderr  # reading a full disk works
 
@@ -155,10 +145,10 @@ def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_databa
     direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}"
     proxy = Proxy(("127.0.0.1", 5432))
     via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_database}"
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "500", "--pruner", "none",
+    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "500", "--pruner", "none",
                                       "--patience", "0", "--epochs", "2",
                                       "--device", "cpu", "--train-limit", "1000"),
-                            env=_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_complete(direct, 2, proc)
         proxy.close()  # mid-study: the next write finds the connection gone
@@ -182,10 +172,10 @@ def test_backup_copies_a_study_while_two_workers_write(tmp_path, cli):
     data = write_mnist(tmp_path / "data", n_train=2000)
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "40", "--workers", "2", "--pruner", "none",
+    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "40", "--workers", "2", "--pruner", "none",
                                       "--patience", "0",
                                       "--epochs", "2", "--device", "cpu"),
-                            env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_complete(url, 2, proc)
         before = len(_complete(url))
@@ -240,14 +230,14 @@ def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
     browser = _chromium()
     data = write_mnist(tmp_path / "data", n_train=2000)
     url = f"sqlite:///{tmp_path / 'live.db'}"
-    env = _env(data, url)
-    worker = subprocess.Popen(_cnn_tune("optimize", "--trials", "200", "--pruner", "none",
+    env = cli_env(data, url)
+    worker = subprocess.Popen(cnn_tune("optimize", "--trials", "200", "--pruner", "none",
                                         "--patience", "0", "--epochs", "1",
                                         "--device", "cpu"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dashboard = None
     try:
         wait_for_complete(url, 2, worker)
-        dashboard = subprocess.Popen(_cnn_tune("dashboard", "--port", "0"), env=env, stdout=subprocess.PIPE,
+        dashboard = subprocess.Popen(cnn_tune("dashboard", "--port", "0"), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         first = dashboard.stderr.readline()
         match = re.search(r"Dashboard on (http://\S+) ", first)

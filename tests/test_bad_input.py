@@ -6,6 +6,8 @@ import optuna
 import pytest
 from conftest import FILES, assert_one_line_error, load, quick
 
+from cnn_tune.errors import CnnTuneError
+
 
 @pytest.mark.parametrize("args,fragment", [
     (["--trials", "0"], "--trials"),
@@ -121,7 +123,10 @@ def test_debug_shows_the_traceback(cli, tmp_path):
     target.write_text("not sqlite")
     result = cli("--debug", *quick("--storage", f"sqlite:///{target}"))
     assert result.exit_code != 0
-    assert result.exception is not None  # raised, not translated
+    # the library's own error propagates (the runner saw no sys.exit); without --debug it is one line
+    assert isinstance(result.exception, CnnTuneError) and not isinstance(result.exception, SystemExit)
+    plain = cli(*quick("--storage", f"sqlite:///{target}"))
+    assert isinstance(plain.exception, SystemExit) and plain.stderr.startswith("Error: ")
 
 
 def test_mirror_checksum_mismatch_deletes_the_file(cli, tmp_path, monkeypatch):

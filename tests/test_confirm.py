@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,17 +12,10 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import assert_one_line_error, default_sigint, write_mnist
+from helpers import cli_env, cnn_tune
 from optuna.trial import TrialState
 
 from cnn_tune.search.records import Confirmed, verdict
-
-
-def _env(data: Path, url: str) -> dict:
-    return {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": ""}
-
-
-def _cnn_tune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cnn_tune", *args]
 
 
 def _companion(url: str) -> list:
@@ -142,9 +133,9 @@ def test_welch_tells_a_real_gap_from_noise():
 def _study(tmp_path: Path, trials: int, epochs: int) -> tuple[Path, str]:
     data = write_mnist(tmp_path / "data", n_train=1200, n_test=20)
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    r = subprocess.run(_cnn_tune("optimize", "--trials", str(trials), "--epochs", str(epochs), "--device", "cpu",
+    r = subprocess.run(cnn_tune("optimize", "--trials", str(trials), "--epochs", str(epochs), "--device", "cpu",
                                  "--pruner", "none", "--seed", "3"),
-                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return data, url
 
@@ -165,8 +156,8 @@ def long_study(tmp_path):
 
 def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study):
     data, url = slow_study
-    cmd = _cnn_tune("confirm", "--top", "2", "--seeds", "3", "--device", "cpu")
-    proc = subprocess.Popen(cmd, env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    cmd = cnn_tune("confirm", "--top", "2", "--seeds", "3", "--device", "cpu")
+    proc = subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 240
@@ -189,7 +180,7 @@ def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study
     assert all(t.state != TrialState.RUNNING for t in stopped)
     assert all(t.user_attrs.get("interrupted") for t in stopped if t.state == TrialState.FAIL)
 
-    again = subprocess.run(cmd, env=_env(data, url), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, env=cli_env(data, url), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     runs = _companion(url)
     complete = [t for t in runs if t.state == TrialState.COMPLETE]
@@ -198,10 +189,17 @@ def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study
     assert len(_done(url)) == 6 and all(t.state != TrialState.RUNNING for t in runs)
 
 
-def test_two_confirm_processes_share_the_runs_without_doing_one_twice(slow_study):
-    data, url = slow_study
-    cmd = _cnn_tune("confirm", "--top", "3", "--seeds", "2", "--device", "cpu", "--threads", "1")
-    procs = [subprocess.Popen(cmd, env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture()
+def shared_study(tmp_path):
+    """Three trials whose runs take a few seconds each (6 epochs): six runs outlast the start of
+    a second process by far, so both processes get runs however the machine schedules them."""
+    return _study(tmp_path, trials=3, epochs=6)
+
+
+def test_two_confirm_processes_share_the_runs_without_doing_one_twice(shared_study):
+    data, url = shared_study
+    cmd = cnn_tune("confirm", "--top", "3", "--seeds", "2", "--device", "cpu", "--threads", "1")
+    procs = [subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
@@ -215,7 +213,7 @@ def test_two_confirm_processes_share_the_runs_without_doing_one_twice(slow_study
 def test_a_killed_confirm_worker_has_its_run_redone(long_study):
     data, url = long_study
     beat = ["--heartbeat", "1", "--grace", "3", "--device", "cpu"]
-    victim = subprocess.Popen(_cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=_env(data, url),
+    victim = subprocess.Popen(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -233,7 +231,7 @@ def test_a_killed_confirm_worker_has_its_run_redone(long_study):
     killed = [t for t in _companion(url) if t.state == TrialState.RUNNING]
     assert len(killed) == 1
     time.sleep(4)  # longer than --grace: its heartbeat is stale now
-    again = subprocess.run(_cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=_env(data, url),
+    again = subprocess.run(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     runs = _companion(url)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_folder, write_mnist
+from helpers import cnn_tune
 from typer.testing import CliRunner
 
 from cnn_tune.cli.main import app
@@ -130,7 +131,7 @@ def test_every_command_on_the_page_runs(page, page_dir):
             continue  # PNG/SVG/PDF need Chromium (`.ci/run` installs it)
         for args in _args(cmd.text, work, checkpoint):
             if "--workers" in args:  # worker processes are spawned: run the real program
-                r = subprocess.run([sys.executable, "-m", "cnn_tune", *args], capture_output=True, text=True,
+                r = subprocess.run(cnn_tune(*args), capture_output=True, text=True,
                                    timeout=600, env=os.environ.copy())
                 code, output = r.returncode, r.stdout + r.stderr
             else:

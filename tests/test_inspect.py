@@ -6,14 +6,15 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import api_study, assert_one_line_error, load, quick, write_mnist
+from helpers import cli_env, cnn_tune, wait_for
 from optuna.trial import TrialState
 
 BOX_ART = set("─│┃━┏┓┗┛┡┩╇╈┼╭╮╰╯")
@@ -199,31 +200,32 @@ def test_output_folder_not_writable(cli, db_url, tmp_path):
 
 
 def test_reading_while_another_process_writes(tmp_path):
-    """`trials` and `best` run many times against a study a real worker is writing."""
+    """`trials` runs again and again against a study a real worker is writing, until trials
+    have finished between the reads; then Ctrl-C stops the writer. Every read parses."""
     data = write_mnist(tmp_path / "data", n_train=600)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url}
-    writer = subprocess.Popen([sys.executable, "-m", "cnn_tune", "optimize", "--trials", "8", "--epochs", "2",
-                               "--device", "cpu", "--pruner", "none", "--seed", "0"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    reads = 0
+    writer = subprocess.Popen(cnn_tune("optimize", "--trials", "100", "--patience", "0", "--epochs", "2",
+                                       "--device", "cpu", "--pruner", "none", "--seed", "0"),
+                              env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: list[int] = []  # rows each read returned
+
+    def read_once() -> bool:
+        r = subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True,
+                           timeout=60)
+        if r.returncode != 0:
+            assert "no study" in r.stderr, r.stderr  # the writer has not created it yet
+            return False
+        seen.append(len(json.loads(r.stdout)))
+        return len(set(seen)) >= 3  # three reads, each after more trials had finished
+
     try:
-        while writer.poll() is None:
-            if not (tmp_path / "s.db").exists():
-                time.sleep(0.2)
-                continue
-            r = subprocess.run([sys.executable, "-m", "cnn_tune", "trials", "-f", "json"], env=env,
-                               capture_output=True, text=True, timeout=60)
-            if r.returncode == 2 and "no study 'mnist-cnn'" in r.stderr:
-                continue  # the worker has not created the study yet
-            assert r.returncode == 0, r.stderr
-            json.loads(r.stdout)
-            reads += 1
-        assert writer.wait() == 0, writer.stderr.read()
+        wait_for(lambda: (tmp_path / "s.db").exists() and read_once(), 300, writer, "reads between writes")
+        writer.send_signal(signal.SIGINT)
+        assert writer.wait(timeout=120) == 130, writer.stderr.read()
     finally:
         writer.kill()
-    assert reads >= 2
-    assert len(load(url).trials) == 8
+        writer.wait()
+    assert all(t.state != TrialState.RUNNING for t in load(url).trials)
 
 
 def test_optuna_cli_reads_a_database_written_by_cnn_tune(cli, db_url):
@@ -267,7 +269,7 @@ def test_terminal_tables_keep_every_value_on_a_narrow_terminal(tmp_path):
     env = {**os.environ, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "80", "CNN_TUNE_STORAGE": url,
            "CNN_TUNE_STUDY": "a-rather-long-study-name"}
     for command in (["trials"], ["studies"], ["best"]):
-        r = subprocess.run([sys.executable, "-m", "cnn_tune", *command], env=env, capture_output=True, text=True,
+        r = subprocess.run(cnn_tune(*command), env=env, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr
         assert "\x1b[" in r.stdout, "expected the rich (terminal) rendering"

@@ -5,23 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
 import pytest
 from conftest import default_sigint, write_mnist
+from helpers import cnn_tune, stored_trials
 from optuna.trial import TrialState
-
-
-def _trials(url: str, db) -> list:
-    """The study's trials, or [] while the database or the study is still being created."""
-    if not db.exists():
-        return []
-    try:
-        return optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
-    except (KeyError, Exception):  # noqa: BLE001 - not there yet, or schema mid-creation
-        return []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -30,14 +20,14 @@ def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
     env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url}
-    cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", "5", "--epochs", "20",
-           "--device", "cpu", "--pruner", "none", "--seed", "0"]
+    cmd = cnn_tune("optimize", "--trials", "5", "--epochs", "20",
+           "--device", "cpu", "--pruner", "none", "--seed", "0")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until a trial is mid-training
-            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in _trials(url, db)):
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in stored_trials(url)):
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)

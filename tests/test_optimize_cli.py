@@ -7,6 +7,7 @@ import os
 import optuna
 import pytest
 from conftest import assert_one_line_error, load, quick, write_mnist
+from helpers import cnn_tune
 from optuna.trial import TrialState
 
 from cnn_tune.model.network import build_model
@@ -114,7 +115,11 @@ def test_other_data_gets_one_answer_from_every_command(cli, db_url, tmp_path):
 def test_every_pruner_runs(cli, db_url, pruner):
     result = cli(*quick("--pruner", pruner, "--trials", "3"))
     assert result.exit_code == 0, result.output
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in load(db_url).trials)
+    assert f"{pruner} pruner" in result.stderr  # the plan the workers ran names the pruner asked for
+    trials = load(db_url).trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    if pruner == "none":
+        assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
 @pytest.mark.parametrize("sampler,needs", [("tpe", None), ("tpe-mv", None), ("random", None), ("nsgaii", None),
@@ -164,13 +169,12 @@ def test_version_and_help_have_examples(cli):
 
 def test_every_command_summary_is_one_line_on_80_columns():
     import subprocess
-    import sys
 
     from typer.main import get_command
 
     from cnn_tune.cli.main import app
 
-    done = subprocess.run([sys.executable, "-m", "cnn_tune", "--help"], capture_output=True, text=True,
+    done = subprocess.run(cnn_tune("--help"), capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "80", "TERM": "xterm"})
     lines = done.stdout.splitlines()
     start = next(i for i, ln in enumerate(lines) if "Commands" in ln)
@@ -182,9 +186,8 @@ def test_every_command_summary_is_one_line_on_80_columns():
 
 def test_python_dash_m_runs_the_cli():
     import subprocess
-    import sys
 
-    done = subprocess.run([sys.executable, "-m", "cnn_tune", "--version"], capture_output=True, text=True)
+    done = subprocess.run(cnn_tune("--version"), capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("cnn-tune ")
 
 

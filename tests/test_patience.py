@@ -4,16 +4,13 @@ real worker processes, what is stored and shown, and the resumed command that ru
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
 from conftest import write_mnist
+from helpers import run_cli
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
@@ -114,16 +111,6 @@ def test_a_flat_study_stops_a_worker_after_exactly_patience_trials(tmp_path):
     assert _claims(patience=0, n_val=12_000)(study)  # 0: never stops
 
 
-def _env(data: Path, url: str) -> dict:
-    return {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": "",
-            "CNN_TUNE_WORKERS": "1"}
-
-
-def _cnn_tune(data: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnn_tune", *args], env=_env(data, url), capture_output=True,
-                          text=True, timeout=300)
-
-
 def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
     """Two worker processes on tiny data (40 validation images: a gain must beat the best by
     about 15 points) stop long before --trials 50; the stop is stored and shown, and the same
@@ -131,7 +118,7 @@ def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
     data, url = write_mnist(tmp_path / "data", n_train=200, n_test=20), f"sqlite:///{tmp_path / 'p.db'}"
     args = ("optimize", "--trials", "50", "--workers", "2", "--patience", "4", "--epochs", "1", "--pruner", "none",
             "--device", "cpu", "--seed", "3")
-    r = _cnn_tune(data, url, *args)
+    r = run_cli(data, url, *args)
     assert r.returncode == 0, r.stderr
     trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
     assert len(trials) < 30, len(trials)
@@ -143,22 +130,22 @@ def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
     assert f"Stopped by --patience 4: {line[len('stopped: '):]}." in r.stdout
     assert "patience 4" in r.stderr  # the start line
 
-    best = _cnn_tune(data, url, "best")
+    best = run_cli(data, url, "best")
     assert best.returncode == 0 and line in best.stdout
-    studies = json.loads(_cnn_tune(data, url, "studies", "--format", "json").stdout)
+    studies = json.loads(run_cli(data, url, "studies", "--format", "json").stdout)
     assert studies[0]["stopped"] == line
 
-    again = _cnn_tune(data, url, *args)
+    again = run_cli(data, url, *args)
     assert again.returncode == 0, again.stderr
     assert "has plateaued" in again.stdout and "--patience 0" in again.stdout
     assert len(optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()) == len(trials)
 
     # --patience 0 searches on; the record of the old plateau goes once it is no longer true
-    on = _cnn_tune(data, url, "optimize", "--trials", "1", "--patience", "0", "--epochs", "1", "--device", "cpu")
+    on = run_cli(data, url, "optimize", "--trials", "1", "--patience", "0", "--epochs", "1", "--device", "cpu")
     assert on.returncode == 0, on.stderr
     after = optuna.load_study(study_name="mnist-cnn", storage=url)
     assert len(after.get_trials()) == len(trials) + 1
-    assert after.user_attrs[STOP_ATTR] is None and "stopped" not in _cnn_tune(data, url, "best").stdout
+    assert after.user_attrs[STOP_ATTR] is None and "stopped" not in run_cli(data, url, "best").stdout
 
 
 def test_the_summary_fits_80_columns_and_says_where_the_search_stands(tmp_path, monkeypatch):

@@ -108,7 +108,13 @@ def test_report_of_a_real_optimize_run(cli, db_url, tmp_path):
     result = cli("plot", "report", "-o", str(out))
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "Protocol" in text and "Best trial" in text and "mnist-cnn" in text
+    # the page's own sections, outside the embedded plotly.min.js (which holds "Protocol" itself)
+    page = re.sub(r"<script.*?</script>", "", text, flags=re.S)
+    for section in ("Protocol", "Best trial", "Trials"):
+        assert f"<h2>{section}</h2>" in page
+    protocol = page.split("<h2>Protocol</h2>")[1].split("<h2>")[0]
+    assert "<td>epochs</td><td>2</td>" in protocol and "<td>dataset</td><td>mnist</td>" in protocol
+    assert "mnist-cnn" in page
 
 
 @needs_chrome

@@ -16,42 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import psutil
 import pytest
 from conftest import api_study, default_sigint, write_mnist
+from helpers import cli_env, cnn_tune, stored_trials, wait_training
 from optuna.trial import TrialState
 
 from cnn_tune.processes.interrupts import PARENT_GONE
 
 LONG = ["--trials", "6", "--epochs", "30", "--pruner", "none", "--device", "cpu", "--seed", "0"]
-
-
-def _env(data: Path, url: str, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return {**env, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": "", **extra}
-
-
-def _cnn_tune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cnn_tune", *args]
-
-
-def _trials(url: str) -> list:
-    try:
-        return optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
-    except Exception:  # noqa: BLE001 - the database or the study is still being created
-        return []
-
-
-def _wait_training(url: str, proc: subprocess.Popen, n: int = 1, timeout: float = 180) -> None:
-    """Until ``n`` trials are RUNNING with at least one epoch stored (mid-trial)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in _trials(url)) >= n:
-            return
-        assert proc.poll() is None, "the command ended before its trials were training"
-        time.sleep(0.1)
-    raise AssertionError(f"no {n} trial(s) training within {timeout} s")
 
 
 def _gone(pids: list[int]) -> bool:
@@ -74,10 +47,10 @@ def small(tmp_path) -> tuple[Path, str]:
 
 def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
     data, url = small
-    parent = subprocess.Popen(_cnn_tune("optimize", "--workers", "2", *LONG), env=_env(data, url),
+    parent = subprocess.Popen(cnn_tune("optimize", "--workers", "2", *LONG), env=cli_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_training(url, parent, n=2)
+        wait_training(url, parent, n=2)
         workers = [c.pid for c in psutil.Process(parent.pid).children(recursive=True)]
         assert len(workers) >= 2
         parent.kill()  # SIGKILL: no handler runs, nothing is forwarded
@@ -88,15 +61,15 @@ def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
         assert _gone(workers), f"worker processes still running 10 s after their parent was killed: {workers}"
     finally:
         parent.kill()
-    trials = _trials(url)
+    trials = stored_trials(url)
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.user_attrs.get("stop_reason") for t in failed] == [PARENT_GONE, PARENT_GONE]
-    again = subprocess.run(_cnn_tune("optimize", "--trials", "1", "--epochs", "30", "--pruner", "none",
-                                     "--device", "cpu"), env=_env(data, url), capture_output=True, text=True,
+    again = subprocess.run(cnn_tune("optimize", "--trials", "1", "--epochs", "30", "--pruner", "none",
+                                     "--device", "cpu"), env=cli_env(data, url), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
-    assert _trials(url)[-1].state == TrialState.COMPLETE
+    assert stored_trials(url)[-1].state == TrialState.COMPLETE
 
 
 def test_a_worker_whose_parent_is_gone_before_it_looks_stops_at_once():
@@ -156,12 +129,12 @@ def test_a_hang_up_stops_cleanly_with_129(small, tmp_path, workers):
     master, slave = _pty()
     err = (tmp_path / "stderr").open("w")
     # a session and process group of its own on the terminal, as a login shell starts a job
-    proc = subprocess.Popen(_cnn_tune("optimize", "--workers", workers, *LONG), env=_env(data, url, TERM="xterm"),
+    proc = subprocess.Popen(cnn_tune("optimize", "--workers", workers, *LONG), env=cli_env(data, url, TERM="xterm"),
                             stdin=slave, stdout=slave, stderr=err, start_new_session=True, preexec_fn=default_sigint)
     os.close(slave)
     reader = _Reader(master)
     try:
-        _wait_training(url, proc, n=int(workers))
+        wait_training(url, proc, n=int(workers))
         os.killpg(proc.pid, signal.SIGHUP)  # the terminal hangs up: every process in the group gets it
         os.close(master)  # and is gone: writing to it now fails with EIO
         code = proc.wait(timeout=30)
@@ -171,7 +144,7 @@ def test_a_hang_up_stops_cleanly_with_129(small, tmp_path, workers):
     stderr = (tmp_path / "stderr").read_text()
     assert code == 129, stderr
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr
-    trials = _trials(url)
+    trials = stored_trials(url)
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.FAIL]
     assert stopped and all("SIGHUP" in t.user_attrs["stop_reason"] for t in stopped)
@@ -182,18 +155,18 @@ def test_nohup_keeps_running_through_a_hang_up(small):
     """SIGHUP ignored (``nohup cnn-tune …``): the run is meant to outlive the terminal."""
     data, url = small
     # 20 epochs: with 3 a fast machine finished the trial between two polls of _wait_training
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", "--epochs", "20", "--device", "cpu"),
-                            env=_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "1", "--epochs", "20", "--device", "cpu"),
+                            env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        _wait_training(url, proc)
+        wait_training(url, proc)
         os.killpg(proc.pid, signal.SIGHUP)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
+    assert [t.state for t in stored_trials(url)] == [TrialState.COMPLETE]
 
 
 def test_a_pipe_closed_early_is_no_crash(tmp_path, small):
@@ -201,7 +174,7 @@ def test_a_pipe_closed_early_is_no_crash(tmp_path, small):
     api_study(url, n=30)
     read, write = os.pipe()
     os.close(read)  # `cnn-tune trials | head -0`: nobody reads
-    done = subprocess.run(_cnn_tune("trials"), env=_env(data, url), stdout=write, stderr=subprocess.PIPE,
+    done = subprocess.run(cnn_tune("trials"), env=cli_env(data, url), stdout=write, stderr=subprocess.PIPE,
                           text=True, timeout=120)
     os.close(write)
     assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
@@ -216,9 +189,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 def test_the_live_view_shows_every_worker_within_80_columns(small):
     data, url = small
     master, slave = _pty(columns=80)
-    proc = subprocess.Popen(_cnn_tune("optimize", "--trials", "4", "--workers", "2", "--epochs", "4",
+    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "4", "--workers", "2", "--epochs", "4",
                                       "--pruner", "none", "--device", "cpu", "--seed", "1"),
-                            env=_env(data, url, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave)
+                            env=cli_env(data, url, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     reader = _Reader(master)
     try:

@@ -35,10 +35,18 @@ def test_random_flip_mirrors_about_half_of_the_images():
 
 
 def test_random_shift_fills_with_background():
-    x = torch.ones(8, 1, 28, 28)
-    out = random_shift(x, 1, torch.Generator().manual_seed(1))
-    assert out.min() == 0 or out.eq(1).all()  # a shifted image has a zero border
-    assert out.sum() >= 8 * 27 * 27
+    """Each image moves by at most ``max_shift`` pixels per axis; what moves in is background (0)."""
+    x = torch.ones(64, 1, 28, 28)
+    out = random_shift(x, 2, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and set(out.unique().tolist()) <= {0.0, 1.0}
+    rows, cols = out[:, 0].amax(2), out[:, 0].amax(1)  # (64, 28): which rows/columns still hold the image
+    for img, r, c in zip(out[:, 0], rows, cols):
+        kept_r, kept_c = r.nonzero().flatten(), c.nonzero().flatten()
+        assert len(kept_r) >= 26 and len(kept_c) >= 26  # moved by at most 2 pixels
+        assert kept_r[0] == 0 or kept_r[-1] == 27  # a contiguous block against one edge
+        assert kept_c[0] == 0 or kept_c[-1] == 27
+        assert img.sum() == len(kept_r) * len(kept_c)  # inside the block all image, outside all background
+    assert (rows == 0).any() and (cols == 0).any()  # some images did move (1 in 25 of each stays put)
 
 
 def test_cosine_schedule_decays_the_trials_lr_to_zero():

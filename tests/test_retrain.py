@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import optuna
 import pytest
 import torch
 from conftest import api_study, assert_one_line_error, synthetic_digits, write_mnist
+from helpers import cnn_tune
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,12 +27,21 @@ GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimiz
 class Env:
     """The real CLI against one data folder and one study database (module-scoped)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data: Path | None = None) -> None:
         self.root = root
-        self.data = write_mnist(root / "data", n_train=600, n_test=200)
+        self.data = data or write_mnist(root / "data", n_train=600, n_test=200)
         self.db = root / "studies" / "s.db"
         self.url = f"sqlite:///{self.db}"
         self.runner = CliRunner()
+
+    def copy(self, root: Path) -> Env:
+        """The same data, and a copy of the study database under ``root``: a test that retrains or
+        adds trials changes its own copy, never what the other tests read, in any order."""
+        other = Env(root, self.data)
+        other.db.parent.mkdir(parents=True)
+        shutil.copy(self.db, other.db)
+        other.retrained = self.retrained
+        return other
 
     def __call__(self, *args: str, **env: str):
         base = {"CNN_TUNE_DATA_DIR": str(self.data), "CNN_TUNE_STORAGE": self.url, "CNN_TUNE_STUDY": "mnist-cnn",
@@ -104,12 +115,20 @@ def test_evaluate_reproduces_the_test_accuracy_exactly(env):
     assert "true \\ predicted" in table.stdout and "\x1b[" not in table.stdout
 
 
+def _weights(path: Path) -> list[torch.Tensor]:
+    return [t for m in torch.load(path, weights_only=True)["members"] for t in m["state_dict"].values()]
+
+
 def test_retrain_is_seeded(env, tmp_path):
-    out = tmp_path / "again.pt"
-    result = env("retrain", "--trial", "1", "--recipe", "article", "--output", str(out), "-f", "json",
-                 "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["confusion"] == env.retrained["confusion"]
+    """The same trial retrained again gives the same weights, bit for bit; another seed other ones."""
+    mine = env.copy(tmp_path)
+    for name, seed in (("again.pt", []), ("other.pt", ["--seed", "12345"])):
+        result = mine("retrain", "--trial", "1", "--recipe", "article", "--output", str(tmp_path / name), *seed,
+                      "-f", "json", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    first = _weights(env.root / "best.pt")
+    assert all(torch.equal(a, b) for a, b in zip(first, _weights(tmp_path / "again.pt")))
+    assert not all(torch.equal(a, b) for a, b in zip(first, _weights(tmp_path / "other.pt")))
 
 
 def test_predict_classifies_test_images(env, tmp_path):
@@ -279,13 +298,12 @@ def test_a_refused_checkpoint_prints_only_our_line(env, tmp_path):
     """In a real process (pytest would swallow warnings in-process): torch's pickle-protocol
     UserWarning must not reach the user before our one line."""
     import subprocess
-    import sys
 
     path = tmp_path / "protocol4.pt"
     with path.open("wb") as fh:  # pickle protocol 4: torch warns about it before refusing the file
         torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(tmp_path / "pwned")}, fh, pickle_module=pickle,
                    pickle_protocol=4)
-    r = subprocess.run([sys.executable, "-m", "cnn_tune", "evaluate", str(path)], capture_output=True, text=True,
+    r = subprocess.run(cnn_tune("evaluate", str(path)), capture_output=True, text=True,
                        timeout=120, env={**os.environ, "CNN_TUNE_DEBUG": "", "PYTHONWARNINGS": "default"})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error:")]
@@ -297,6 +315,7 @@ def test_a_refused_checkpoint_prints_only_our_line(env, tmp_path):
 
 
 def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_path):
+    env = env.copy(tmp_path / "study")
     out = tmp_path / "default.pt"
     result = env("retrain", "--trial", "1", "-o", str(out), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -316,6 +335,7 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     (["--epochs", "2", "--average", "ema"], {"epochs": 2, "average": "ema", "schedule": "cosine", "shift": 2}),
 ])
 def test_each_option_overrides_one_part_of_the_recipe(env, tmp_path, args, expected):
+    env = env.copy(tmp_path / "study")
     out = tmp_path / "x.pt"
     result = env("retrain", "--trial", "1", *args, "-o", str(out), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -328,6 +348,7 @@ def test_each_option_overrides_one_part_of_the_recipe(env, tmp_path, args, expec
 
 
 def test_an_ensemble_of_the_top_trials(env, tmp_path):
+    env = env.copy(tmp_path / "study")
     study = optuna.load_study(study_name="mnist-cnn", storage=env.url)
     study.enqueue_trial({**GOOD, "lr": 1e-3, "fc2_input_dim": 32})  # a second complete trial
     assert env("optimize", "--trials", "1", "--device", "cpu", "--pruner", "none").exit_code == 0

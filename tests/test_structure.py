@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import write_mnist
+from helpers import cnn_tune
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from cnn_tune.errors import ProtocolConflict, UsageError
@@ -184,7 +185,7 @@ def counted(tmp_path):
 
     def run(*args: str) -> list[str]:
         log.unlink(missing_ok=True)
-        r = subprocess.run([sys.executable, "-m", "cnn_tune", *args], env=env, capture_output=True, text=True,
+        r = subprocess.run(cnn_tune(*args), env=env, capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, r.stderr
         return log.read_text().split() if log.exists() else []
@@ -192,13 +193,19 @@ def counted(tmp_path):
     return run
 
 
-def test_one_storage_open_per_process(counted):
+def test_one_storage_open_per_process(counted, tmp_path):
     fast = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
     assert len(counted("optimize", "--trials", "1", *fast)) == 1  # a new database
     assert len(counted("optimize", "--trials", "1", *fast)) == 1  # resuming it
     opens = counted("optimize", "--trials", "2", "--workers", "2", *fast)
     assert len(opens) == 3 and len(set(opens)) == 3  # the parent and each worker: once each
-    assert len(counted("trials")) == 1 and len(counted("best")) == 1
+    model = str(tmp_path / "m.pt")
+    for command in (["trials"], ["best"], ["studies"], ["plot", "report", "-o", str(tmp_path / "r.html")],
+                    ["confirm", "--top", "1", "--seeds", "1", "--workers", "1", "--device", "cpu"],
+                    ["retrain", "--epochs", "1", "--device", "cpu", "-o", model],
+                    ["backup", str(tmp_path / "copy.db")]):
+        assert len(counted(*command)) == 1, command  # every command that reads the study: once
+    assert counted("evaluate", model, "--device", "cpu") == []  # the checkpoint alone: no database
 
 
 # --- the plan's rules, without data or training ----------------------------------------------

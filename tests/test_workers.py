@@ -16,21 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import api_study, assert_one_line_error, default_sigint, write_mnist
+from helpers import cli_env, cnn_tune, stored_trials, wait_for
 from optuna.trial import TrialState
 
 FAST = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
-
-
-def _env(data: Path, url: str) -> dict:
-    return {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url, "CNN_TUNE_DEBUG": ""}
-
-
-def _cnn_tune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cnn_tune", *args]
-
-
-def _trials(url: str, name: str = "mnist-cnn") -> list:
-    return optuna.load_study(study_name=name, storage=url).get_trials()
 
 
 def _assert_exact(trials: list, n: int) -> None:
@@ -48,10 +37,10 @@ def small(tmp_path) -> tuple[Path, str]:
 
 def test_workers_run_exactly_the_trials_asked_in_total(small):
     data, url = small
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "6", "--workers", "4", "--seed", "5", *FAST),
-                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cnn_tune("optimize", "--trials", "6", "--workers", "4", "--seed", "5", *FAST),
+                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    _assert_exact(_trials(url), 6)
+    _assert_exact(stored_trials(url), 6)
     assert "by 4 workers" in r.stdout and "Starting 4 workers" in r.stderr
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("trial")]
     # piped: one plain line per trial, every field (a terminal's view cuts them to its width)
@@ -62,34 +51,34 @@ def test_workers_run_exactly_the_trials_asked_in_total(small):
     # cores shared out, no oversubscription: trials start on a quarter of the cores each; a worker
     # whose peers have already exited (no trial left for them) may start its next on theirs
     share, cores = max(1, (os.cpu_count() or 1) // 4), os.cpu_count() or 1
-    threads = [t.user_attrs["threads"] for t in _trials(url)]
+    threads = [t.user_attrs["threads"] for t in stored_trials(url)]
     assert min(threads) == share and max(threads) <= cores, threads
 
 
 def test_threads_option(cli, db_url):
     assert cli("optimize", "--trials", "1", "--threads", "1", *FAST).exit_code == 0
-    assert _trials(db_url)[0].user_attrs["threads"] == 1
+    assert stored_trials(db_url)[0].user_attrs["threads"] == 1
 
 
 def test_more_workers_than_trials_says_how_many_run(small):
     data, url = small
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--workers", "5", *FAST),
-                       env=_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--workers", "5", *FAST),
+                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "starting 2 worker(s)" in r.stderr
-    assert len(_trials(url)) == 2
+    assert len(stored_trials(url)) == 2
 
 
 def test_separately_started_commands_share_one_sqlite_file(small):
     data, url = small
-    procs = [subprocess.Popen(_cnn_tune("optimize", "--trials", "2", "--seed", str(i), "--patience", "0",
-                                        *FAST), env=_env(data, url),
+    procs = [subprocess.Popen(cnn_tune("optimize", "--trials", "2", "--seed", str(i), "--patience", "0",
+                                        *FAST), env=cli_env(data, url),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert len([ln for ln in out.splitlines() if ln.startswith("trial")]) == 2
-    _assert_exact(_trials(url), 16)
+    _assert_exact(stored_trials(url), 16)
 
 
 # Each process waits for the file `go`, so that all of them ask for waiting trials at once.
@@ -99,6 +88,7 @@ import optuna
 from cnn_tune.storage.engine import open_storage
 url, go = sys.argv[1], sys.argv[2]
 study = optuna.load_study(study_name="queue", storage=open_storage(url, write=True))
+open(go + f".ready.{os.getpid()}", "w").close()  # the study is open: ready to claim
 while not os.path.exists(go):
     time.sleep(0.005)
 print(*[study.ask().number for _ in range(5)])
@@ -118,15 +108,15 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, url, str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(8)]
-    time.sleep(3)  # let every process open the study; the few that are late only make it easier
-    go.touch()
+    wait_for(lambda: len(list(tmp_path.glob("go.ready.*"))) == 8, 120, what="8 processes with the study open")
+    go.touch()  # all 8 ask for waiting trials at once
     taken = []
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         taken += [int(n) for n in out.split()]
     assert len(taken) == 40 and sorted(taken) == list(range(40)), sorted(taken)  # each once, none new
-    assert {t.state for t in _trials(url, "queue")} == {TrialState.RUNNING}
+    assert {t.state for t in stored_trials(url, "queue")} == {TrialState.RUNNING}
 
 
 def test_core_share_gives_a_lone_worker_the_freed_cores():
@@ -169,9 +159,9 @@ def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads)
     study.enqueue_trial(GOOD)
     args = ["--trials", "2", "--workers", "2", "--epochs", "8", "--device", "cpu", "--pruner", "leader",
             "--seed", "0", *(["--threads", threads] if threads else [])]
-    r = subprocess.run(_cnn_tune("optimize", *args), env=_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cnn_tune("optimize", *args), env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    hopeless, good = sorted(_trials(url), key=lambda t: t.params["optimizer"] == "Adam")
+    hopeless, good = sorted(stored_trials(url), key=lambda t: t.params["optimizer"] == "Adam")
     assert hopeless.state == TrialState.PRUNED and hopeless.user_attrs["epochs_run"] == 1
     assert good.state == TrialState.COMPLETE and good.user_attrs["threads"] == 1
     if threads:
@@ -182,32 +172,20 @@ def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads)
 
 def test_max_trials_caps_the_study(small):
     data, url = small
-    env = _env(data, url)
-    assert subprocess.run(_cnn_tune("optimize", "--trials", "3", *FAST), env=env, timeout=300).returncode == 0
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "5", "--max-trials", "4", *FAST), env=env,
+    env = cli_env(data, url)
+    assert subprocess.run(cnn_tune("optimize", "--trials", "3", *FAST), env=env, timeout=300).returncode == 0
+    r = subprocess.run(cnn_tune("optimize", "--trials", "5", "--max-trials", "4", *FAST), env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "reached --max-trials" in r.stdout
-    assert len(_trials(url)) == 4
-
-
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended early: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+    assert len(stored_trials(url)) == 4
 
 
 def _running_with_epochs(url: str, db: Path):
     if not db.exists():
         return None
     try:
-        return [t for t in _trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
+        return [t for t in stored_trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
     except Exception:  # noqa: BLE001 - database or study still being created
         return None
 
@@ -219,27 +197,27 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     url = f"sqlite:///{db}"
     # 10 epochs: seconds between seeing the trial train and the kill, even on a loaded machine
     beat = ["--heartbeat", "1", "--grace", "3", "--epochs", "10", "--device", "cpu", "--pruner", "none", "--seed", "1"]
-    victim = subprocess.Popen(_cnn_tune("optimize", "--trials", "1", *beat), env=_env(data, url),
+    victim = subprocess.Popen(cnn_tune("optimize", "--trials", "1", *beat), env=cli_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        running = _wait_for(lambda: _running_with_epochs(url, db), 120, victim)
+        running = wait_for(lambda: _running_with_epochs(url, db), 120, victim)
     finally:
         victim.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
         victim.wait()
     original = running[0]
-    assert [t.state for t in _trials(url)] == [TrialState.RUNNING]
+    assert [t.state for t in stored_trials(url)] == [TrialState.RUNNING]
 
     time.sleep(4)  # longer than the grace period: the trial's heartbeat is stale now
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "1", *beat), env=_env(data, url),
+    r = subprocess.run(cnn_tune("optimize", "--trials", "1", *beat), env=cli_env(data, url),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    trials = _trials(url)
+    trials = stored_trials(url)
     assert trials[original.number].state == TrialState.FAIL
     retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
                == original.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == original.params
-    rows = json.loads(subprocess.run(_cnn_tune("trials", "-f", "json"), env=_env(data, url), capture_output=True,
+    rows = json.loads(subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True,
                                      text=True, timeout=120).stdout)
     assert rows[retries[0].number]["retry_of"] == original.number
 
@@ -248,19 +226,19 @@ def test_ctrl_c_stops_every_worker(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
     db = tmp_path / "c.db"
     url = f"sqlite:///{db}"
-    parent = subprocess.Popen(_cnn_tune("optimize", "--trials", "6", "--workers", "2", "--epochs", "20",
+    parent = subprocess.Popen(cnn_tune("optimize", "--trials", "6", "--workers", "2", "--epochs", "20",
                                         "--device", "cpu", "--pruner", "none"),
-                              env=_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=default_sigint)
     try:
-        _wait_for(lambda: _running_with_epochs(url, db), 180, parent)
+        wait_for(lambda: _running_with_epochs(url, db), 180, parent)
         parent.send_signal(signal.SIGINT)  # to the parent only: it must stop its workers itself
         out, err = parent.communicate(timeout=120)
     finally:
         parent.kill()
     assert parent.returncode == 130, err
     assert "Interrupted" in out
-    trials = _trials(url)
+    trials = stored_trials(url)
     assert trials and all(t.state != TrialState.RUNNING for t in trials)
     assert any(t.state == TrialState.FAIL and t.user_attrs.get("interrupted") for t in trials)
 
@@ -282,11 +260,11 @@ def postgres_url(postgres_database):
 
 def test_postgresql_three_workers_exact_counts(small, postgres_url):
     data, _ = small
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "6", "--workers", "3", "--seed", "2", *FAST),
-                       env=_env(data, postgres_url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cnn_tune("optimize", "--trials", "6", "--workers", "3", "--seed", "2", *FAST),
+                       env=cli_env(data, postgres_url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    _assert_exact(_trials(postgres_url), 6)
-    listed = subprocess.run(_cnn_tune("studies", "-f", "json"), env=_env(data, postgres_url),
+    _assert_exact(stored_trials(postgres_url), 6)
+    listed = subprocess.run(cnn_tune("studies", "-f", "json"), env=cli_env(data, postgres_url),
                             capture_output=True, text=True, timeout=120)
     assert json.loads(listed.stdout)[0]["complete"] == 6
 
@@ -386,11 +364,11 @@ def test_workers_auto_starts_one_worker_per_core(small):
 
     data, url = small
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "3", "--workers", "auto", *FAST), env=_env(data, url),
+    r = subprocess.run(cnn_tune("optimize", "--trials", "3", "--workers", "auto", *FAST), env=cli_env(data, url),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
-    _assert_exact(_trials(url), 3)
+    _assert_exact(stored_trials(url), 3)
 
 
 def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
@@ -399,21 +377,21 @@ def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     from cnn_tune.search.plan import auto_workers, available_memory_gb
 
     data, url = small
-    env = {k: v for k, v in _env(data, url).items() if k != "CNN_TUNE_WORKERS"}
+    env = {k: v for k, v in cli_env(data, url).items() if k != "CNN_TUNE_WORKERS"}
     bare = ["--epochs", "1", "--device", "cpu"]  # one epoch: never pruned, whatever the pruner
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
+    r = subprocess.run(cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "tpe-mv sampler, narrowing pruner, warm start" in r.stderr
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
-    trials = _trials(url)
+    trials = stored_trials(url)
     _assert_exact(trials, 3)
     assert trials[0].params == Hyperparams().as_dict() and trials[0].user_attrs["cnn_tune.warm_start"] is True
 
-    r = subprocess.run(_cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
+    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "tpe sampler, median pruner" in r.stderr and "warm start" not in r.stderr and "Starting" not in r.stderr
-    assert not any("cnn_tune.warm_start" in t.user_attrs for t in _trials(url, "article"))
+    assert not any("cnn_tune.warm_start" in t.user_attrs for t in stored_trials(url, "article"))
 

@@ -6,7 +6,7 @@ opens storage or prints. The HTML report (:mod:`cnn_tune.cli.plots`) reuses the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -14,11 +14,9 @@ from cnn_tune.cli.output import Table, View, cell, flat, pairs_table, pct, secs
 from cnn_tune.errors import UsageError
 from cnn_tune.model.recipe import Recipe
 from cnn_tune.model.space import short_text
+from cnn_tune.search.records import ConfirmResult, OptimizeResult  # torch-free: --help and `trials` stay light
 from cnn_tune.storage.inspection import StudySummary, TrialRow, param_names
 from cnn_tune.storage.protocol import CONFIRM_OF
-
-if TYPE_CHECKING:  # optimize and confirm import torch; the CLI's --help must not
-    from cnn_tune.search.records import ConfirmResult, OptimizeResult
 
 # --- trials ----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import optuna
 
 from cnn_tune.errors import StorageError, UsageError
 from cnn_tune.files import check_writable
-from cnn_tune.storage.engine import open_existing, open_storage
+from cnn_tune.storage.engine import check_existing, open_storage
 from cnn_tune.storage.faults import STORAGE_FAILURES, storage_failure
 from cnn_tune.storage.urls import SQLITE_BUSY_TIMEOUT_S, display_url, parse_storage, sqlite_path
 
@@ -41,7 +41,7 @@ def backup(url: str, dest: Path, overwrite: bool = False) -> Backup:
         raise UsageError(f"backup copies SQLite files; {display_url(url)} is a {backend} server",
                          hint=f"use the server's tool, e.g. {tool}")
     source = sqlite_path(parsed)
-    open_existing(url)  # refuses a missing, empty or foreign file before anything is written
+    check_existing(url)  # refuses a missing, empty or foreign file before anything is written (opens nothing)
     dest = Path(dest)
     if source is not None and dest.resolve() == source.resolve():
         raise UsageError("the backup would overwrite the database itself", hint="give another DEST")
