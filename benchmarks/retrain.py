@@ -42,10 +42,11 @@ from epoch_time import cpu_model  # noqa: E402
 from tables import printed_table, results_options  # noqa: E402
 
 from cnn_tune.data.load import load_builtin
+from cnn_tune.model.device import resolve_precision
 from cnn_tune.model.network import Ensemble
 from cnn_tune.model.recipe import Recipe
 from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import Style, Trainer, resolve_precision, score, to_inputs
+from cnn_tune.model.training import Style, Trainer, score, to_inputs
 
 CONFIG = Hyperparams()  # the warm start: the article's configuration
 CANDIDATES: dict[str, Recipe] = {
@@ -133,7 +134,7 @@ def main() -> None:
         return
     config = Hyperparams.from_params({**asdict(CONFIG), **args.params})
     device = torch.device("cpu")
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device.type)
     data = load_builtin(args.dataset, None, lambda message: None)
     trainer = Trainer.all_training_images(data, device, precision)
     test = (to_inputs(data.test_images, device), data.test_labels.long(), data.n_classes)

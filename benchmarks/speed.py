@@ -42,9 +42,10 @@ from epoch_time import CONFIG, SeedLoop, cpu_model, seed_optimizer  # noqa: E402
 
 from cnn_tune.data.images import make_split
 from cnn_tune.data.load import default_data_dir, load_mnist
+from cnn_tune.model.device import resolve_precision
 from cnn_tune.model.network import build_model, build_optimizer
 from cnn_tune.model.space import suggest
-from cnn_tune.model.training import Trainer, autocast, eval_batch, resolve_precision, to_inputs
+from cnn_tune.model.training import Trainer, autocast, eval_batch, to_inputs
 
 FLOOR = "compute floor"
 
@@ -219,7 +220,7 @@ def main() -> None:
     root = default_data_dir()
     data = load_mnist(root, print)
     split = make_split(len(data.train_labels), None, 0)
-    precision = resolve_precision("auto", torch.device("cpu"))
+    precision = resolve_precision("auto", "cpu")
     print(f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, auto precision: {precision}")
 
     print(f"a. per epoch, {len(split.train)} train / {len(split.val)} validation images")

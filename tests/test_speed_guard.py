@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from cnn_tune.data.images import Images, make_split
+from cnn_tune.model.device import cpu_has_fast_bf16, resolve_precision
 from cnn_tune.model.network import OPTIMIZER_CLASSES, build_model
 from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import Trainer, cpu_has_fast_bf16, resolve_precision
+from cnn_tune.model.training import Trainer
 
 HP = Hyperparams(dropout_rate=0.2, fc2_input_dim=128, dropout_rate2=0.1, optimizer="Adam", lr=1e-3, batch_size=64)
 SEED = 11
@@ -79,7 +80,7 @@ def reference(data) -> float:
 
 def test_fast_path_matches_the_plain_loop(data, reference):
     assert 0.5 < reference < 0.999, f"the guard data must be neither trivial nor hopeless ({reference:.3f})"
-    precision = resolve_precision("auto", torch.device("cpu"))
+    precision = resolve_precision("auto", "cpu")
     fast = fast_val_accuracy(data, 2, precision)
     assert abs(fast - reference) <= 0.005, (precision, fast, reference)
 
@@ -101,10 +102,10 @@ def test_bf16_detection_reads_cpu_flags(flags, fast):
 
 @pytest.mark.parametrize("fast, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, fast, expected):
-    monkeypatch.setattr("cnn_tune.model.training.cpu_has_fast_bf16", lambda: fast)
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"  # asked for: kept, whatever the CPU
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr("cnn_tune.model.device.cpu_has_fast_bf16", lambda: fast)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32"  # asked for: kept, whatever the CPU
+    assert resolve_precision("bf16", "cpu") == "bf16"
 
 
 def test_this_machines_flags_are_read_from_proc_cpuinfo():

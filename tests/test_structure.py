@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import write_mnist
-from helpers import cnn_tune
+from helpers import cli_env, cnn_tune
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from cnn_tune.errors import ProtocolConflict, UsageError
@@ -105,7 +105,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_cnn_tune_modules_import_each_other_without_a_cycle():
     graph = import_graph(PACKAGE)
-    assert {"search.worker", "search.records"} <= graph["search.parallel"]
+    assert {"search.worker", "search.events", "search.records"} <= graph["search.parallel"]
     assert "search.optimize" not in graph["search.parallel"]
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph) or [])
 
@@ -206,6 +206,42 @@ def test_one_storage_open_per_process(counted, tmp_path):
                     ["backup", str(tmp_path / "copy.db")]):
         assert len(counted(*command)) == 1, command  # every command that reads the study: once
     assert counted("evaluate", model, "--device", "cpu") == []  # the checkpoint alone: no database
+
+
+# The real CLI, run inside this script's own process, then: was torch ever imported here?
+IN_PROCESS = """
+import sys
+from cnn_tune.cli.main import main
+sys.argv = ["cnn-tune", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    print("exit", exit.code, "torch loaded:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_the_parent_of_worker_processes_never_imports_torch(tmp_path, device):
+    """The parent only waits on its workers: torch's import alone would cost it ~345 MB (the
+    CUDA build). One worker trains in this process, and loads torch."""
+    from cnn_tune.model.device import no_gpu_possible
+
+    if device == "auto" and not no_gpu_possible():
+        pytest.skip("a GPU driver's device node is here: --device auto asks torch whether CUDA works")
+    data = write_mnist(tmp_path / "data", n_train=200, n_test=20)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    fast = ["--epochs", "1", "--device", device, "--pruner", "none", "--patience", "0"]
+
+    def run(workers: str) -> str:
+        r = subprocess.run([sys.executable, "-c", IN_PROCESS, "optimize", "--trials", "2", "--workers", workers,
+                            *fast], env=cli_env(data, url), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().splitlines()[-1]
+
+    assert run("2") == "exit 0 torch loaded: False"
+    assert run("1") == "exit 0 torch loaded: True"
+    trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
 
 
 # --- the plan's rules, without data or training ----------------------------------------------

@@ -122,7 +122,7 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
 def test_core_share_gives_a_lone_worker_the_freed_cores():
     import multiprocessing as mp
 
-    from cnn_tune.search.parallel import CoreShare
+    from cnn_tune.search.worker import CoreShare
 
     alive = mp.get_context("spawn").Value("i", 2)
     share = CoreShare(2, alive)

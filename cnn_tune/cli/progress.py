@@ -21,7 +21,7 @@ from rich.text import Text
 
 from cnn_tune.cli.output import pct
 from cnn_tune.cli.views import trial_line
-from cnn_tune.model.training import EpochResult
+from cnn_tune.model.results import EpochResult
 from cnn_tune.search.records import Plan
 
 

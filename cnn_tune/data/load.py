@@ -17,7 +17,6 @@ from typing import Callable
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 
 from cnn_tune.data.datasets import BUILTIN, BUILTIN_CLASSES, DATA_DIR_ENV, FASHION, FOLDER, MNIST, TITLES, DatasetRef
 from cnn_tune.data.idx import read_idx
@@ -74,9 +73,11 @@ def read_folder(folder: Path, ref: DatasetRef = DatasetRef(), classes: tuple[str
             raise DataError(f"{folder / FILES[part + '_labels']} holds labels above {len(classes) - 1}")
     if len(arrays["train_labels"]) < 10:
         raise DataError(f"{folder} holds fewer than 10 training images")
-    # no copy: a memory-mapped file stays shared (read_idx), and a decompressed one is ours already
-    tensors = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in arrays.items()}
-    return Images(**tensors, md5=md5, folder=folder, ref=ref, classes=tuple(classes))
+    # no copy: a memory-mapped file stays shared (read_idx), and a decompressed one is ours already;
+    # torch wants writeable memory to wrap without a warning
+    kept = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
+    return Images(kept["train_images"], kept["train_labels"], kept["test_images"], kept["test_labels"],
+                  md5=md5, folder=folder, ref=ref, classes=tuple(classes))
 
 
 def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:

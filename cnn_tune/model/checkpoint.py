@@ -26,7 +26,8 @@ import torch
 from cnn_tune.data.datasets import DIGITS
 from cnn_tune.errors import CheckpointError
 from cnn_tune.files import write_atomic
-from cnn_tune.model.network import ARCHITECTURE, ARCHITECTURES, ConvNet, Ensemble, architecture_for, build_model
+from cnn_tune.model.choices import ARCHITECTURE, ARCHITECTURES, architecture_for
+from cnn_tune.model.network import ConvNet, Ensemble, build_model
 from cnn_tune.model.space import Hyperparams
 
 FORMAT = "cnn-tune-checkpoint"

@@ -7,17 +7,6 @@ from torch import nn
 
 from cnn_tune.model.space import Hyperparams
 
-# Stored in the protocol and in checkpoints; bump if the layers change. v1 has 10 outputs (every
-# study and checkpoint made before other data sets); v2 is the same network with one output per
-# class, the class names stored beside it. A 10-class network is recorded as v1: it is v1.
-ARCHITECTURE = "ConvNet-v1"
-ARCHITECTURE_PER_CLASS = "ConvNet-v2"
-ARCHITECTURES = (ARCHITECTURE, ARCHITECTURE_PER_CLASS)
-
-
-def architecture_for(n_classes: int) -> str:
-    return ARCHITECTURE if n_classes == 10 else ARCHITECTURE_PER_CLASS
-
 
 class ConvNet(nn.Module):
     """conv(1→16,k5) → pool → relu → conv(16→32,k5) → pool → relu → dropout2d → fc → relu → dropout → fc(C)."""

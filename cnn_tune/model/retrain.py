@@ -28,19 +28,12 @@ from cnn_tune.data.load import FILES, check_same_data, load_dataset
 from cnn_tune.errors import NothingToShow, UsageError
 from cnn_tune.files import check_writable
 from cnn_tune.model import checkpoint as ckpt
+from cnn_tune.model.device import resolve_device, resolve_precision
 from cnn_tune.model.network import Ensemble
 from cnn_tune.model.recipe import DEFAULT_RECIPE, RECIPES, Recipe
+from cnn_tune.model.results import EpochResult
 from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import (
-    EpochResult,
-    Scores,
-    Style,
-    Trainer,
-    resolve_device,
-    resolve_precision,
-    score,
-    to_inputs,
-)
+from cnn_tune.model.training import Scores, Style, Trainer, score, to_inputs
 from cnn_tune.storage.engine import read_study
 from cnn_tune.storage.inspection import counts_text, state_counts
 from cnn_tune.storage.protocol import Protocol
@@ -187,8 +180,8 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
              for i, t in enumerate(chosen)]
     path = settings.output or default_checkpoint(settings.storage, study.study_name, [t.number for t in chosen])
     check_writable(path, overwrite=settings.overwrite)
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
+    device = torch.device(resolve_device(settings.device))
+    precision = resolve_precision(settings.precision, device.type)
 
     data = load_dataset(protocol.ref, settings.data_dir, log, protocol.data_fingerprint, tick)
     check_same_data(study.study_name, protocol.data_fingerprint, data)
@@ -207,13 +200,13 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
             model = trained
         members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
-    if len(data.test_labels):
+    if data.n_test:
         scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
     else:
         scores, eval_seconds = None, 0.0
         log(f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
             "there is no test accuracy; add test/<class>/ images to score the model")
-    ran = Evaluation(path, scores, len(data.test_labels), members[0].hyperparams, study.study_name, leader.number,
+    ran = Evaluation(path, scores, data.n_test, members[0].hyperparams, study.study_name, leader.number,
                      epochs, seeds[0], train_seconds, eval_seconds, leader.value,
                      members=[m.as_meta() for m in members], recipe=recipe.as_dict(),
                      since_first_trial_s=_since_first_trial(study), classes=data.classes, dataset=data.ref.short)
@@ -257,11 +250,11 @@ def _meta(ran: Evaluation, protocol: Protocol, data: Images) -> dict[str, Any]:
 def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
     """Score a checkpoint on the test set again; touches no study."""
     loaded = ckpt.load(path)
-    device = resolve_device(device_name)
+    device = torch.device(resolve_device(device_name))
     protocol = loaded.meta["protocol"]
     ref = Protocol.from_attr(protocol, str(loaded.meta["study"])).ref if isinstance(protocol, dict) else None
     data = load_dataset(ref or DatasetRef(), data_dir, log, protocol.get("data_fingerprint"))
-    if not len(data.test_labels):
+    if not data.n_test:
         raise NothingToShow(f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
                             hint="add test/<class>/ images to the folder")
     notes = []
@@ -270,7 +263,7 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
         notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
     scores, seconds = _score(loaded.model.to(device, memory_format=torch.channels_last), data, device)
     meta = loaded.meta
-    return Evaluation(path, scores, len(data.test_labels), loaded.hyperparams, meta["study"], meta["trial"],
+    return Evaluation(path, scores, data.n_test, loaded.hyperparams, meta["study"], meta["trial"],
                       meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes,
                       members=meta["members"], recipe=meta.get("recipe"), classes=tuple(meta["classes"]),
                       dataset=data.ref.short)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -17,9 +16,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnn_tune.data.images import Images, Split
-from cnn_tune.errors import UsageError
-from cnn_tune.model.choices import DEVICES, PRECISIONS
 from cnn_tune.model.network import build_model, build_optimizer
+from cnn_tune.model.results import EpochResult
 from cnn_tune.model.space import Hyperparams
 
 # Evaluation batch: on a GPU, large batches amortise kernel launches. On a CPU a large batch is
@@ -32,54 +30,6 @@ EVAL_BATCH_CUDA = 4096
 
 def eval_batch(device: torch.device) -> int:
     return EVAL_BATCH_CUDA if device.type == "cuda" else EVAL_BATCH_CPU
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based, also the step reported to Optuna
-    train_loss: float  # mean cross-entropy over the epoch's training images
-    val_loss: float | None  # None when training without a validation set (retrain)
-    val_accuracy: float | None  # fraction in [0, 1]
-    seconds: float  # train + validation wall time of this epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU. Asking for CUDA without one is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device", hint="use --device cpu or auto")
-    if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r}", hint=f"use {', '.join(DEVICES)}")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
-    """AMX-BF16 or AVX512-BF16: CPUs where oneDNN runs bf16 convolutions in hardware. Elsewhere
-    bf16 is emulated — measured 12x *slower* than fp32 on an AVX2-only EPYC — so auto keeps fp32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: no way to tell cheaply, stay with fp32
-            return False
-    flags = set(cpuinfo.split())
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` → bf16 autocast where the hardware runs it natively (CUDA with bf16 support,
-    CPUs with AMX/AVX512-BF16), else fp32. Weights and optimizer state stay fp32 either way."""
-    if name not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r}", hint=f"use {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = cpu_has_fast_bf16()
-    if name == "bf16" and device.type == "cuda" and not supported:
-        raise UsageError("this GPU has no bf16 support", hint="use --precision fp32 or auto")
-    if name == "auto":
-        return "bf16" if supported else "fp32"
-    return name
 
 
 def autocast(device: torch.device, precision: str):
@@ -117,7 +67,7 @@ class Trainer:
 
     def __init__(self, data: Images, split: Split, device: torch.device, precision: str = "fp32") -> None:
         self.device = device
-        self.precision = precision  # "fp32" or "bf16" (resolved, see resolve_precision)
+        self.precision = precision  # "fp32" or "bf16" (resolved, see device.resolve_precision)
         self.n_classes = data.n_classes
         # The images stay uint8 and whole: on the CPU they are the memory-mapped files every worker
         # shares (data.read_folder), and each batch is converted to float as it is drawn — a float
@@ -132,7 +82,7 @@ class Trainer:
     @classmethod
     def all_training_images(cls, data: Images, device: torch.device, precision: str = "fp32") -> "Trainer":
         """Train on all training images (train + validation), with no validation: `retrain`."""
-        n = len(data.train_labels)
+        n = data.n_train
         return cls(data, Split(train=torch.arange(n), val=torch.arange(0)), device, precision)
 
     @property

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from cnn_tune.data.images import Images
 from cnn_tune.data.load import check_same_data, load_dataset
 from cnn_tune.errors import NothingToShow, ProtocolConflict
-from cnn_tune.model.training import resolve_device, resolve_precision
+from cnn_tune.model.device import resolve_device, resolve_precision
 from cnn_tune.search.parallel import Reporter, execute
 from cnn_tune.search.plan import OptimizeOptions, check_options, make_plan, protocol_for
 from cnn_tune.search.records import Confirmed, ConfirmResult, Verdict, verdict
@@ -204,7 +204,7 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
                                   pruner="none", warm_start=False, patience=0, workers=options.workers,
                                   threads=options.threads, heartbeat=options.heartbeat)
         plan, plan_notes = make_plan(runs_of, check_options(runs_of), url, protocol, len(companion.trials), data,
-                                     device.type, precision, enqueued_only=True)
+                                     device, precision, enqueued_only=True)
         for note in plan_notes:
             reporter.info(note)
         runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,

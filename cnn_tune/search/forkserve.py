@@ -8,6 +8,6 @@ fork server instead of being copied into each worker the first time the collecto
 
 import gc
 
-from cnn_tune.search import parallel  # noqa: F401 - imported for its imports: torch, optuna, sqlalchemy, the worker
+from cnn_tune.search import parallel, worker  # noqa: F401 - imported for their imports: torch, optuna, sqlalchemy, training
 
 gc.freeze()

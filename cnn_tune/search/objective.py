@@ -9,8 +9,9 @@ from typing import Callable
 import optuna
 import torch
 
+from cnn_tune.model.results import EpochResult
 from cnn_tune.model.space import Hyperparams, suggest
-from cnn_tune.model.training import EpochResult, Trainer
+from cnn_tune.model.training import Trainer
 from cnn_tune.processes.interrupts import Gate
 from cnn_tune.search.samplers import derive_seed
 from cnn_tune.storage.protocol import CONFIRM_OF

@@ -13,14 +13,11 @@ import optuna
 
 from cnn_tune.data.images import Images
 from cnn_tune.data.load import check_same_data, load_dataset
+from cnn_tune.model.device import resolve_device, resolve_precision
 from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import resolve_device, resolve_precision
 from cnn_tune.search.parallel import Reporter, execute
 from cnn_tune.search.plan import OptimizeOptions, adoptable, check_options, make_plan, resolve_dataset, study_name
 from cnn_tune.search.records import OptimizeResult, Plan
-from cnn_tune.search.worker import (
-    search,
-)
 from cnn_tune.storage.engine import check_can_write, open_storage, prepare_storage, storage_exists
 from cnn_tune.storage.faults import writes_to
 from cnn_tune.storage.patience import standing
@@ -78,7 +75,7 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     found = find_study(storage, options.study) if storage is not None else None
     stored, trials_before = _stored(found)
     data = _read_data(options, stored, reporter)
-    plan, notes = make_plan(options, chosen, url, stored, trials_before, data, device.type, precision)
+    plan, notes = make_plan(options, chosen, url, stored, trials_before, data, device, precision)
     if stored is not None:
         check_protocol(options.study, stored, plan.protocol)
         refused = _plateau(plan, found)
@@ -90,7 +87,7 @@ def run_optimize(options: OptimizeOptions, reporter: Reporter) -> OptimizeResult
     if storage is None:
         storage = open_storage(url, options.heartbeat, write=True)
     with writes_to(url):
-        study, created = create_or_load(storage, plan.study, plan.protocol, *search(plan, 0))
+        study, created = create_or_load(storage, plan.study, plan.protocol, *plan.search(0))
         # only the creator: processes started together on a new study would each see no trial yet
         if plan.warm_start and created:
             # the article's configuration first: a strong reference for pruning from trial 1 on

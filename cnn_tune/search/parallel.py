@@ -1,4 +1,4 @@
-"""Running a plan: in this process, or as ``--workers N`` spawned processes on one study (events
+"""Running a plan: in this process, or as ``--workers N`` worker processes on one study (events
 to the parent either way; :func:`execute` collects them into the result).
 
 The parent has already checked everything, read the data and created the study; each worker
@@ -7,12 +7,15 @@ opens its own storage connection (once), reads the data from the same folder and
 
 Workers put their events on a queue; the parent hands each to its ``handle`` callback. When
 the threads were shared out automatically, a worker whose peers have exited takes their cores
-before its next epoch (:class:`CoreShare`). Ctrl-C
+before its next epoch (:class:`cnn_tune.search.worker.CoreShare`). Ctrl-C
 or SIGTERM in the parent is forwarded as SIGTERM, which each worker handles like Ctrl-C: its
 running trial ends FAIL, it exits (see :mod:`cnn_tune.processes.interrupts`). A parent that dies
 without a word (SIGKILL, the OOM killer) takes its workers with it (:mod:`cnn_tune.processes.lifeline`):
 nothing a worker does waits forever on the parent (locks and queue writes have timeouts and
 give up once it is gone).
+
+With worker processes the parent never imports torch (nor :mod:`cnn_tune.search.worker`, which
+trains): it only waits, and torch's import alone would cost it ~345 MB.
 """
 
 from __future__ import annotations
@@ -22,130 +25,41 @@ import os
 import queue
 import signal
 import time
-from dataclasses import dataclass
 from typing import Callable
 from typing import Protocol as Interface
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial
 
 from cnn_tune.data.images import Images
-from cnn_tune.data.load import read_folder
-from cnn_tune.model.training import EpochResult
-from cnn_tune.processes.interrupts import PARENT_GONE, Gate, route_signals, sigterm_as_interrupt
-from cnn_tune.processes.lifeline import Lifeline
-from cnn_tune.processes.streams import guard
-from cnn_tune.search.records import OptimizeResult, Plan
-from cnn_tune.search.worker import (
+from cnn_tune.model.results import EpochResult
+from cnn_tune.processes.interrupts import Gate, sigterm_as_interrupt
+from cnn_tune.search.events import (
     Capped,
-    Claims,
     EpochDone,
     Event,
     Exited,
     Failed,
     Fate,
     Interrupted,
+    Shared,
     TrialDone,
-    attach,
     fates_text,
-    local_counter,
-    run,
 )
-from cnn_tune.storage.engine import open_storage
-from cnn_tune.storage.faults import quiet_libraries, quiet_optuna, writes_to
+from cnn_tune.search.records import OptimizeResult, Plan
+from cnn_tune.storage.faults import writes_to
 from cnn_tune.storage.patience import STOP_ATTR, standing
 from cnn_tune.storage.studies import best_or_none
 
 JOIN_TIMEOUT_S = 60  # after a stop request, how long a worker may take to end its trial
-WAIT_S = 1.0  # a worker's longest wait on a shared lock or the queue before it looks at its parent again
-PARENT_CHECK_S = 2.0  # after a SIGTERM nobody announced: how long to look for the parent's death
 
 
-@dataclass
-class _Shared:
-    claimed: "mp.sharedctypes.Synchronized"
-    stop: "mp.synchronize.Event"
-    events: "mp.queues.Queue"
-    alive: "mp.sharedctypes.Synchronized"  # workers not yet done with their trials
+def _worker_entry(index: int, plan: Plan, shared: Shared, hup_ignored: bool) -> None:
+    """A worker process's first call. The training code is imported here, in the worker (the
+    fork server has it loaded already: a free import), so that the parent never loads torch."""
+    from cnn_tune.search.worker import process_main
 
-
-class CoreShare:
-    """A worker's CPU threads when they were shared out of ``cores`` (``Plan.cores``): its share
-    of the cores among the workers still running trials. Once the trials are all claimed, the
-    workers exit one by one and the last trial often runs alone: without this it trained on
-    its one thread with the other cores idle."""
-
-    def __init__(self, cores: int, alive: "mp.sharedctypes.Synchronized") -> None:
-        self.cores, self.alive = cores, alive
-
-    def threads(self) -> int:
-        return max(1, self.cores // max(1, self.alive.value))
-
-    def __call__(self) -> int:
-        """Before an epoch: take the threads now due (torch's setting is per process)."""
-        threads = self.threads()
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-        return threads
-
-
-def _locked(value: "mp.sharedctypes.Synchronized", lifeline: Lifeline, change: Callable[[int], int | None]) -> bool:
-    """Apply ``change`` to a shared counter under its lock (None: leave it); False if the
-    parent went away while waiting for the lock."""
-    lock = value.get_lock()
-    while not lock.acquire(timeout=WAIT_S):
-        if lifeline.gone.is_set():
-            return False
-    try:
-        new = change(value.value)
-        if new is None:
-            return False
-        value.value = new
-        return True
-    finally:
-        lock.release()
-
-
-def _worker_main(index: int, plan: Plan, shared: _Shared, hup_ignored: bool) -> None:
-    """A worker process; it takes the parent's stance on SIGHUP, which the fork server ignores."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN if hup_ignored else signal.SIG_DFL)
-    guard()  # a terminal that hangs up must not turn the worker's clean stop into a crash
-    quiet_optuna(False)
-    lifeline = Lifeline()
-
-    def explain(signum: int) -> str | None:
-        # a SIGTERM the parent did not send (it sets `stop` first) may be the kernel's parent-death signal
-        if signum == signal.SIGTERM and not shared.stop.is_set() and lifeline.gone.wait(PARENT_CHECK_S):
-            return PARENT_GONE
-        return None
-
-    gate = Gate(parent=os.getppid(), explain=explain)  # Ctrl-C, SIGTERM, a hang-up, the parent's death: stop
-    route_signals(gate)  # for the life of this process: nothing to restore
-    # once the parent is gone nobody reads the queue: exit without waiting to flush it
-    lifeline.watch(gate, on_gone=shared.events.cancel_join_thread)
-
-    def take() -> bool:
-        return _locked(shared.claimed, lifeline, lambda n: n + 1 if n < plan.trials else None)
-
-    def sink(event: Event) -> None:
-        while not lifeline.gone.is_set():
-            try:
-                shared.events.put(event, timeout=WAIT_S)
-                return
-            except queue.Full:
-                continue
-
-    def attach_study():
-        data = read_folder(plan.data_folder, plan.protocol.ref, plan.protocol.class_names)
-        return attach(open_storage(plan.url, plan.heartbeat, write=True), plan, index), data
-
-    pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads
-    try:
-        with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
-            run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink, gate, pace)
-    finally:  # its cores are free: the others take them before their next epoch
-        _locked(shared.alive, lifeline, lambda n: n - 1)
+    process_main(index, plan, shared, hup_ignored)
 
 
 def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str], None]) -> bool:
@@ -156,8 +70,8 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     ctx = _context()
     hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup: the workers ignore it too
     _start_helpers(ctx)
-    shared = _Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue(), ctx.Value("i", plan.workers))
-    procs = [ctx.Process(target=_worker_main, args=(i, plan, shared, hup_ignored), name=f"cnn-tune-worker-{i}",
+    shared = Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue(), ctx.Value("i", plan.workers))
+    procs = [ctx.Process(target=_worker_entry, args=(i, plan, shared, hup_ignored), name=f"cnn-tune-worker-{i}",
                          daemon=True) for i in range(plan.workers)]
     info(f"Starting {plan.workers} workers, {plan.threads} CPU thread(s) each")
     try:
@@ -183,7 +97,7 @@ def _give_back_memory() -> None:
         pass
 
 
-def _supervise(procs: list, shared: _Shared, handle: Callable[[Event], None]) -> bool:
+def _supervise(procs: list, shared: Shared, handle: Callable[[Event], None]) -> bool:
     running = set(range(len(procs)))
     try:
         while running:
@@ -262,14 +176,14 @@ def _stop_forkserver(ctx: mp.context.BaseContext) -> None:
         stop()
 
 
-def _stop(shared: _Shared, procs: list) -> None:
+def _stop(shared: Shared, procs: list) -> None:
     shared.stop.set()
     for p in procs:
         if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)
 
 
-def _drain(shared: _Shared, procs: list, handle: Callable[[Event], None]) -> None:
+def _drain(shared: Shared, procs: list, handle: Callable[[Event], None]) -> None:
     """After a stop request: pass on what the workers still say until they have all exited."""
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
@@ -368,12 +282,12 @@ def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Repo
     collect = Collector(plan, study, reporter, result)
     gate = Gate()
     if plan.workers > 1:
-        from cnn_tune.search.parallel import run_workers
-
         del data  # each worker reads its own (memory-mapped) copy
         with sigterm_as_interrupt(gate):  # the parent only waits: SIGTERM or SIGHUP stops it as Ctrl-C does
             result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
     else:  # run() routes Ctrl-C, SIGTERM and SIGHUP itself (cnn_tune.processes.interrupts)
+        from cnn_tune.search.worker import Claims, local_counter, run  # this process trains: now it needs torch
+
         run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect, gate)
     result.stop_signal = gate.signum if gate.signum is not None else signal.SIGINT
     collect.finish()

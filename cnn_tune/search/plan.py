@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnn_tune.data.datasets import DIGITS, FOLDER, DatasetRef, default_study_name
-from cnn_tune.data.images import VAL_FRACTION, Images, make_split
+from cnn_tune.data.images import VAL_FRACTION, Images, split_sizes
 from cnn_tune.data.load import parse_dataset
 from cnn_tune.errors import ProtocolConflict, UsageError
-from cnn_tune.model.network import architecture_for
+from cnn_tune.model.choices import architecture_for
 from cnn_tune.model.space import SEARCH_SPACE_VERSION
 from cnn_tune.search.presets import DEFAULT_PRESET, PRESETS, Search
 from cnn_tune.search.records import Plan
@@ -121,16 +121,16 @@ def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerpri
     checked against them); a folder's class names are part of it."""
     if train_limit is not None and not 10 <= train_limit <= n_images:
         raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
-    split = make_split(n_images, train_limit, SPLIT_SEED)
+    n_train, n_val = split_sizes(n_images, train_limit)
     return Protocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
-                    n_train=len(split.train), n_val=len(split.val), data_fingerprint=fingerprint,
+                    n_train=n_train, n_val=n_val, data_fingerprint=fingerprint,
                     search_space_version=SEARCH_SPACE_VERSION, architecture=architecture_for(len(classes)),
                     dataset=ref.name, dataset_source=ref.source, classes=classes if ref.name == FOLDER else None)
 
 
 def protocol_for(epochs: int, train_limit: int | None, data: Images) -> Protocol:
     """:func:`make_protocol` for the images in hand."""
-    return make_protocol(epochs, train_limit, len(data.train_labels), data.fingerprint, data.ref, data.classes)
+    return make_protocol(epochs, train_limit, data.n_train, data.fingerprint, data.ref, data.classes)
 
 
 def resolve_workers(workers: int, trials: int) -> tuple[int, str | None]:

@@ -1,5 +1,6 @@
 """What the search hands over, torch-free so that the views rendering it do not load torch:
-the frozen :class:`Plan` every worker runs, :class:`OptimizeResult`, and ``confirm``'s statistics
+the frozen :class:`Plan` every worker runs (and each worker's sampler and pruner from it),
+:class:`OptimizeResult`, and ``confirm``'s statistics
 (:class:`Confirmed`, Welch's t-test, the :class:`Verdict`) with :class:`ConfirmResult`."""
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from cnn_tune.search.samplers import derive_seed, make_pruner, make_sampler
 from cnn_tune.storage.heartbeat import Heartbeat
 from cnn_tune.storage.patience import Standing
 from cnn_tune.storage.protocol import (
@@ -150,3 +153,17 @@ class Plan:
     enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
     cores: int | None = None  # threads were shared out of these cores: workers left take the freed ones
     patience: int = 0  # start no trial once this many in a row gained nothing beyond the noise (0: never)
+
+    def sampler_seed(self, worker: int) -> int | None:
+        """A stored study keeps no sampler state: seeding each run identically would replay the
+        earlier trials' parameters, and identical workers would propose identical ones. Mixing in
+        the trials already there and the worker's index avoids both."""
+        if self.seed is None:
+            return None
+        return derive_seed(self.seed, "sampler", self.trials_before, *([worker] if worker else []))
+
+    def search(self, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+        """This worker's sampler and pruner."""
+        p = self.protocol
+        pruner = make_pruner(self.pruner, p.epochs, p.n_val, len(p.class_names))
+        return make_sampler(self.sampler, self.sampler_seed(worker)), pruner

@@ -1,102 +1,50 @@
 """The worker side of `optimize`: what one process does to run its share of a :class:`Plan`.
 
-The same code runs in the `optimize` process itself (one worker) and in each spawned process
-(``--workers N``, see :mod:`cnn_tune.search.parallel`). A worker tells what happens through typed
-:data:`Event` values handed to a sink: called directly in the first case, put on a queue to
-the parent in the second. Nothing here prints.
+The same code runs in the `optimize` process itself (one worker) and in each worker process
+(``--workers N``: :func:`process_main`, started by :mod:`cnn_tune.search.parallel`). A worker
+tells what happens through typed events (:mod:`cnn_tune.search.events`) handed to a sink:
+called directly in the first case, put on a queue to the parent in the second. Nothing here
+prints. This module trains, so it imports torch: the parent of worker processes never imports it.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import queue
+import signal
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from cnn_tune.data.images import Images, make_split
+from cnn_tune.data.load import read_folder
 from cnn_tune.errors import CnnTuneError, WorkerCrashed
-from cnn_tune.model.training import EpochResult, Trainer
-from cnn_tune.processes.interrupts import Gate, gated
+from cnn_tune.model.training import Trainer
+from cnn_tune.processes.interrupts import PARENT_GONE, Gate, gated, route_signals
+from cnn_tune.processes.lifeline import Lifeline
+from cnn_tune.processes.streams import guard
+from cnn_tune.search.events import (
+    Capped,
+    EpochDone,
+    Event,
+    Exited,
+    Failed,
+    Fate,
+    Interrupted,
+    Shared,
+    Sink,
+    TrialDone,
+)
 from cnn_tune.search.objective import Objective, Pace
 from cnn_tune.search.records import Plan
-from cnn_tune.search.samplers import derive_seed, make_pruner, make_sampler
-from cnn_tune.storage.faults import storage_cause, storage_failure
+from cnn_tune.storage.engine import open_storage
+from cnn_tune.storage.faults import quiet_libraries, quiet_optuna, storage_cause, storage_failure
 from cnn_tune.storage.patience import standing
-
-
-@dataclass(frozen=True)
-class EpochDone:
-    worker: int
-    trial: int
-    result: EpochResult
-
-
-@dataclass(frozen=True)
-class TrialDone:
-    worker: int
-    trial: FrozenTrial
-
-
-@dataclass(frozen=True)
-class Capped:
-    """The study reached ``--max-trials``: this worker starts no more trials."""
-
-    worker: int
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    worker: int
-    trial: int | None  # the trial it was training, now stored as FAIL
-
-
-@dataclass(frozen=True)
-class Failed:
-    worker: int
-    error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
-    traceback: str  # the worker's traceback, for --debug
-    fate: Fate | None = None  # a storage failure: what became of the trial it was training
-
-
-@dataclass(frozen=True)
-class Fate:
-    trial: int
-    closed: bool  # stored as FAIL; else left RUNNING (the heartbeat's grace will retry it)
-
-
-def fates_text(fates: list[Fate]) -> str:
-    """What became of every worker's open trial, for the one error line: ``trials 3 and 4 could
-    not be closed: …``."""
-    closed = sorted({f.trial for f in fates if f.closed})
-    left_open = sorted({f.trial for f in fates if not f.closed})
-    parts = []
-    if closed:
-        parts.append(f"{_trials_text(closed)} {'was' if len(closed) == 1 else 'were'} stored as failed")
-    if left_open:
-        them = "it" if len(left_open) == 1 else "them"
-        parts.append(f"{_trials_text(left_open)} could not be closed: once the heartbeat is older than --grace, "
-                     f"the next `cnn-tune optimize` on this study fails {them} and runs {them} again")
-    return "; ".join(parts)
-
-
-def _trials_text(numbers: list[int]) -> str:
-    """``trial 3``, ``trials 3 and 4``, ``trials 3, 4 and 7``."""
-    if len(numbers) == 1:
-        return f"trial {numbers[0]}"
-    return f"trials {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
-
-
-@dataclass(frozen=True)
-class Exited:
-    worker: int
-
-
-Event = Union[EpochDone, TrialDone, Capped, Interrupted, Failed, Exited]
-Sink = Callable[[Event], None]
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --max-trials counts
 
@@ -105,39 +53,6 @@ def under_cap(study: optuna.Study, max_trials: int | None) -> bool:
     """True while the study has fewer than ``max_trials`` complete, pruned or running trials.
     Failed trials do not count: a crashed trial's retry takes its place."""
     return max_trials is None or len(study.get_trials(deepcopy=False, states=COUNTED)) < max_trials
-
-
-def sampler_seed(plan: Plan, worker: int) -> int | None:
-    """A stored study keeps no sampler state: seeding each run identically would replay the
-    earlier trials' parameters, and identical workers would propose identical ones. Mixing in
-    the trials already there and the worker's index avoids both."""
-    if plan.seed is None:
-        return None
-    return derive_seed(plan.seed, "sampler", plan.trials_before, *([worker] if worker else []))
-
-
-def search(plan: Plan, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
-    """This worker's sampler and pruner."""
-    p = plan.protocol
-    pruner = make_pruner(plan.pruner, p.epochs, p.n_val, len(p.class_names))
-    return make_sampler(plan.sampler, sampler_seed(plan, worker)), pruner
-
-
-def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> optuna.Study:
-    """This worker's view of the (already created) study on a storage it has opened."""
-    sampler, pruner = search(plan, worker)
-    return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
-
-
-def make_objective(plan: Plan, data: Images, worker: int, sink: Sink, gate: Gate | None = None,
-                   pace: Pace = torch.get_num_threads) -> Objective:
-    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``;
-    ``pace`` sets the threads before each epoch."""
-    split = make_split(len(data.train_labels), plan.protocol.train_limit, plan.protocol.split_seed)
-    trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
-    return Objective(trainer, plan.protocol.epochs, plan.seed,
-                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
-                     enqueued_only=plan.enqueued_only, gate=gate, pace=pace)
 
 
 class Claims:
@@ -175,6 +90,27 @@ def local_counter(limit: int) -> Callable[[], bool]:
         return True
 
     return take
+
+
+WAIT_S = 1.0  # a worker's longest wait on a shared lock or the queue before it looks at its parent again
+PARENT_CHECK_S = 2.0  # after a SIGTERM nobody announced: how long to look for the parent's death
+
+
+def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> optuna.Study:
+    """This worker's view of the (already created) study on a storage it has opened."""
+    sampler, pruner = plan.search(worker)
+    return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def make_objective(plan: Plan, data: Images, worker: int, sink: Sink, gate: Gate | None = None,
+                   pace: Pace = torch.get_num_threads) -> Objective:
+    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``;
+    ``pace`` sets the threads before each epoch."""
+    split = make_split(data.n_train, plan.protocol.train_limit, plan.protocol.split_seed)
+    trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
+    return Objective(trainer, plan.protocol.epochs, plan.seed,
+                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
+                     enqueued_only=plan.enqueued_only, gate=gate, pace=pace)
 
 
 def _fate(study: optuna.Study, number: int) -> Fate | None:
@@ -222,3 +158,81 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, wor
                                           hint="run again with --debug for the traceback"), traceback.format_exc()))
     finally:
         sink(Exited(worker))
+
+
+class CoreShare:
+    """A worker's CPU threads when they were shared out of ``cores`` (``Plan.cores``): its share
+    of the cores among the workers still running trials. Once the trials are all claimed, the
+    workers exit one by one and the last trial often runs alone: without this it trained on
+    its one thread with the other cores idle."""
+
+    def __init__(self, cores: int, alive: "mp.sharedctypes.Synchronized") -> None:
+        self.cores, self.alive = cores, alive
+
+    def threads(self) -> int:
+        return max(1, self.cores // max(1, self.alive.value))
+
+    def __call__(self) -> int:
+        """Before an epoch: take the threads now due (torch's setting is per process)."""
+        threads = self.threads()
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        return threads
+
+
+def _locked(value: "mp.sharedctypes.Synchronized", lifeline: Lifeline, change: Callable[[int], int | None]) -> bool:
+    """Apply ``change`` to a shared counter under its lock (None: leave it); False if the
+    parent went away while waiting for the lock."""
+    lock = value.get_lock()
+    while not lock.acquire(timeout=WAIT_S):
+        if lifeline.gone.is_set():
+            return False
+    try:
+        new = change(value.value)
+        if new is None:
+            return False
+        value.value = new
+        return True
+    finally:
+        lock.release()
+
+
+def process_main(index: int, plan: Plan, shared: Shared, hup_ignored: bool) -> None:
+    """A worker process; it takes the parent's stance on SIGHUP, which the fork server ignores."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if hup_ignored else signal.SIG_DFL)
+    guard()  # a terminal that hangs up must not turn the worker's clean stop into a crash
+    quiet_optuna(False)
+    lifeline = Lifeline()
+
+    def explain(signum: int) -> str | None:
+        # a SIGTERM the parent did not send (it sets `stop` first) may be the kernel's parent-death signal
+        if signum == signal.SIGTERM and not shared.stop.is_set() and lifeline.gone.wait(PARENT_CHECK_S):
+            return PARENT_GONE
+        return None
+
+    gate = Gate(parent=os.getppid(), explain=explain)  # Ctrl-C, SIGTERM, a hang-up, the parent's death: stop
+    route_signals(gate)  # for the life of this process: nothing to restore
+    # once the parent is gone nobody reads the queue: exit without waiting to flush it
+    lifeline.watch(gate, on_gone=shared.events.cancel_join_thread)
+
+    def take() -> bool:
+        return _locked(shared.claimed, lifeline, lambda n: n + 1 if n < plan.trials else None)
+
+    def sink(event: Event) -> None:
+        while not lifeline.gone.is_set():
+            try:
+                shared.events.put(event, timeout=WAIT_S)
+                return
+            except queue.Full:
+                continue
+
+    def attach_study():
+        data = read_folder(plan.data_folder, plan.protocol.ref, plan.protocol.class_names)
+        return attach(open_storage(plan.url, plan.heartbeat, write=True), plan, index), data
+
+    pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads
+    try:
+        with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
+            run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink, gate, pace)
+    finally:  # its cores are free: the others take them before their next epoch
+        _locked(shared.alive, lifeline, lambda n: n - 1)

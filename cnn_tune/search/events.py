@@ -1,0 +1,98 @@
+"""What passes between a worker and its parent, torch-free: the events a worker reports and the
+state the parent shares with its worker processes.
+
+The parent of ``optimize --workers N`` imports this, never the training code: torch's import
+alone costs a process ~345 MB of its own memory (:mod:`cnn_tune.model.device`), and the parent
+only waits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from optuna.trial import FrozenTrial
+
+from cnn_tune.errors import CnnTuneError
+from cnn_tune.model.results import EpochResult
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    worker: int
+    trial: int
+    result: EpochResult
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    worker: int
+    trial: FrozenTrial
+
+
+@dataclass(frozen=True)
+class Capped:
+    """The study reached ``--max-trials``: this worker starts no more trials."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    worker: int
+    trial: int | None  # the trial it was training, now stored as FAIL
+
+
+@dataclass(frozen=True)
+class Failed:
+    worker: int
+    error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
+    traceback: str  # the worker's traceback, for --debug
+    fate: Fate | None = None  # a storage failure: what became of the trial it was training
+
+
+@dataclass(frozen=True)
+class Fate:
+    trial: int
+    closed: bool  # stored as FAIL; else left RUNNING (the heartbeat's grace will retry it)
+
+
+def fates_text(fates: list[Fate]) -> str:
+    """What became of every worker's open trial, for the one error line: ``trials 3 and 4 could
+    not be closed: …``."""
+    closed = sorted({f.trial for f in fates if f.closed})
+    left_open = sorted({f.trial for f in fates if not f.closed})
+    parts = []
+    if closed:
+        parts.append(f"{_trials_text(closed)} {'was' if len(closed) == 1 else 'were'} stored as failed")
+    if left_open:
+        them = "it" if len(left_open) == 1 else "them"
+        parts.append(f"{_trials_text(left_open)} could not be closed: once the heartbeat is older than --grace, "
+                     f"the next `cnn-tune optimize` on this study fails {them} and runs {them} again")
+    return "; ".join(parts)
+
+
+def _trials_text(numbers: list[int]) -> str:
+    """``trial 3``, ``trials 3 and 4``, ``trials 3, 4 and 7``."""
+    if len(numbers) == 1:
+        return f"trial {numbers[0]}"
+    return f"trials {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+
+
+@dataclass(frozen=True)
+class Exited:
+    worker: int
+
+
+Event = Union[EpochDone, TrialDone, Capped, Interrupted, Failed, Exited]
+Sink = Callable[[Event], None]
+
+@dataclass
+class Shared:
+    """What the parent shares with its worker processes (multiprocessing objects)."""
+
+    claimed: "mp.sharedctypes.Synchronized"
+    stop: "mp.synchronize.Event"
+    events: "mp.queues.Queue"
+    alive: "mp.sharedctypes.Synchronized"  # workers not yet done with their trials
