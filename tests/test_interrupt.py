@@ -75,9 +75,10 @@ class _SignalWhileAsking(optuna.samplers.RandomSampler):
 def test_ctrl_c_while_optuna_hands_out_a_trial_leaves_nothing_running(cli, db_url, monkeypatch):
     from conftest import load, quick
 
-    import cnn_tune.search.worker
+    import cnn_tune.search.records
 
-    monkeypatch.setattr(cnn_tune.search.worker, "make_sampler", lambda name, seed: _SignalWhileAsking(at=1))
+    # the plan builds each worker's sampler (Plan.search)
+    monkeypatch.setattr(cnn_tune.search.records, "make_sampler", lambda name, seed: _SignalWhileAsking(at=1))
     result = cli(*quick("--trials", "3", *NO_PRUNING))
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output

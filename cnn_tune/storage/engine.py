@@ -11,7 +11,6 @@ import time
 import warnings
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy
@@ -19,8 +18,6 @@ import sqlalchemy.event
 import sqlalchemy.exc
 from sqlalchemy.engine import URL
 
-if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
-    pass
 from cnn_tune.errors import DependencyMissing, StorageError, StudyNotFound
 from cnn_tune.storage.faults import _driver_text, remember_opened, storage_failure
 from cnn_tune.storage.heartbeat import Heartbeat
