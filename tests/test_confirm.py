@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import assert_one_line_error, default_sigint, write_mnist
-from helpers import cli_env, cnn_tune
+from helpers import cli_env, cnn_tune, wait_for
 from optuna.trial import TrialState
 
 from cnn_tune.search.records import Confirmed, verdict
@@ -146,6 +146,14 @@ def slow_study(tmp_path):
     return _study(tmp_path, trials=3, epochs=3)
 
 
+def _mid_training(url: str) -> bool:
+    """A confirm run is RUNNING with at least one epoch stored (False while its study is not there yet)."""
+    try:
+        return any(t.state == TrialState.RUNNING and t.intermediate_values for t in _companion(url))
+    except KeyError:
+        return False
+
+
 @pytest.fixture()
 def long_study(tmp_path):
     """One trial whose runs take seconds (12 epochs): a test that must catch a run mid-training
@@ -160,12 +168,8 @@ def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study
     proc = subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     try:
-        deadline = time.monotonic() + 240
         # two runs done and a third mid-training: the usual moment for a Ctrl-C
-        while not (len(_done(url)) >= 2 and any(t.state == TrialState.RUNNING and t.intermediate_values
-                                                for t in _companion(url))) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+        wait_for(lambda: len(_done(url)) >= 2 and _mid_training(url), 240, proc, "two runs done and a third training")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -216,15 +220,7 @@ def test_a_killed_confirm_worker_has_its_run_redone(long_study):
     victim = subprocess.Popen(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until a run is mid-training
-            try:
-                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in _companion(url)):
-                    break
-            except KeyError:
-                pass
-            assert victim.poll() is None, victim.communicate()
-            time.sleep(0.05)
+        wait_for(lambda: _mid_training(url), 120, victim, "a run training")
     finally:
         victim.kill()  # SIGKILL: no handler runs, the run stays RUNNING
         victim.wait()

@@ -193,6 +193,7 @@ def _benchmark(name: str):
     ("pipeline", "pipeline_cpu.json", True, "fashion-mnist"),
     ("pipeline", "pipeline_patience_cpu.json", False, "mnist"),
     ("pipeline", "pipeline_patience_cpu.json", False, "fashion-mnist"),
+    ("pipeline", "pipeline_article_fashion_cpu.json", False, "fashion-mnist"),
 ])
 def test_the_model_tables_are_generated_from_the_benchmark_files(script, results, in_readme, dataset):
     """The retrain recipes, the bf16 A/B and the end-to-end table are what each script's

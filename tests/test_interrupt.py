@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import optuna
 import pytest
 from conftest import default_sigint, write_mnist
-from helpers import cnn_tune, stored_trials
+from helpers import cnn_tune, wait_training
 from optuna.trial import TrialState
 
 
@@ -25,12 +24,7 @@ def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=default_sigint)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until a trial is mid-training
-            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in stored_trials(url)):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
+        wait_training(url, proc, timeout=120)  # a trial mid-training
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -13,13 +13,12 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import api_study, default_sigint, write_mnist
-from helpers import cli_env, cnn_tune, stored_trials, wait_training
+from helpers import cli_env, cnn_tune, stored_trials, wait_for, wait_training
 from optuna.trial import TrialState
 
 from cnn_tune.processes.interrupts import PARENT_GONE
@@ -55,10 +54,7 @@ def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
         assert len(workers) >= 2
         parent.kill()  # SIGKILL: no handler runs, nothing is forwarded
         parent.wait()
-        killed = time.monotonic()
-        while not _gone(workers) and time.monotonic() - killed < 10:
-            time.sleep(0.1)
-        assert _gone(workers), f"worker processes still running 10 s after their parent was killed: {workers}"
+        wait_for(lambda: _gone(workers), 10, what=f"exit of the workers {workers} after their parent was killed")
     finally:
         parent.kill()
     trials = stored_trials(url)
