@@ -14,6 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from conftest import api_study, assert_one_line_error, write_mnist
 from helpers import cli_env, cnn_tune, wait_for_complete
 from optuna.trial import TrialState
@@ -165,6 +167,35 @@ def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_databa
     stored = {t.number for t in _complete(direct)}
     assert len(stored) >= 2 and reported <= stored
 
+
+
+def test_a_session_left_on_a_lost_connection_is_the_same_one_line(postgres_database):
+    """After a disconnect, a session that was not rolled back raises SQLAlchemy's "can't reconnect
+    until invalid transaction is rolled back", with no cause chained (CI saw it once when a write
+    raced the cut): the same lost-connection line, not SQLAlchemy's words."""
+    from sqlalchemy.orm import Session
+
+    from cnn_tune.storage.faults import storage_failure
+
+    proxy = Proxy(("127.0.0.1", 5432))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_database}"
+    engine = sqlalchemy.create_engine(url)
+    session = Session(engine)
+    try:
+        session.execute(sqlalchemy.text("SELECT 1"))
+        proxy.close()
+        with pytest.raises(sqlalchemy.exc.OperationalError):  # the disconnect invalidates the connection
+            session.execute(sqlalchemy.text("SELECT 1"))
+        with pytest.raises(sqlalchemy.exc.PendingRollbackError) as pending:
+            session.execute(sqlalchemy.text("SELECT 1"))
+    finally:
+        session.close()
+        engine.dispose()
+        proxy.close()
+    message = storage_failure(pending.value, url, "write to").one_line()
+    assert "connection to the database server failed" in message, message
+    assert f"127.0.0.1:{proxy.port}" in message and "run the same command again" in message, message
+    assert "sqlalche.me" not in message and "rollback" not in message, message
 
 # --- backup ----------------------------------------------------------------------------------
 

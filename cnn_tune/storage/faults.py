@@ -9,15 +9,13 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+import re
 
 import optuna
 import sqlalchemy
 import sqlalchemy.event
 import sqlalchemy.exc
 
-if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
-    pass
 from cnn_tune.errors import StorageError
 from cnn_tune.storage.urls import display_url, parse_storage, sqlite_path
 
@@ -28,7 +26,16 @@ def _driver_text(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
 
 
 def _first_line(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
-    return (_driver_text(exc).splitlines() or [type(exc).__name__])[0]
+    """The first line of the driver's message, without SQLAlchemy's "(Background on this error
+    at: …)" link. A session whose connection was invalidated by a disconnect says only that it
+    "can't reconnect until invalid transaction is rolled back" (no chained cause): that is a lost
+    connection, said so."""
+    if isinstance(exc, sqlalchemy.exc.PendingRollbackError) and "reconnect" in str(exc).lower():
+        return "the connection was lost during a transaction"
+    line = (_driver_text(exc).splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"\s*\(Background on this error at: [^)]*\)", "", line).strip()
+
+
 _LAST_URL: list[str | None] = [None]
 
 
@@ -48,7 +55,7 @@ _FAULTS = (
      "check the disk that holds {where}; `cnn-tune backup` copies what can still be read"),
     (("server closed the connection", "terminating connection", "connection refused", "connection reset",
       "could not receive data", "consuming input failed", "ssl syscall", "lost connection", "gone away",
-      "connection is closed", "broken pipe", "the connection is lost"), "the connection to the database server failed",
+      "connection is closed", "broken pipe", "the connection is lost", "connection was lost"), "the connection to the database server failed",
      "check that the server at {where} is up, then run the same command again; finished trials are safe"),
 )
 
