@@ -5,11 +5,11 @@ by name, a library thread's traceback when the main thread reports the same faul
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import warnings
 from contextlib import contextmanager
-import re
 
 import optuna
 import sqlalchemy
@@ -55,7 +55,8 @@ _FAULTS = (
      "check the disk that holds {where}; `cnn-tune backup` copies what can still be read"),
     (("server closed the connection", "terminating connection", "connection refused", "connection reset",
       "could not receive data", "consuming input failed", "ssl syscall", "lost connection", "gone away",
-      "connection is closed", "broken pipe", "the connection is lost", "connection was lost"), "the connection to the database server failed",
+      "connection is closed", "broken pipe", "the connection is lost", "connection was lost"),
+     "the connection to the database server failed",
      "check that the server at {where} is up, then run the same command again; finished trials are safe"),
 )
 
