@@ -278,9 +278,10 @@ def test_terminal_tables_keep_every_value_on_a_narrow_terminal(tmp_path):
     assert all(name in r.stdout for name in ("dropout_rate", "fc2_input_dim", "batch_size"))  # best lists params
 
 
-def _timed_study(url: str) -> None:
+def _timed_study(url: str, protocol: dict | None = None) -> None:
     """Four complete trials at known moments: 0.95 at +60 s, 0.99 at +200 s, 0.992 at +500 s,
-    0.97 at +900 s (the first trial started at +0)."""
+    0.97 at +900 s (the first trial started at +0). ``protocol`` None: an MNIST study stored
+    before data sets were recorded."""
     from datetime import datetime, timedelta
 
     from optuna.distributions import FloatDistribution
@@ -293,7 +294,7 @@ def _timed_study(url: str) -> None:
             datetime_complete=t0 + timedelta(seconds=end), params={"x": 0.5},
             distributions={"x": FloatDistribution(0, 1)},
             user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=i))
-    study.set_user_attr("cnn_tune.protocol", {"epochs": 10, "train_limit": None})
+    study.set_user_attr("cnn_tune.protocol", protocol or {"epochs": 10, "train_limit": None})
 
 
 def test_time_to_target_in_studies_and_best(cli, db_url):
@@ -307,8 +308,23 @@ def test_time_to_target_in_studies_and_best(cli, db_url):
     best = json.loads(cli("best", "-f", "json", "--target", "0.96").stdout)
     assert best["best_after_s"] == 500 and best["target_after_s"] == 200 and best["target_trial"] == 1
     table = cli("studies").stdout
-    assert "≥ 98.9% after" in table and "200 s" in table and "500 s" in table
+    assert "≥ 98.9% (MNIST) after" in table and "200 s" in table and "500 s" in table
     assert "first ≥ 99.5% after  never" in cli("best", "--target", "0.995").stdout
+    assert "first ≥ 98.9% after  200 s (trial 1)" in cli("best").stdout
+
+
+def test_the_article_target_is_timed_on_mnist_only(cli, db_url):
+    """98.9% is the seed article's MNIST figure: on Fashion-MNIST no default target is timed
+    (it would always read "never"); --target still asks for one."""
+    Path(db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    _timed_study(db_url, {"epochs": 10, "train_limit": None, "dataset": "fashion-mnist"})
+    listed = json.loads(cli("studies", "-f", "json").stdout)[0]
+    assert listed["dataset"] == "Fashion-MNIST" and listed["target"] is None and listed["target_after_s"] is None
+    best = cli("best")
+    assert best.exit_code == 0 and "best found after" in best.stdout and "98.9" not in best.stdout, best.stdout
+    assert json.loads(cli("best", "-f", "json", "--target", "0.96").stdout)["target_after_s"] == 200
+    row = next(ln for ln in cli("studies").stdout.splitlines() if "mnist-cnn" in ln)
+    assert "never" not in row, row
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])

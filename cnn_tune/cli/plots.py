@@ -22,7 +22,7 @@ from cnn_tune.cli.views import best_pairs, trials_table
 from cnn_tune.errors import DependencyMissing, NothingToShow, UsageError
 from cnn_tune.files import check_writable, write_atomic
 from cnn_tune.model.space import contour_default
-from cnn_tune.storage.inspection import DEFAULT_TARGET, best_record, counts_text, param_names, select_rows, state_counts
+from cnn_tune.storage.inspection import best_record, counts_text, param_names, select_rows, state_counts
 from cnn_tune.storage.protocol import PROTOCOL_ATTR
 from cnn_tune.storage.studies import confirm_records
 from cnn_tune.storage.urls import display_url, results_folder
@@ -180,7 +180,7 @@ def render(fig, suffix: str) -> bytes:
 
 
 def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, params: list[str] | None,
-               evaluator: str, target: float = DEFAULT_TARGET) -> Path:
+               evaluator: str, target: float | None = None) -> Path:
     """Draw one view (or the report) of ``study`` into ``output``; returns the path written."""
     path = output if output is not None else default_path(url, study.study_name, kind)
     suffix = output_format(path)
@@ -231,7 +231,7 @@ def confirmed_section(study: optuna.Study) -> list[str]:
             fig.to_html(include_plotlyjs=False, full_html=False), html_table(trials_table(confirmed))]
 
 
-def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", target: float = DEFAULT_TARGET) -> str:
+def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", target: float | None = None) -> str:
     """One page: summary, best trial, every view that can be drawn (and why the others
     cannot), and the trials table. plotly.js is embedded once, in the head."""
     from plotly.offline import get_plotlyjs

@@ -21,7 +21,6 @@ from cnn_tune.cli.options import (
     TargetOpt,
     render,
 )
-from cnn_tune.storage.inspection import DEFAULT_TARGET
 from cnn_tune.storage.urls import DEFAULT_STORAGE
 
 
@@ -30,7 +29,7 @@ def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
          by: Annotated[RankBy, typer.Option(
              "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
              RankBy.value),
-         target: TargetOpt = DEFAULT_TARGET) -> None:
+         target: TargetOpt = None) -> None:
     """Show the best trial, its parameters and test accuracy.
 
     Validation accuracy, epochs, duration, seed and parameters; the test accuracy and checkpoint
@@ -76,7 +75,7 @@ def trials(
 
 
 def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table,
-            target: TargetOpt = DEFAULT_TARGET) -> None:
+            target: TargetOpt = None) -> None:
     """List every study in the database with its counts and best.
 
     Direction, trials by state, best value and the protocol (epochs, train limit) of each.
@@ -103,7 +102,7 @@ def plot(
     evaluator: Annotated[Evaluator, typer.Option(
         "--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or "
                             "mean decrease impurity.")] = Evaluator["ped-anova"],
-    target: TargetOpt = DEFAULT_TARGET,
+    target: TargetOpt = None,
 ) -> None:
     """Draw a view of a study, or the whole report, to a file.
 
