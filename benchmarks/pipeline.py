@@ -9,6 +9,8 @@ from here):
     .venv/bin/python benchmarks/pipeline.py --table      # the Markdown table, from the JSON only
     .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --seeds 300 301 302
     .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --table
+    .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --pair default seed-style \
+        --json benchmarks/results/pipeline_article_fashion_cpu.json   # seed by seed, same CPU
 
 Candidates (alternating per seed, so drift of the machine hits all alike):
 
@@ -190,6 +192,33 @@ def table(result: dict, dataset: str = "mnist") -> str:
     return "\n".join(lines)
 
 
+def cpu_label(run: dict) -> str:
+    """The CPU a run came from, as the docs name it: ``AMD EPYC 25/1 (no AVX512-BF16, fp32)``
+    (family/model); runs from before 0.7 did not record it."""
+    if "avx512_bf16" not in run:
+        return "not recorded"
+    kind = "AVX512-BF16" if run["avx512_bf16"] else "no AVX512-BF16, fp32"
+    return f"{run['cpu']} {run['cpu_family']}/{run['model']} ({kind})"
+
+
+def pair_table(result: dict, dataset: str, first: str, second: str) -> str:
+    """Markdown, one row per seed where both candidates ran undisturbed and exited 0: their
+    search minutes side by side on the same CPU, the ratio, and both final test accuracies.
+    Minutes from different CPUs never meet in one ratio."""
+    lines = [f"| seed | CPU | {first} search | {second} search | ratio | {first} test | {second} test |",
+             "|---|---|---|---|---|---|---|"]
+    ok = [r for r in result["runs"] if r.get("dataset", "mnist") == dataset
+          and "exit_code" not in r and "disturbed" not in r]
+    for seed in sorted({r["seed"] for r in ok}):
+        a = next((r for r in ok if r["seed"] == seed and r["candidate"] == first), None)
+        b = next((r for r in ok if r["seed"] == seed and r["candidate"] == second), None)
+        if a is None or b is None or cpu_label(a) != cpu_label(b):
+            continue
+        lines.append(f"| {seed} | {cpu_label(a)} | {a['search_s'] / 60:.1f} min | {b['search_s'] / 60:.1f} min "
+                     f"| {a['search_s'] / b['search_s']:.2f} | {100 * a['test']:.2f}% | {100 * b['test']:.2f}% |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[200, 201, 202])
@@ -200,7 +229,12 @@ def main() -> None:
     results_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
     parser.add_argument("--patience", type=int, default=PATIENCE, help="default+patience's --patience")
+    parser.add_argument("--pair", nargs=2, choices=CANDIDATES, metavar="CANDIDATE",
+                        help="print two candidates seed by seed from the JSON (same CPU per row), run nothing")
     args = parser.parse_args()
+    if args.pair:
+        print(pair_table(json.loads(args.json.read_text()), args.dataset, *args.pair))
+        return
     if printed_table(args, table, args.dataset):
         return
     result = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
