@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,10 @@ class Env:
         adds trials changes its own copy, never what the other tests read, in any order."""
         other = Env(root, self.data)
         other.db.parent.mkdir(parents=True)
-        shutil.copy(self.db, other.db)
+        # SQLite's own backup, not a file copy: the last writes may still sit in the -wal file
+        # (the runner's process keeps the database open), which a copy of s.db alone would lose
+        with closing(sqlite3.connect(self.db)) as source, closing(sqlite3.connect(other.db)) as target:
+            source.backup(target)
         other.retrained = self.retrained
         return other
 
