@@ -11,6 +11,8 @@ from here):
     .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --table
     .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --pair default seed-style \
         --json benchmarks/results/pipeline_article_fashion_cpu.json   # seed by seed, same CPU
+    .venv/bin/python benchmarks/pipeline.py --dataset fashion-mnist --table --cpu 25/17 \
+        --json benchmarks/results/pipeline_article_fashion_cpu.json   # one CPU's runs only
 
 Candidates (alternating per seed, so drift of the machine hits all alike):
 
@@ -170,13 +172,15 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
     return record
 
 
-def table(result: dict, dataset: str = "mnist") -> str:
+def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
     """Markdown: per candidate, medians over the undisturbed runs on ``dataset`` that exited 0
-    (runs from before the field existed were on MNIST)."""
+    (runs from before the field existed were on MNIST); with ``cpu`` (``FAMILY/MODEL``, e.g.
+    ``25/17``) only the runs from that CPU, so no median mixes the minutes of two machines."""
     lines = ["| candidate | seeds | median search | median retrain | median total | median test accuracy | lowest "
              "| highest | median val | winner is the warm start |", "|---|---|---|---|---|---|---|---|---|---|"]
     for candidate in CANDIDATES:
-        runs = [r for r in result["runs"] if r["candidate"] == candidate and r.get("dataset", "mnist") == dataset]
+        runs = [r for r in result["runs"] if r["candidate"] == candidate and r.get("dataset", "mnist") == dataset
+                and (cpu is None or f"{r.get('cpu_family')}/{r.get('model')}" == cpu)]
         ok = [r for r in runs if "exit_code" not in r and "disturbed" not in r]
         if not ok:
             continue
@@ -229,13 +233,14 @@ def main() -> None:
     results_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
     parser.add_argument("--patience", type=int, default=PATIENCE, help="default+patience's --patience")
+    parser.add_argument("--cpu", metavar="FAMILY/MODEL", help="--table: only the runs from this CPU, e.g. 25/17")
     parser.add_argument("--pair", nargs=2, choices=CANDIDATES, metavar="CANDIDATE",
                         help="print two candidates seed by seed from the JSON (same CPU per row), run nothing")
     args = parser.parse_args()
     if args.pair:
         print(pair_table(json.loads(args.json.read_text()), args.dataset, *args.pair))
         return
-    if printed_table(args, table, args.dataset):
+    if printed_table(args, table, args.dataset, args.cpu):
         return
     result = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
     # the file's machine is the one its first runs came from; each run names its own CPU
