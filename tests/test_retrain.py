@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnn_tune.cli.main import app
+from cnn_tune.storage.backup import backup
 from cnn_tune.storage.protocol import RETRAIN_ATTR_PREFIX
 
 GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
@@ -39,11 +38,9 @@ class Env:
         """The same data, and a copy of the study database under ``root``: a test that retrains or
         adds trials changes its own copy, never what the other tests read, in any order."""
         other = Env(root, self.data)
-        other.db.parent.mkdir(parents=True)
-        # SQLite's own backup, not a file copy: the last writes may still sit in the -wal file
+        # cnn-tune's own backup, not a file copy: the last writes may still sit in the -wal file
         # (the runner's process keeps the database open), which a copy of s.db alone would lose
-        with closing(sqlite3.connect(self.db)) as source, closing(sqlite3.connect(other.db)) as target:
-            source.backup(target)
+        backup(self.url, other.db)
         other.retrained = self.retrained
         return other
 
