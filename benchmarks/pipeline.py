@@ -180,7 +180,7 @@ def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
              "| highest | median val | winner is the warm start |", "|---|---|---|---|---|---|---|---|---|---|"]
     for candidate in CANDIDATES:
         runs = [r for r in result["runs"] if r["candidate"] == candidate and r.get("dataset", "mnist") == dataset
-                and (cpu is None or f"{r.get('cpu_family')}/{r.get('model')}" == cpu)]
+                and (cpu is None or cpu_key(r) == cpu)]
         ok = [r for r in runs if "exit_code" not in r and "disturbed" not in r]
         if not ok:
             continue
@@ -196,13 +196,18 @@ def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def cpu_key(run: dict) -> str:
+    """``FAMILY/MODEL`` of the CPU a run came from (``None/None`` for runs from before 0.7)."""
+    return f"{run.get('cpu_family')}/{run.get('model')}"
+
+
 def cpu_label(run: dict) -> str:
     """The CPU a run came from, as the docs name it: ``AMD EPYC 25/1 (no AVX512-BF16, fp32)``
     (family/model); runs from before 0.7 did not record it."""
     if "avx512_bf16" not in run:
         return "not recorded"
     kind = "AVX512-BF16" if run["avx512_bf16"] else "no AVX512-BF16, fp32"
-    return f"{run['cpu']} {run['cpu_family']}/{run['model']} ({kind})"
+    return f"{run['cpu']} {cpu_key(run)} ({kind})"
 
 
 def pair_table(result: dict, dataset: str, first: str, second: str) -> str:
