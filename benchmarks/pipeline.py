@@ -28,6 +28,10 @@ Candidates (alternating per seed, so drift of the machine hits all alike):
   search stops once N trials in a row gained nothing beyond the validation noise;
 - ``warm-start-only``: no search — ``optimize --trials 1`` trains the warm-start
   configuration once (its validation accuracy), then ``retrain``: the row a search must beat.
+- ``article-space`` and ``warm-start-only-article`` (since 0.8, whose default searches the wide
+  space): the same two on ``--space article`` — 0.7's default search and its warm start.
+  Before 0.8, ``default`` was the article space's search: results of 0.8 and later live in
+  their own files (``pipeline_wide_*.json``).
 
 Per run: ``dataset`` (mnist, the default, or fashion-mnist), ``search_s`` and ``retrain_s``
 (wall time of each command, data already cached),
@@ -65,8 +69,10 @@ from cnn_tune.storage.engine import open_storage
 from cnn_tune.storage.studies import create_or_load
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
-SEARCH = {"default": [], "default+patience": [], "article-preset": ["--preset", "article"], "warm-start-only": None,
-          "seed-style": None}
+SEARCH = {"default": [], "default+patience": [], "article-preset": ["--preset", "article"],
+          "article-space": ["--space", "article"], "warm-start-only": [],
+          "warm-start-only-article": ["--space", "article"], "seed-style": None}
+NO_SEARCH = ("warm-start-only", "warm-start-only-article")  # optimize --trials 1: the warm start alone
 PATIENCE = 8  # default+patience's N unless --patience says otherwise
 CANDIDATES = list(SEARCH)
 TRIALS = 20
@@ -142,7 +148,7 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
         if candidate == "seed-style":
             search_s, others = seed_style_search(url, seed, data_dir, dataset)
         else:
-            trials = ["--trials", "1"] if candidate == "warm-start-only" else ["--trials", str(TRIALS)]
+            trials = ["--trials", "1"] if candidate in NO_SEARCH else ["--trials", str(TRIALS)]
             which = ["--dataset", dataset] if dataset != "mnist" else []  # README's command, as typed, on MNIST
             done, search_s, others = cnn_tune("optimize", *trials, "--seed", str(seed), *which,
                                               *(SEARCH[candidate] or []), *extra, url=url, data_dir=data_dir)
@@ -161,6 +167,7 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
         record.update(val=winner.value, test=result["test_accuracy"], test_ci95=result["test_ci95"],
                       winner_trial=winner.number, winner_params=winner.params,
                       winner_is_warm_start=bool(winner.user_attrs.get("cnn_tune.warm_start")),
+                      winner_n_params=winner.user_attrs.get("n_params"),
                       recipe=result["recipe"], epochs_trained=sum(len(t.intermediate_values) for t in study.trials))
         if candidate != "seed-style":
             record.update(trials=finish_order(study), stopped=study.user_attrs.get("cnn_tune.stop"))
@@ -176,8 +183,11 @@ def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
     """Markdown: per candidate, medians over the undisturbed runs on ``dataset`` that exited 0
     (runs from before the field existed were on MNIST); with ``cpu`` (``FAMILY/MODEL``, e.g.
     ``25/17``) only the runs from that CPU, so no median mixes the minutes of two machines."""
+    sized = any("winner_n_params" in r for r in result["runs"])  # files from before 0.8 keep their columns
+    size = (" winner's parameters (median) |", "---|") if sized else ("", "")
     lines = ["| candidate | seeds | median search | median retrain | median total | median test accuracy | lowest "
-             "| highest | median val | winner is the warm start |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| highest | median val | winner is the warm start |" + size[0],
+             "|---|---|---|---|---|---|---|---|---|---|" + size[1]]
     for candidate in CANDIDATES:
         runs = [r for r in result["runs"] if r["candidate"] == candidate and r.get("dataset", "mnist") == dataset
                 and (cpu is None or cpu_key(r) == cpu)]
@@ -192,8 +202,14 @@ def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
                      f"| {median([r['total_s'] for r in ok]) / 60:.1f} min | {100 * median(tests):.2f}% "
                      f"| {100 * min(tests):.2f}% | {100 * max(tests):.2f}% "
                      f"| {100 * median([r['val'] for r in ok]):.2f}% "
-                     f"| {sum(r['winner_is_warm_start'] for r in ok)}/{len(ok)} |")
+                     f"| {sum(r['winner_is_warm_start'] for r in ok)}/{len(ok)} |"
+                     + (f" {size_text(ok)} |" if sized else ""))
     return "\n".join(lines)
+
+
+def size_text(runs: list[dict]) -> str:
+    sizes = [r["winner_n_params"] for r in runs if r.get("winner_n_params")]
+    return f"{median(sizes) / 1000:.0f}k" if sizes else "—"
 
 
 def cpu_key(run: dict) -> str:

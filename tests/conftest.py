@@ -249,6 +249,7 @@ def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> op
         epochs = 2 if i % 4 == 1 else 3
         for epoch in range(1, epochs + 1):
             trial.report(score - 0.01 * (epochs - epoch), epoch)
+        trial.set_user_attr("n_params", 200_000 + 1000 * i)  # as cnn-tune records since 0.8
         if i >= n:
             continue  # left RUNNING
         if i % 4 == 1:

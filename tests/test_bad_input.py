@@ -135,7 +135,7 @@ def test_mirror_checksum_mismatch_deletes_the_file(cli, tmp_path, monkeypatch):
     (root / "mirror").mkdir(parents=True)
     bad = root / "mirror" / "mnist.pkl.gz"
     bad.write_bytes(b"not the mirror")
-    monkeypatch.setattr("cnn_tune.data.load._reachable", lambda url, timeout=0: False)
+    monkeypatch.setattr("cnn_tune.data.load.reachable", lambda url, timeout=0: False)
     result = cli(*quick("--data-dir", str(root)))
     assert_one_line_error(result, 1, "has sha256", "deleted it", "run the command again")
     assert not bad.exists()

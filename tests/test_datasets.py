@@ -22,7 +22,7 @@ from cnn_tune.data.load import load_builtin, read_folder
 from cnn_tune.errors import ChecksumMismatch, DataError, MirrorError
 from cnn_tune.files import sha256_of
 from cnn_tune.search.samplers import hopeless_below
-from cnn_tune.storage.protocol import PROTOCOL_ATTR, Protocol
+from cnn_tune.storage.protocol import PROTOCOL_ATTR, StudyProtocol
 
 # --- Fashion-MNIST from the Debian archive --------------------------------------------------
 
@@ -125,15 +125,18 @@ def test_a_folder_of_images_runs_end_to_end(run, tmp_path):
     assert r.exit_code == 0, r.output
     assert "images of shapes" in r.stderr and "Converting the 114 images" in r.stderr
     study = optuna.load_study(study_name="shapes-cnn", storage=f"sqlite:///{tmp_path / 'studies' / 's.db'}")
-    protocol = Protocol.from_attr(study.user_attrs[PROTOCOL_ATTR], "shapes-cnn")
-    assert protocol.dataset == "folder" and protocol.dataset_source == str(folder.resolve())
-    assert protocol.classes == CLASSES and protocol.architecture == "ConvNet-v2"
+    protocol = StudyProtocol.from_attr(study.user_attrs[PROTOCOL_ATTR], "shapes-cnn")
+    assert protocol.dataset == "folder" and protocol.ref.source == str(folder.resolve())
+    assert protocol.classes == CLASSES and protocol.architecture == "ConvNet-v3"  # the wide space's network
     assert "shapes" in run("studies").stdout
 
-    again = run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "4", "--device", "cpu")
-    assert again.exit_code == 0 and "Converting" not in again.stderr  # cached: a rerun starts at once
+    again = run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "4", "--device", "cpu",
+                "--seed", "2")
+    assert again.exit_code == 0, again.output
+    assert "Converting" not in again.stderr  # cached: a rerun starts at once
 
-    r = run("retrain", "--epochs", "6", "--device", "cpu", "--format", "json", "--output", str(tmp_path / "m.pt"))
+    r = run("retrain", "--recipe", "best", "--epochs", "20", "--device", "cpu", "--format", "json",
+            "--output", str(tmp_path / "m.pt"))
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     assert done["classes"] == list(CLASSES) and done["n_test"] == 24 and len(done["confusion"]) == 3
@@ -247,9 +250,10 @@ def test_a_study_from_before_data_sets_is_mnist():
     old = {"epochs": 10, "train_limit": None, "split_seed": 0, "val_fraction": 0.2, "n_train": 48000,
            "n_val": 12000, "data_fingerprint": "f" * 16, "search_space_version": 1, "architecture": "ConvNet-v1",
            "objective": "val_accuracy", "direction": "maximize"}
-    protocol = Protocol.from_attr(old, "old")
+    protocol = StudyProtocol.from_attr(old, "old")
     assert protocol.dataset == "mnist" and protocol.class_names == tuple("0123456789")
-    assert protocol.differences(Protocol(**{**old, "dataset_source": "/elsewhere"})) == []
+    moved = StudyProtocol.from_attr({**old, "dataset_source": "/elsewhere"}, "old")
+    assert moved.ref.source == "/elsewhere" and protocol.differences(moved) == []  # where it was read is not what
 
 
 def test_the_hopeless_floor_keeps_its_distance_from_chance():
@@ -259,8 +263,13 @@ def test_the_hopeless_floor_keeps_its_distance_from_chance():
 
 def test_the_best_recipe_shifts_digits_only():
     from cnn_tune.model.recipe import RECIPES
+    from cnn_tune.model.space import Style
 
     best = RECIPES["best"]
-    assert best.for_data("mnist").shift == 2
-    assert best.for_data("fashion-mnist").shift == 0 and best.for_data("folder").shift == 0
-    assert best.with_options(shift=3).for_data("fashion-mnist").shift == 3  # --shift decides where given
+
+    def shift(recipe, dataset: str) -> int:
+        return recipe.for_member(Style(), "Adam", dataset).shift
+
+    assert shift(best, "mnist") == 2
+    assert shift(best, "fashion-mnist") == 0 and shift(best, "folder") == 0
+    assert shift(best.with_options(shift=3), "fashion-mnist") == 3  # --shift decides where given

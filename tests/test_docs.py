@@ -91,7 +91,7 @@ def page_dir(tmp_path, monkeypatch):
     runner = CliRunner()
     # --pruner none: on 400 synthetic images the default narrowing pruner may stop trials the
     # pages need complete (a contour needs two)
-    for setup in (["optimize", "--trials", "3", "--epochs", "2", "--seed", "0", "--pruner", "none"],
+    for setup in (["optimize", "--trials", "3", "--epochs", "1", "--seed", "0", "--pruner", "none"],
                   ["retrain", "--output", str(tmp_path / "setup.pt")]):
         result = runner.invoke(app, setup)
         assert result.exit_code == 0, result.output

@@ -17,6 +17,8 @@ from conftest import api_study, assert_one_line_error, load, quick, write_mnist
 from helpers import cli_env, cnn_tune, wait_for
 from optuna.trial import TrialState
 
+from cnn_tune.storage.studies import retrain_records
+
 BOX_ART = set("─│┃━┏┓┗┛┡┩╇╈┼╭╮╰╯")
 
 
@@ -236,7 +238,7 @@ def test_optuna_cli_reads_a_database_written_by_cnn_tune(cli, db_url):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [row["number"] for row in rows] == [0, 1, 2]
-    assert all(set(row["params"]) >= {"lr", "batch_size", "optimizer"} for row in rows)
+    assert all(set(row["params"]) >= {"lr", "width", "batch_norm"} for row in rows)
 
 
 def test_optuna_dashboard_serves_a_database_written_by_cnn_tune(cli, db_url):
@@ -330,3 +332,18 @@ def test_the_article_target_is_timed_on_mnist_only(cli, db_url):
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])
 def test_target_outside_zero_one_is_a_usage_error(cli, db_url, value):
     assert_one_line_error(cli("studies", "--target", value), 2, "--target", "between 0 and 1")
+
+
+def test_studies_names_the_trial_of_the_final_model_it_shows(cli, db_url, tmp_path):
+    """A later `retrain --trial N` of another trial does not hide the best trial's final model."""
+    assert cli(*quick("--trials", "3", "--patience", "0", "--seed", "11")).exit_code == 0
+    study = load(db_url)
+    best = study.best_trial.number
+    other = next(t.number for t in study.trials if t.state.name == "COMPLETE" and t.number != best)
+    assert cli("retrain", "--epochs", "1").exit_code == 0
+    assert cli("retrain", "--epochs", "1", "--trial", str(other), "--output", str(tmp_path / "o.pt")).exit_code == 0
+    row = json.loads(cli("studies", "--format", "json").stdout)[0]
+    records = retrain_records(load(db_url))
+    assert row["final_trial"] == best and row["test_accuracy"] == records[best]["test_accuracy"]
+    assert f"(#{best})" in cli("studies").stdout
+    assert f"trial {best}'s final model" in cli("best").stdout

@@ -19,7 +19,7 @@ SEED_PARAMS = {"dropout_rate", "fc2_input_dim", "dropout_rate2", "optimizer", "l
 
 
 def test_optimize_creates_a_study_plain_optuna_can_read(cli, db_url):
-    result = cli(*quick("--trials", "3", "--seed", "1", "--pruner", "none"))
+    result = cli(*quick("--trials", "3", "--seed", "1", "--pruner", "none", "--space", "article"))
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("trial")]
     assert len(lines) == 3 and all("COMPLETE" in ln for ln in lines)
@@ -199,9 +199,9 @@ def test_trials_that_ran_every_epoch_are_never_pruned(cli, db_url):
 
 def test_pruned_trials_record_where_they_stopped(cli, db_url):
     assert cli("optimize", "--trials", "12", "--epochs", "3", "--device", "cpu", "--seed", "2",
-               "--pruner", "halving").exit_code == 0
+               "--pruner", "median", "--patience", "0", "--space", "article").exit_code == 0
     pruned = [t for t in load(db_url).trials if t.state == TrialState.PRUNED]
-    assert pruned, "successive halving prunes some of 12 trials"
+    assert pruned, "the median pruner prunes some of 12 trials"
     for t in pruned:
         assert t.user_attrs["epochs_run"] == max(t.intermediate_values) < 3
         assert len(t.user_attrs["train_loss"]) == t.user_attrs["epochs_run"]
@@ -218,14 +218,16 @@ def test_terminal_output_has_live_progress_and_a_table(cli, db_url, monkeypatch)
     assert len(load(db_url).trials) == 2
 
 
-def test_warm_start_runs_the_articles_configuration_first(cli, db_url):
-    from cnn_tune.model.space import Hyperparams
+@pytest.mark.parametrize("space", ["wide", "article"])
+def test_warm_start_runs_the_spaces_known_good_configuration_first(cli, db_url, space):
+    from cnn_tune.model.space import Hyperparams, warm_start
 
-    assert cli(*quick("--warm-start", "--seed", "1")).exit_code == 0
+    assert warm_start("article", "mnist") == Hyperparams().as_dict()  # the article's configuration
+    assert cli(*quick("--warm-start", "--seed", "1", "--space", space)).exit_code == 0
     first = load(db_url).trials[0]
-    assert first.params == Hyperparams().as_dict() and first.user_attrs["cnn_tune.warm_start"] is True
+    assert first.params == warm_start(space, "mnist") and first.user_attrs["cnn_tune.warm_start"] is True
     assert cli(*quick("--warm-start", "--seed", "1")).exit_code == 0  # resuming: not enqueued again
-    assert sum(t.params == Hyperparams().as_dict() for t in load(db_url).trials) == 1
+    assert sum(t.params == warm_start(space, "mnist") for t in load(db_url).trials) == 1
 
 
 def test_leader_pruner_stops_hopeless_trials_from_the_first_one():

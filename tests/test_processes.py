@@ -72,15 +72,15 @@ def test_a_worker_whose_parent_is_gone_before_it_looks_stops_at_once():
     """The race the sentinel thread covers: the parent died before prctl could take effect."""
     code = """
 import os, signal, sys, time
-from cnn_tune.processes.interrupts import Gate, route_signals
+from cnn_tune.processes.interrupts import StopRequest, route_signals
 from cnn_tune.processes.lifeline import Lifeline
-gate = Gate(parent=os.getppid() + 100000)  # not our parent: as if it had died already
-route_signals(gate)
-Lifeline().watch(gate)
+stop_request = StopRequest(parent=os.getppid() + 100000)  # not our parent: as if it had died already
+route_signals(stop_request)
+Lifeline().watch(stop_request)
 deadline = time.monotonic() + 5
-while not gate.requested and time.monotonic() < deadline:  # a worker looks between batches and epochs
+while not stop_request.requested and time.monotonic() < deadline:  # a worker looks between batches and epochs
     time.sleep(0.05)
-print(gate.reason)
+print(stop_request.reason)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == PARENT_GONE, done

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_tune.model.augment import random_flip, random_shift
 from cnn_tune.model.network import Ensemble, build_model
-from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import Style, _step_hooks, random_flip, random_shift
+from cnn_tune.model.space import Hyperparams, Style
+from cnn_tune.model.training import step_hooks
 
 
 def test_random_shift_moves_each_image_by_at_most_max_shift():
@@ -52,7 +53,7 @@ def test_random_shift_fills_with_background():
 def test_cosine_schedule_decays_the_trials_lr_to_zero():
     model = build_model(Hyperparams())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    after_step, kept = _step_hooks(model, optimizer, Style(schedule="cosine"), steps=10)
+    after_step, kept = step_hooks(model, optimizer, Style(schedule="cosine"), steps=10)
     assert kept is model
     lrs = []
     for _ in range(10):
@@ -64,14 +65,14 @@ def test_cosine_schedule_decays_the_trials_lr_to_zero():
 
 def test_constant_schedule_adds_nothing():
     model = build_model(Hyperparams())
-    after_step, kept = _step_hooks(model, torch.optim.Adam(model.parameters()), Style(), steps=10)
+    after_step, kept = step_hooks(model, torch.optim.Adam(model.parameters()), Style(), steps=10)
     assert after_step is None and kept is model
 
 
 def test_ema_hands_back_an_average_of_the_weights():
     model = build_model(Hyperparams())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    after_step, kept = _step_hooks(model, optimizer, Style(ema=0.5), steps=3)
+    after_step, kept = step_hooks(model, optimizer, Style(ema=0.5), steps=3)
     start = model.fc2.bias.detach().clone()
     for _ in range(3):
         model.fc2.bias.data += 1.0  # a step of +1

@@ -55,7 +55,7 @@ def env(tmp_path_factory) -> Env:
     """A study whose trial 0 is a good configuration (enqueued) and trial 1 is pruned-looking
     junk; trial 0 retrained once into ``best.pt``."""
     e = Env(tmp_path_factory.mktemp("retrain"))
-    assert e("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu", "--seed", "0",
+    assert e("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu", "--seed", "0", "--space", "article",
              "--no-warm-start").exit_code == 0  # trial 0: a random configuration, not the article's
     study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
     study.enqueue_trial(GOOD)
@@ -78,7 +78,7 @@ def test_retrain_reports_and_saves_everything(env):
     assert r["seed"] == seed  # the trial's own training seed by default
 
     assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1,
-                           "flip": False}
+                           "flip": False, "erasing": 0.0, "label_smoothing": 0.0, "tuned": False}
     assert r["members"] == [1] and r["test_ci95"] == pytest.approx(1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"])
                                                                            / 200) ** 0.5)
     payload = torch.load(env.root / "best.pt", weights_only=True)
@@ -321,7 +321,8 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     result = env("retrain", "--trial", "1", "-o", str(out), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1, "flip": False}
+    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1, "flip": False,
+                           "erasing": 0.0, "label_smoothing": 0.0, "tuned": False}
     assert r["epochs"] == 20 and r["since_first_trial_s"] > 0
     assert r["test_accuracy"] > 0.9
     table = env("evaluate", str(out), "--device", "cpu")
@@ -433,7 +434,7 @@ def test_the_default_schedule_keeps_adagrad_constant(tmp_path):
     Adagrad trial is bit-for-bit the `--schedule constant` one, not the cosine one."""
     e = Env(tmp_path)
     quick = ("--epochs", "1", "--device", "cpu", "--pruner", "none")
-    assert e("optimize", "--trials", "1", "--no-warm-start", *quick).exit_code == 0  # trial 0: random
+    assert e("optimize", "--trials", "1", "--no-warm-start", "--space", "article", *quick).exit_code == 0  # random
     study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
     study.enqueue_trial({**GOOD, "optimizer": "Adagrad", "lr": 1e-2})  # trial 1
     study.enqueue_trial(GOOD)  # trial 2: Adam
@@ -459,10 +460,13 @@ def test_the_default_schedule_keeps_adagrad_constant(tmp_path):
 
 def test_auto_schedule_in_the_library():
     from cnn_tune.model.recipe import RECIPES, Recipe
+    from cnn_tune.model.space import Style
 
     auto = RECIPES["best"]
     assert auto.schedule == "auto" and auto.schedule_for("Adagrad") == "constant"
     assert auto.schedule_for("Adam") == auto.schedule_for("Adadelta") == "cosine"
-    assert auto.resolved(["Adam", "Adam"]).schedule == "cosine"
-    assert auto.resolved(["Adam", "Adagrad"]).schedule == "auto"
-    assert Recipe(epochs=1, schedule="cosine").resolved(["Adagrad"]).schedule == "cosine"  # asked for: kept
+    adam, adagrad = (auto.for_member(Style(), optimizer, "mnist") for optimizer in ("Adam", "Adagrad"))
+    assert (adam.schedule, adagrad.schedule) == ("cosine", "constant")
+    assert auto.common([adam, adam]).schedule == "cosine"
+    assert auto.common([adam, adagrad]).schedule == "auto"  # each member its own, as the recipe says
+    assert Recipe(epochs=1, schedule="cosine").for_member(Style(), "Adagrad", "mnist").schedule == "cosine"  # kept

@@ -21,10 +21,11 @@ from cnn_tune.errors import ProtocolConflict, UsageError
 from cnn_tune.model import space
 from cnn_tune.search.plan import (
     OptimizeOptions,
-    adoptable,
     check_options,
     make_protocol,
+    never_set_up,
     resolve_length,
+    resolve_pruner,
     resolve_search,
     resolve_threads,
     resolve_workers,
@@ -135,6 +136,38 @@ def test_the_house_has_rooms_with_a_plan_on_each_door():
     too_long = {module_name(PACKAGE, p): n for p in PACKAGE.rglob("*.py")
                 if (n := len(p.read_text().splitlines())) > 400}
     assert not too_long, too_long
+
+
+def _public(part: str) -> list[str]:
+    """The modules ``part``'s ``__init__.py`` names in ``__all__``."""
+    for node in ast.parse((PACKAGE / part / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def test_each_part_names_what_the_others_may_use_and_they_keep_to_it():
+    """Other folders, the tests and the benchmarks import only the modules a part's ``__all__``
+    names, and no name with a leading underscore from any module of cnn_tune."""
+    public = {part: _public(part) for part in PARTS}
+    assert all(public.values()), public
+    assert all((PACKAGE / part / f"{m}.py").is_file() for part in PARTS for m in public[part])
+    wrong, private = [], []
+    root = PACKAGE.parent
+    for path in [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]:
+        rel = path.relative_to(root).parts
+        here = rel[1] if rel[0] == "cnn_tune" and len(rel) > 2 else rel[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("cnn_tune"):
+                continue
+            parts = node.module.split(".")
+            if len(parts) >= 3 and parts[1] in PARTS and parts[1] != here and parts[2] not in public[parts[1]]:
+                wrong.append(f"{'/'.join(rel)} imports {node.module}")
+            if here != (parts[1] if len(parts) > 2 else None):
+                private += [f"{'/'.join(rel)} imports {a.name} from {node.module}" for a in node.names
+                            if a.name.startswith("_") and not a.name.endswith("__")]
+    assert not wrong, wrong
+    assert not private, private
 
 
 def test_the_views_do_not_load_torch():
@@ -264,9 +297,9 @@ def test_asking_a_study_for_another_length_is_a_conflict(options):
 
 
 def test_a_study_without_protocol_is_adopted_only_while_empty():
-    assert adoptable(has_protocol=False, n_trials=0)
-    assert not adoptable(has_protocol=False, n_trials=1)
-    assert not adoptable(has_protocol=True, n_trials=0)
+    assert never_set_up(has_protocol=False, n_trials=0)
+    assert not never_set_up(has_protocol=False, n_trials=1)
+    assert not never_set_up(has_protocol=True, n_trials=0)
 
 
 def test_workers_and_threads():
@@ -295,13 +328,17 @@ def test_unknown_names_are_refused_before_anything_opens(options, fragment):
 
 
 def test_a_preset_fills_only_what_was_not_asked():
-    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "narrowing", True, "auto", 8)
-    assert resolve_search(OptimizeOptions(preset="article")) == Search("tpe", "median", False, 1)
+    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "auto", True, "auto", 8, "wide")
+    assert resolve_search(OptimizeOptions(preset="article")) == Search("tpe", "median", False, 1, 0, "article")
     assert resolve_search(OptimizeOptions(preset="article", pruner="leader", workers="auto", warm_start=True)) == (
-        Search("tpe", "leader", True, "auto"))
-    assert resolve_search(OptimizeOptions(sampler="gp", warm_start=False, workers=3)) == (
-        Search("gp", "narrowing", False, 3, 8))
+        Search("tpe", "leader", True, "auto", 0, "article"))
+    assert resolve_search(OptimizeOptions(sampler="gp", warm_start=False, workers=3, space="article")) == (
+        Search("gp", "auto", False, 3, 8, "article"))
     assert resolve_search(OptimizeOptions(patience=0)).patience == 0
+    # the preset's "auto" pruner is the one measured for the study's space
+    assert (resolve_pruner(PRESETS["fast"], "wide"), resolve_pruner(PRESETS["fast"], "article")) == (
+        "halving", "narrowing")
+    assert resolve_pruner(Search("tpe", "median", False, 1), "wide") == "median"  # asked for: kept
 
 
 def test_the_options_are_frozen():

@@ -19,6 +19,8 @@ from conftest import api_study, assert_one_line_error, default_sigint, write_mni
 from helpers import cli_env, cnn_tune, stored_trials, wait_for
 from optuna.trial import TrialState
 
+from cnn_tune.search.samplers import JUDGED_AFTER_IMAGES
+
 FAST = ["--epochs", "1", "--device", "cpu", "--pruner", "none"]
 
 
@@ -141,7 +143,7 @@ GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimiz
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to share out")
 @pytest.mark.parametrize("threads", [None, "1"])
 def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads):
-    """Two workers, two trials: one is pruned after its first epoch and its worker exits (no
+    """Two workers, two trials: one is pruned as soon as it is judged and its worker exits (no
     trial left to claim); the other, 1 thread of 2 cores so far, trains its later epochs on
     both. Not when --threads was given: then the user decided."""
     from cnn_tune.data.load import read_folder
@@ -162,7 +164,8 @@ def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads)
     r = subprocess.run(cnn_tune("optimize", *args), env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     hopeless, good = sorted(stored_trials(url), key=lambda t: t.params["optimizer"] == "Adam")
-    assert hopeless.state == TrialState.PRUNED and hopeless.user_attrs["epochs_run"] == 1
+    # judged once it has seen JUDGED_AFTER_IMAGES: epoch 5 of 8 on this 4,800-image split
+    assert hopeless.state == TrialState.PRUNED and hopeless.user_attrs["epochs_run"] == -(-JUDGED_AFTER_IMAGES // 4800)
     assert good.state == TrialState.COMPLETE and good.user_attrs["threads"] == 1
     if threads:
         assert "threads_max" not in good.user_attrs
@@ -373,7 +376,7 @@ def test_workers_auto_starts_one_worker_per_core(small):
 
 def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     """No CNN_TUNE_WORKERS (the suite sets it to 1): what a user gets from a bare command."""
-    from cnn_tune.model.space import Hyperparams
+    from cnn_tune.model.space import Hyperparams, warm_start
     from cnn_tune.search.plan import auto_workers, available_memory_gb
 
     data, url = small
@@ -382,16 +385,18 @@ def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     r = subprocess.run(cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "tpe-mv sampler, narrowing pruner, warm start" in r.stderr
+    assert "tpe-mv sampler, halving pruner, warm start" in r.stderr
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
     trials = stored_trials(url)
     _assert_exact(trials, 3)
-    assert trials[0].params == Hyperparams().as_dict() and trials[0].user_attrs["cnn_tune.warm_start"] is True
+    assert trials[0].params == warm_start("wide", "mnist") and trials[0].user_attrs["cnn_tune.warm_start"] is True
 
     r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "tpe sampler, median pruner" in r.stderr and "warm start" not in r.stderr and "Starting" not in r.stderr
-    assert not any("cnn_tune.warm_start" in t.user_attrs for t in stored_trials(url, "article"))
+    article = stored_trials(url, "article")
+    assert not any("cnn_tune.warm_start" in t.user_attrs for t in article)
+    assert all(set(t.params) == set(Hyperparams().as_dict()) for t in article)  # the seed article's space
 

@@ -6,3 +6,6 @@ formatter ``output``; live progress (``progress``); plots and the report (``plot
 
 May import every other part; nothing imports it.
 """
+
+# The modules other folders (and the tests and benchmarks) may import; the rest are this folder's own.
+__all__ = ["main", "plots"]

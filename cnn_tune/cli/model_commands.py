@@ -23,7 +23,7 @@ from cnn_tune.cli.options import (
     StudyOpt,
     render,
 )
-from cnn_tune.model.recipe import DEFAULT_RECIPE, MAX_SHIFT, MAX_TOP
+from cnn_tune.model.recipe import MAX_SHIFT, MAX_TOP
 from cnn_tune.storage.urls import DEFAULT_STORAGE
 
 
@@ -31,14 +31,17 @@ from cnn_tune.storage.urls import DEFAULT_STORAGE
 def retrain(
     trial: Annotated[Optional[int], typer.Option(
         "--trial", min=0, metavar="N", help="Trial to retrain. \\[default: the best complete one]")] = None,
-    recipe: Annotated[RecipeName, typer.Option(
-        "--recipe", help="best: what won per minute in benchmarks/retrain.py; article: the trial's own training "
-                         "again (the study's epochs, constant lr).")] = RecipeName(DEFAULT_RECIPE),
+    recipe: Annotated[Optional[RecipeName], typer.Option(
+        "--recipe", help="tuned: the trial's own training again, as the search ran it; best: what won per minute "
+                         "in benchmarks/retrain.py for the article's space (20 epochs, cosine lr, shifts on MNIST); "
+                         "article: the article's plain training (the study's epochs, constant lr, no augmentation). "
+                         "\\[default: tuned for the wide space, best for the article's]", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(
         "--epochs", min=1, help="Epochs. \\[default: the recipe's]")] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(
-        "--schedule", help="Learning rate: the trial's throughout (constant), cosine decay from it to 0, or "
-                           "auto: cosine, but constant for Adagrad, whose steps already shrink. "
+        "--schedule", help="Learning rate: the trial's throughout (constant), cosine decay from it to 0, warmup "
+                           "(a linear rise over the first tenth, then cosine), or auto: cosine, but constant for "
+                           "Adagrad, whose steps already shrink. "
                            "\\[default: the recipe's]")] = None,
     shift: Annotated[Optional[int], typer.Option(
         "--shift", min=0, max=MAX_SHIFT, metavar="PX",
@@ -68,23 +71,24 @@ def retrain(
     """Train the best trial into the final model and score the test set.
 
     Trains the trial's hyperparameters (default: the best trial's) on all the study's training
-    images with a recipe — by default 20 epochs, a cosine learning rate (constant for Adagrad)
-    and, for MNIST, images shifted by up to 2 pixels — then scores the test images, writes a
-    checkpoint and records the test accuracy on the study. --recipe article retrains exactly as
-    the trial trained; any option below overrides one part of the recipe.
+    images with a recipe, then scores the test images, writes a checkpoint and records the test
+    accuracy on the study. A trial of the wide space is retrained as the search trained it (its
+    schedule, augmentation and epochs); one of the article's space by default for 20 epochs
+    with a cosine learning rate (constant for Adagrad) and, for MNIST, images shifted by up to 2
+    pixels. Any option below overrides one part of the recipe.
 
     Example: cnn-tune retrain --trial 3 --output best.pt
     """
     from cnn_tune.cli.output import terminal
     from cnn_tune.cli.progress import EpochProgress
     from cnn_tune.cli.views import evaluation_view
-    from cnn_tune.model.recipe import RECIPES
     from cnn_tune.model.retrain import RetrainSettings
     from cnn_tune.model.retrain import retrain as run_retrain
 
-    chosen = RECIPES[recipe.value].with_options(epochs=epochs, schedule=schedule and schedule.value, shift=shift,
-                                                average=average and average.value, top=top, flip=flip)
-    settings = RetrainSettings(study=study, storage=storage, trial=trial, recipe=chosen, seed=seed,
+    changes = {"epochs": epochs, "schedule": schedule and schedule.value, "shift": shift,
+               "average": average and average.value, "top": top, "flip": flip}
+    settings = RetrainSettings(study=study, storage=storage, trial=trial, recipe=recipe and recipe.value,
+                               changes={k: v for k, v in changes.items() if v is not None}, seed=seed,
                                device=device.value, precision=precision.value, output=output, overwrite=overwrite,
                                data_dir=data_dir)
     progress = EpochProgress(terminal())

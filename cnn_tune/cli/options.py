@@ -15,6 +15,7 @@ from cnn_tune.cli.plots import EVALUATORS, KINDS
 from cnn_tune.data.datasets import DATA_DIR_ENV
 from cnn_tune.model.choices import DEVICES, PRECISIONS
 from cnn_tune.model.recipe import AVERAGES, RECIPES, SCHEDULES
+from cnn_tune.model.space import SPACES
 from cnn_tune.search.presets import PRESETS
 from cnn_tune.search.samplers import PRUNERS, SAMPLERS
 from cnn_tune.storage.inspection import STATES
@@ -41,6 +42,7 @@ Evaluator = _choice("Evaluator", EVALUATORS)
 RecipeName = _choice("RecipeName", RECIPES)
 Schedule = _choice("Schedule", SCHEDULES)
 Average = _choice("Average", AVERAGES)
+SpaceName = _choice("SpaceName", SPACES)
 
 # Options shared by several commands, declared once.
 StorageOpt = Annotated[str, typer.Option(

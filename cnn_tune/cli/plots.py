@@ -21,7 +21,7 @@ from cnn_tune.cli.output import cell, html_table, pairs_table
 from cnn_tune.cli.views import best_pairs, trials_table
 from cnn_tune.errors import DependencyMissing, NothingToShow, UsageError
 from cnn_tune.files import check_writable, write_atomic
-from cnn_tune.model.space import contour_default
+from cnn_tune.model.space import ARTICLE, SPACES, contour_default
 from cnn_tune.storage.inspection import best_record, counts_text, param_names, select_rows, state_counts
 from cnn_tune.storage.protocol import PROTOCOL_ATTR
 from cnn_tune.storage.studies import confirm_records
@@ -49,6 +49,7 @@ VIEWS: dict[str, Chart] = {
     "intermediate": Chart("Learning curves (validation accuracy per epoch)", 0, False),
     "timeline": Chart("Timeline", 0, False),
     "rank": Chart("Rank", 2, True),
+    "size": Chart("Validation accuracy against network size", 1, False),
 }
 KINDS = (*VIEWS, "report")
 
@@ -80,7 +81,8 @@ def check_params(study: optuna.Study, kind: str, params: list[str] | None) -> li
         raise UsageError(f"plot {kind} does not take --params", hint="drop --params")
     known = _study_params(study)
     if kind == "contour":
-        params = params or contour_default()
+        space = (study.user_attrs.get(PROTOCOL_ATTR) or {}).get("space", ARTICLE)
+        params = params or contour_default(SPACES.get(space, SPACES[ARTICLE]))
         if len(params) != 2:
             raise UsageError(f"a contour needs exactly two parameters, got {len(params)}",
                              hint="pass e.g. --params batch_size --params lr")
@@ -103,6 +105,8 @@ def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | N
                 f"study {study.study_name!r} has {len(complete)} ({counts_text(state_counts(trials))})")
     if kind == "intermediate" and not any(t.intermediate_values for t in trials):
         return f"no trial of study {study.study_name!r} reported per-epoch values"
+    if kind == "size" and not any("n_params" in t.user_attrs for t in complete):
+        return f"no complete trial of study {study.study_name!r} recorded its size (cnn-tune records it since 0.8)"
     if kind in ("importance", "contour", "rank"):
         names = params or _study_params(study)
         varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
@@ -110,6 +114,9 @@ def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | N
         if len(varying) < need:
             return (f"the {kind} view needs complete trials whose parameters differ; "
                     f"in study {study.study_name!r} {'only ' + ', '.join(varying) if varying else 'none'} vary")
+        if kind == "importance" and len({t.value for t in complete}) < 2:
+            return (f"the importance view needs complete trials whose validation accuracies differ; all "
+                    f"{len(complete)} of study {study.study_name!r} scored {complete[0].value:.2%}")
     return None
 
 
@@ -132,10 +139,34 @@ def figure(study: optuna.Study, kind: str, params: list[str] | None = None, eval
         "intermediate": lambda: vis.plot_intermediate_values(study),
         "timeline": lambda: vis.plot_timeline(study),
         "rank": lambda: vis.plot_rank(study, params=params, target_name=target_name),
+        "size": lambda: size_figure(study),
     }
     fig = draw[kind]()
     title = VIEWS[kind].title + (f" ({EVALUATORS[evaluator]})" if kind == "importance" else "")
     fig.update_layout(title=f"{title} — study {study.study_name}")
+    return fig
+
+
+def unbeaten(points: list[tuple[int, float, int]]) -> set[int]:
+    """Of (size, accuracy, trial) points, the trials that no other is as small and as accurate
+    as, and strictly better on one of the two (the Pareto front)."""
+    return {n for size, acc, n in points
+            if not any(s <= size and a >= acc and (s < size or a > acc) for s, a, _ in points)}
+
+
+def size_figure(study: optuna.Study):
+    """Each complete trial's validation accuracy against its parameter count (log scale); the
+    trials no other beats on both are joined by a line."""
+    import plotly.graph_objects as go
+
+    points = [(t.user_attrs["n_params"], t.value, t.number) for t in study.get_trials(deepcopy=False)
+              if t.state == TrialState.COMPLETE and "n_params" in t.user_attrs]
+    front = sorted(p for p in points if p[2] in unbeaten(points))
+    fig = go.Figure(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers",
+                               name="trial", text=[f"trial {p[2]}" for p in points], marker={"color": "#999"}))
+    fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers",
+                             name="no other trial is smaller and as accurate", text=[f"trial {p[2]}" for p in front]))
+    fig.update_layout(xaxis={"title": "parameters", "type": "log"}, yaxis={"title": "validation accuracy"})
     return fig
 
 

@@ -20,6 +20,7 @@ from cnn_tune.cli.options import (
     Preset,
     Pruner,
     Sampler,
+    SpaceName,
     StorageOpt,
     StudyOpt,
     WorkersOpt,
@@ -37,7 +38,8 @@ def optimize(
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", min=1, metavar="SECONDS", help="Stop starting new trials after this long.")] = None,
     epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", min=1, help="Epochs per trial. \\[default: 10, or the study's when resuming]")] = None,
+        "--epochs", min=1,
+        help="Epochs per trial. \\[default: the space's (wide 20, article 10), or the study's when resuming]")] = None,
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed for sampler and training.")] = None,
@@ -47,9 +49,18 @@ def optimize(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     preset: Annotated[Preset, typer.Option(
-        "--preset", help="fast: tpe-mv, narrowing, --warm-start, --workers auto, --patience 8 (measured "
-                         "quicker); article: tpe, median, one worker, no patience. Options given here override "
+        "--preset", help="fast: the wide space, tpe-mv, the space's pruner (halving; narrowing for the article "
+                         "space), --warm-start, --workers auto, --patience 8; article: the seed article's search "
+                         "(its space, tpe, median, one worker, no patience). Options given here override "
                          "it.")] = Preset(DEFAULT_PRESET),
+    space: Annotated[Optional[SpaceName], typer.Option(
+        "--space", help="wide: conv width and depth, batch norm, weight decay, label smoothing, lr schedule, "
+                        "augmentation, each trial trained as its final model will be; article: the seed "
+                        "article's six parameters. \\[default: the study's, or the preset's]",
+        show_default=False)] = None,
+    max_params: Annotated[Optional[int], typer.Option(
+        "--max-params", min=1, metavar="N",
+        help="No trial trains a network with more than N parameters (the sampler learns the bound).")] = None,
     sampler: Annotated[Optional[Sampler], typer.Option(
         "--sampler", help="Optuna sampler. \\[default: the preset's]", show_default=False)] = None,
     pruner: Annotated[Optional[Pruner], typer.Option(
@@ -82,8 +93,9 @@ def optimize(
 ) -> None:
     """Create or resume a study and run trials on it.
 
-    How it searches comes from --preset: fast (the default, measured quicker to 98.9%) or
-    article (the seed article's TPE + median pruner, one worker); options given override it.
+    How it searches comes from --preset: fast (the default: the wide space, each trial trained
+    with the recipe its final model gets, successive halving by images seen) or article (the
+    seed article's space, TPE + median pruner, one worker); options given override it.
 
     Several workers: `--workers N` here, or the same command in several terminals or on
     several machines sharing one --storage (cap the fleet with --max-trials).
@@ -96,6 +108,7 @@ def optimize(
     from cnn_tune.cli.output import terminal
     from cnn_tune.cli.progress import reporter
     from cnn_tune.cli.views import summary_view
+    from cnn_tune.data.load import parse_dataset
     from cnn_tune.search.optimize import run_optimize
     from cnn_tune.search.plan import OptimizeOptions
 
@@ -104,8 +117,9 @@ def optimize(
         seed=seed, device=device.value, precision=precision.value, preset=preset.value,
         sampler=sampler and sampler.value, pruner=pruner and pruner.value, data_dir=data_dir,
         workers=workers if workers in (None, "auto") else int(workers), threads=threads,
-        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start, dataset=dataset,
-        patience=patience)
+        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start,
+        dataset=parse_dataset(dataset) if dataset is not None else None,
+        patience=patience, space=space and space.value, max_params=max_params)
     report = reporter(terminal())
     try:
         result = run_optimize(options, report)

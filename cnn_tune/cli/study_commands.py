@@ -98,7 +98,8 @@ def plot(
         help="File to write; .html, .png, .svg or .pdf. \\[default: STUDY-KIND.html beside the database]")] = None,
     params: Annotated[Optional[list[str]], typer.Option(
         "--params", "-p", metavar="NAME",
-        help="Parameters to draw (repeatable); contour takes exactly two \\[default: batch_size, lr].")] = None,
+        help="Parameters to draw (repeatable); contour takes exactly two \\[default: lr and batch_size, or "
+             "width in the wide space].")] = None,
     evaluator: Annotated[Evaluator, typer.Option(
         "--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or "
                             "mean decrease impurity.")] = Evaluator["ped-anova"],
@@ -107,6 +108,7 @@ def plot(
     """Draw a view of a study, or the whole report, to a file.
 
     Kinds: history, importance, contour, parallel, slice, edf, intermediate, timeline, rank,
+    size (validation accuracy against parameters, the trials no other beats on both joined),
     and report (all views, a summary and the best trial on one self-contained HTML page).
     HTML embeds plotly.js and opens offline; PNG/SVG/PDF need kaleido and Chrome/Chromium.
 

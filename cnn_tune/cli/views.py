@@ -15,15 +15,28 @@ from cnn_tune.errors import UsageError
 from cnn_tune.model.recipe import Recipe
 from cnn_tune.model.space import short_text
 from cnn_tune.search.records import ConfirmResult, OptimizeResult  # torch-free: --help and `trials` stay light
+from cnn_tune.search.samplers import OVER_MAX_PARAMS
 from cnn_tune.storage.inspection import DEFAULT_TARGET, StudySummary, TrialRow, param_names
 from cnn_tune.storage.protocol import CONFIRM_OF
+from cnn_tune.storage.urls import display_url
 
 # --- trials ----------------------------------------------------------------------------------
 
 TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
 # filled in later by `retrain` (test accuracy, checkpoint), the heartbeat (retry_of) and `confirm`
 LATER_COLUMNS = ["test_accuracy", "test_ci95", "model_after_s", "checkpoint", "retry_of", "confirmed_mean",
-                 "confirmed_std", "confirmed_n"]
+                 "confirmed_std", "confirmed_n", "n_params", "inference_us"]
+
+
+def size_text(n: int | None) -> str:
+    """A parameter count as people read it: ``242k``, ``1.2M``."""
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def latency_text(us: float | None) -> str:
+    return "—" if us is None else f"{us:.0f}" if us >= 10 else f"{us:.1f}"
 
 
 def test_text(accuracy: float | None, ci95: float | None) -> str:
@@ -44,16 +57,18 @@ def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
     names = param_names(rows)
     retrained = any(r.test_accuracy is not None for r in rows)
     confirmed = any(r.confirmed_mean is not None for r in rows)
-    headers = (["#", "state", "val acc", "epochs", "seconds", *names] + (["test acc"] if retrained else [])
-               + (["confirmed mean ± sd (runs)"] if confirmed else []))
+    sized = any(r.n_params is not None for r in rows)
+    headers = (["#", "state", "val acc", "epochs", "seconds", *(["size", "µs/img"] if sized else []), *names]
+               + (["test acc"] if retrained else []) + (["confirmed mean ± sd (runs)"] if confirmed else []))
     body = []
     for r in rows:
         # a pruned or running trial shows the last epoch's accuracy: where it stopped
         line = [str(r.number), r.state, pct(r.value if r.value is not None else r.last_val_accuracy),
-                str(r.epochs), secs(r.duration_s), *[cell(r.params.get(n)) for n in names]]
+                str(r.epochs), secs(r.duration_s), *([size_text(r.n_params), latency_text(r.inference_us)] if sized
+                                                     else []), *[cell(r.params.get(n)) for n in names]]
         line += [test_text(r.test_accuracy, r.test_ci95)] if retrained else []
         body.append(line + ([confirmed_text(r.confirmed_mean, r.confirmed_std, r.confirmed_n)] if confirmed else []))
-    return Table(headers, body, title, frozenset({0, 2, 3, 4}))
+    return Table(headers, body, title, frozenset({0, 2, 3, 4, *([5, 6] if sized else [])}))
 
 
 def trials_view(rows: list[TrialRow], study_name: str) -> View:
@@ -72,9 +87,13 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
              ("duration (s)", secs(record["duration_s"])), ("started", cell(record["started"])),
              ("completed", cell(record["completed"])), ("device", cell(record["device"])),
              ("seed", cell(record["seed"]))]
+    if record.get("n_params") is not None:
+        pairs += [("network size", f"{record['n_params']:,} parameters"),
+                  ("inference", f"{latency_text(record.get('inference_us'))} µs per image (fp32, while searching)")]
     pairs += [(name, cell(value)) for name, value in record["params"].items()]
     if record["test_accuracy"] is not None:
-        pairs += [("test accuracy (95%)", test_text(record["test_accuracy"], record.get("test_ci95"))),
+        pairs += [(f"trial {record['number']}'s final model (test, 95%)",
+                   test_text(record["test_accuracy"], record.get("test_ci95"))),
                   ("final model after", after(record.get("model_after_s")) if record.get("model_after_s") else "—"),
                   ("checkpoint", cell(record["checkpoint"]))]
     else:
@@ -114,11 +133,14 @@ def after(seconds: float | None) -> str:
 
 
 def final_text(record: dict[str, Any]) -> str:
-    """The latest retrained model: ``99.45% ± 0.13 after 9.4 min`` (from the first trial)."""
+    """The study's final model: ``99.45% ± 0.13 (#10) after 9.4 min`` — its test accuracy, the
+    trial it was trained from and when it was done (from the study's first trial)."""
     if record.get("test_accuracy") is None:
         return "—"
     took = record.get("since_first_trial_s")
-    return test_text(record["test_accuracy"], record.get("test_ci95")) + (f" after {after(took)}" if took else "")
+    trial = f" (#{record['trial']})" if record.get("trial") is not None else ""
+    done = f" after {after(took)}" if took else ""
+    return test_text(record["test_accuracy"], record.get("test_ci95")) + trial + done
 
 
 def target_label(target: float) -> str:
@@ -191,14 +213,26 @@ def fit(head: list[str], rest: list[str], drop: list[int], width: int | None) ->
     return line
 
 
+def no_complete_text(trials: list[FrozenTrial]) -> str:
+    """Why a search ended without a complete trial, and what to change."""
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    if not trials or len(pruned) < len(trials):
+        return "No complete trial yet."
+    if all(t.user_attrs.get(OVER_MAX_PARAMS) for t in pruned):
+        return "No complete trial: every network was over --max-params; raise it, or run more trials."
+    longest = max(t.user_attrs.get("epochs_run", 0) for t in pruned)
+    return (f"No complete trial: all {len(pruned)} were pruned (the longest after {longest} epoch(s)). "
+            "Give the trials more --epochs or images (--train-limit), or run with --pruner none.")
+
+
 def summary_view(result: OptimizeResult) -> View:
     """Short lines (80 columns hold them): what ran, where it is stored, why it stopped, the
     best, and where the search stands."""
-    where = f"Study {result.study_name!r} in {result.storage}"
-    standing = result.standing
-    if result.refused and standing is not None:
-        return View([f"{where} has plateaued: {standing.stop_text()}.",
-                     f"Nothing run. To search on anyway: --patience 0, or a patience above {standing.without_gain}."])
+    where = f"Study {result.study_name!r} in {display_url(result.storage)}"
+    status = result.status
+    if result.refused and status is not None:
+        return View([f"{where} has plateaued ({status.stop_text()}): nothing run; to search on anyway, "
+                     f"--patience 0 or a patience above {status.without_gain}."])
     states = (f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned, "
               f"{result.count(TrialState.FAIL)} failed")
     head = "Interrupted" if result.interrupted else "Finished"
@@ -206,17 +240,17 @@ def summary_view(result: OptimizeResult) -> View:
     blocks: list = [f"{head}: {len(result.trials)} trial(s){by} in {result.seconds:.1f}s ({states})", where]
     if result.capped:
         blocks.append("Stopped early: the study reached --max-trials.")
-    if result.plateaued and standing is not None:
-        blocks.append(f"Stopped by --patience {result.patience}: {standing.stop_text()}.")
+    if result.plateaued and status is not None:
+        blocks.append(f"Stopped by --patience {result.patience}: {status.stop_text()}.")
     best = result.best
     if best is None:
-        blocks.append("No complete trial yet.")
+        blocks.append(no_complete_text(result.trials))
     else:
         seconds = best.duration.total_seconds() if best.duration is not None else 0.0
         blocks.append(f"Best trial #{best.number}: validation accuracy {pct(best.value)} "
                       f"after {best.user_attrs.get('epochs_run', '?')} epochs ({seconds:.1f}s)")
-        if standing is not None:
-            blocks.append(standing.since_text())
+        if status is not None:
+            blocks.append(status.since_text())
         blocks.append(pairs_table([(k, cell(v)) for k, v in best.params.items()], ("parameter", "value")))
     if result.interrupted:
         blocks.append("The study is saved; run the same command again to resume it.")

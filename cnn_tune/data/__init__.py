@@ -5,3 +5,6 @@ Fashion-MNIST), a folder's one-time conversion (``folder``) and the loading orde
 
 May import: ``cnn_tune.errors``, ``cnn_tune.files``. Nothing here opens a study.
 """
+
+# The modules other folders (and the tests and benchmarks) may import; the rest are this folder's own.
+__all__ = ["datasets", "debian", "folder", "images", "load", "mirror"]

@@ -1,13 +1,16 @@
 """Which images a study learns: a built-in data set by name, or a folder of the user's.
 
-Torch-free, so the CLI parses ``--dataset`` and the protocol names the data without loading
-torch. The loading itself is :mod:`cnn_tune.data.load` (built-in sets) and
-:mod:`cnn_tune.data.folder` (folders)."""
+Torch-free, so the CLI and the protocol name the data without loading torch. ``--dataset`` is
+parsed into a :class:`DatasetRef` by :func:`cnn_tune.data.load.parse_dataset`; the loading
+itself is :mod:`cnn_tune.data.load` (built-in sets) and :mod:`cnn_tune.data.folder` (folders)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+Log = Callable[[str], None]  # where a command's progress notes go, a line at a time
 
 MNIST = "mnist"
 FASHION = "fashion-mnist"

@@ -15,8 +15,8 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable
 
+from cnn_tune.data.datasets import Log
 from cnn_tune.errors import MirrorError
 from cnn_tune.files import verify_sha256, write_atomic, write_checked
 
@@ -32,7 +32,6 @@ CANONICAL_MD5 = {
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
 APT_TIMEOUT_S = 600
-Log = Callable[[str], None]
 
 
 def ar_members(path: Path) -> dict[str, bytes]:

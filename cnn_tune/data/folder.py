@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from cnn_tune.data.datasets import Log
 from cnn_tune.data.idx import encode_idx
 from cnn_tune.data.images import data_fingerprint
 from cnn_tune.errors import DataError, ImageError
@@ -35,7 +36,6 @@ MIN_CLASSES, MAX_CLASSES = 2, 100
 MIN_TRAIN = 10  # as for IDX files (cnn_tune.data.read_folder): an 80/20 split needs a few of each
 SIDE = 28  # the network's input is (1, 28, 28)
 CACHE = "folders"
-Log = Callable[[str], None]
 Tick = Callable[[int, int], None]  # (images converted so far, of how many)
 
 

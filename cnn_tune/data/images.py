@@ -47,11 +47,13 @@ class Images:
         return len(self.classes)
 
     @property
-    def n_train(self) -> int:
+    def n_train_images(self) -> int:
+        """Every training image (60,000 for MNIST): the study's split takes its train and
+        validation parts from these (a protocol's ``n_train`` is the train part)."""
         return len(self.train_y)
 
     @property
-    def n_test(self) -> int:
+    def n_test_images(self) -> int:
         return len(self.test_y)
 
     # Tensors sharing the arrays' memory (no copy): built on each access, which costs nothing.

@@ -18,7 +18,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from cnn_tune.data.datasets import BUILTIN, BUILTIN_CLASSES, DATA_DIR_ENV, FASHION, FOLDER, MNIST, TITLES, DatasetRef
+from cnn_tune.data.datasets import (
+    BUILTIN,
+    BUILTIN_CLASSES,
+    DATA_DIR_ENV,
+    FASHION,
+    FOLDER,
+    MNIST,
+    TITLES,
+    DatasetRef,
+    Log,
+)
 from cnn_tune.data.idx import read_idx
 from cnn_tune.data.images import Images
 from cnn_tune.errors import ChecksumMismatch, DataError, UsageError
@@ -31,7 +41,6 @@ FILES = {
 }
 PROBE_TIMEOUT_S = 3.0  # how long torchvision's hosts get to answer before we move on
 
-Log = Callable[[str], None]
 
 
 def default_data_dir() -> Path:
@@ -80,7 +89,7 @@ def read_folder(folder: Path, ref: DatasetRef = DatasetRef(), classes: tuple[str
                   md5=md5, folder=folder, ref=ref, classes=tuple(classes))
 
 
-def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """True if a TCP connection to the URL's host opens within ``timeout`` (DNS included:
     the probe runs in a thread so a hanging resolver cannot stall us)."""
     parsed = urlparse(url)
@@ -104,7 +113,7 @@ def download_torchvision(root: Path, log: Log, name: str = MNIST) -> None:
     import torchvision.datasets
 
     kind = getattr(torchvision.datasets, TORCHVISION[name])
-    hosts = [m for m in kind.mirrors if _reachable(m)]
+    hosts = [m for m in kind.mirrors if reachable(m)]
     if not hosts:
         names = ", ".join(urlparse(m).hostname or m for m in kind.mirrors)
         raise DataError(f"torchvision's hosts ({names}) did not answer within {PROBE_TIMEOUT_S:.0f} s")

@@ -6,7 +6,8 @@ primitive values — a file crafted to run code on load is refused — and then 
 validated before a model is built from it.
 
 A network of another width than MNIST's 10 classes is architecture ``ConvNet-v2``; its class
-names are the top-level ``classes`` (label order), which `predict` prints.
+names are the top-level ``classes`` (label order), which `predict` prints. A network of the
+wide space is ``ConvNet-v3`` (:class:`~cnn_tune.model.network.WideNet`), whatever its classes.
 
 Format 2 holds ``members``: one or more trained networks (an ensemble of the top K trials),
 each with its trial, seed, hyperparameters and weights. Format 1 (one network, its weights
@@ -26,9 +27,9 @@ import torch
 from cnn_tune.data.datasets import DIGITS
 from cnn_tune.errors import CheckpointError
 from cnn_tune.files import write_atomic
-from cnn_tune.model.choices import ARCHITECTURE, ARCHITECTURES, architecture_for
-from cnn_tune.model.network import ConvNet, Ensemble, build_model
-from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.choices import ARCHITECTURE, ARCHITECTURE_WIDE, ARCHITECTURES, architecture_for
+from cnn_tune.model.network import Ensemble, build_model
+from cnn_tune.model.space import ARTICLE, WIDE, Hyperparams, Space, WideHyperparams, short_text
 
 FORMAT = "cnn-tune-checkpoint"
 FORMAT_VERSION = 2
@@ -44,7 +45,7 @@ class Member:
 
     trial: int
     seed: int
-    hyperparams: Hyperparams
+    hyperparams: Space
     model: torch.nn.Module
 
     def as_meta(self) -> dict[str, Any]:
@@ -55,7 +56,7 @@ class Member:
 @dataclass
 class Checkpoint:
     model: Ensemble  # in eval mode, on the CPU; one member for a single-model checkpoint
-    hyperparams: Hyperparams  # the first (best) member's
+    hyperparams: Space  # the first (best) member's
     meta: dict[str, Any]  # everything but the weights, JSON-ready; "members": [{trial, seed, hyperparams}]
 
 
@@ -63,7 +64,8 @@ def save(path: Path, members: list[Member], meta: dict[str, Any], classes: tuple
     """Write atomically: a crash never leaves half a checkpoint under ``path``."""
     if not members:
         raise ValueError("a checkpoint needs at least one member")
-    architecture = architecture_for(len(classes))
+    architecture = architecture_for(len(classes), WIDE if isinstance(members[0].hyperparams, WideHyperparams)
+                                    else ARTICLE)
     # contiguous CPU copies: channels_last weights would otherwise be saved in that layout
     stored = [{"architecture": architecture, **m.as_meta(),
                "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()}}
@@ -146,7 +148,8 @@ def _validate(path: Path, payload: Any) -> Checkpoint:
                               f"{' and '.join(map(repr, ARCHITECTURES))}",
                               hint="evaluate it with the cnn-tune version that wrote it")
     classes = _classes(path, payload)
-    members = [_member(path, m, i if len(stored) > 1 else None, len(classes)) for i, m in enumerate(stored)]
+    space = WideHyperparams if kinds[0] == ARCHITECTURE_WIDE else Hyperparams
+    members = [_member(path, m, i if len(stored) > 1 else None, len(classes), space) for i, m in enumerate(stored)]
     model = Ensemble([m.model for m in members])
     model.eval()
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "members")}
@@ -175,21 +178,21 @@ def _require(path: Path, fields: dict, required: dict[str, type], where: str) ->
                               hint="run `cnn-tune retrain` again to rewrite it")
 
 
-def _member(path: Path, stored: dict, index: int | None, n_classes: int) -> Member:
-    """Build one network from its stored fields; every check names the file (and the member)."""
+def _member(path: Path, stored: dict, index: int | None, n_classes: int, space: type[Space]) -> Member:
+    """Build one network of ``space`` from its stored fields; every check names the file (and the member)."""
     where = f"{path}" if index is None else f"{path} (member {index})"
     try:
-        hp = Hyperparams.from_params(stored["hyperparams"])
+        hp = space.from_params(stored["hyperparams"])  # type: ignore[attr-defined]
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{where} has invalid hyperparameters: {exc}",
                               hint="run `cnn-tune retrain` again") from None
-    model: ConvNet = build_model(hp, n_classes)
+    model = build_model(hp, n_classes)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = stored["state_dict"]
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if got != expected or len(state) != len(expected):
-        raise CheckpointError(f"{where}: the weights do not fit a ConvNet with fc2_input_dim={hp.fc2_input_dim} "
-                              f"and {n_classes} classes",
+        raise CheckpointError(f"{where}: the weights do not fit a {stored['architecture']} network of "
+                              f"{short_text(hp.as_dict())} and {n_classes} classes",
                               hint="the file was altered; run `cnn-tune retrain` again")
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError(f"{where} holds non-finite weights", hint="run `cnn-tune retrain` again")

@@ -22,7 +22,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from cnn_tune import __version__
-from cnn_tune.data.datasets import DatasetRef
+from cnn_tune.data.datasets import DatasetRef, Log
 from cnn_tune.data.images import Images
 from cnn_tune.data.load import FILES, check_same_data, load_dataset
 from cnn_tune.errors import NothingToShow, UsageError
@@ -30,25 +30,24 @@ from cnn_tune.files import check_writable
 from cnn_tune.model import checkpoint as ckpt
 from cnn_tune.model.device import resolve_device, resolve_precision
 from cnn_tune.model.network import Ensemble
-from cnn_tune.model.recipe import DEFAULT_RECIPE, RECIPES, Recipe
+from cnn_tune.model.recipe import DEFAULT_RECIPES, RECIPES
 from cnn_tune.model.results import EpochResult
-from cnn_tune.model.space import Hyperparams
-from cnn_tune.model.training import Scores, Style, Trainer, score, to_inputs
+from cnn_tune.model.space import SPACES, Space
+from cnn_tune.model.training import Scores, Trainer, score, to_inputs
 from cnn_tune.storage.engine import read_study
 from cnn_tune.storage.inspection import counts_text, state_counts
-from cnn_tune.storage.protocol import Protocol
+from cnn_tune.storage.protocol import StudyProtocol
 from cnn_tune.storage.studies import confirm_records, confirmed_leader, record_retrain, stored_protocol
 from cnn_tune.storage.urls import DEFAULT_STORAGE, results_folder
-
-Log = Callable[[str], None]
 
 
 @dataclass
 class RetrainSettings:
     study: str | None = None  # None: the database's only study, else mnist-cnn (study.default_name)
     storage: str = DEFAULT_STORAGE
-    trial: int | None = None  # None: the best complete trial (or the top K, see recipe.top)
-    recipe: Recipe = RECIPES[DEFAULT_RECIPE]
+    trial: int | None = None  # None: the best complete trial (or the top K, see --top)
+    recipe: str | None = None  # a name in RECIPES; None: the study's space's (DEFAULT_RECIPES)
+    changes: dict[str, Any] = field(default_factory=dict)  # the recipe's fields the user set (--epochs, --top, …)
     seed: int | None = None  # None: each trial's own training seed
     device: str = "auto"
     precision: str = "auto"
@@ -64,7 +63,7 @@ class Evaluation:
     checkpoint: Path
     scores: Scores | None  # None: the data set has no test images (a folder without test/)
     n_test: int
-    hyperparams: Hyperparams
+    hyperparams: Space
     study: str
     trial: int
     epochs: int
@@ -165,10 +164,12 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
             tick: Callable[[int, int], None] | None = None) -> Evaluation:
     """Validate everything cheap first (study, trials, output path); then read data and train."""
     study = read_study(settings.storage, settings.study)
-    chosen = pick_trials(study, settings.trial, settings.recipe.top)
-    hyperparams = [Hyperparams.from_params(t.params) for t in chosen]
+    chosen = pick_trials(study, settings.trial, settings.changes.get("top", 1))
     protocol = stored_protocol(study)
-    recipe = settings.recipe.resolved(hp.optimizer for hp in hyperparams).for_data(protocol.dataset)
+    asked = RECIPES[settings.recipe or DEFAULT_RECIPES[protocol.space]].with_options(**settings.changes)
+    hyperparams = [SPACES[protocol.space].from_params(t.params) for t in chosen]  # type: ignore[attr-defined]
+    own = [asked.for_member(hp.style(), hp.optimizer, protocol.dataset) for hp in hyperparams]
+    recipe = asked.common(own)  # what the members share; where they differ, the asked value (auto, each one's)
     leader = chosen[0]
     confirmed = confirm_records(study).get(leader.number)
     if settings.trial is None and confirmed is not None:
@@ -192,21 +193,20 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})")
     started = time.perf_counter()
     members = []
-    for k, (trial, seed, hp) in enumerate(zip(chosen, seeds, hyperparams)):
-        style = Style(schedule=recipe.schedule_for(hp.optimizer), shift=recipe.shift, ema=recipe.ema, flip=recipe.flip)
+    for k, (trial, seed, hp, mine) in enumerate(zip(chosen, seeds, hyperparams, own)):
         model = None
-        for result, trained in trainer.fit_model(hp, epochs, seed, style):
+        for result, trained in trainer.fit_model(hp, epochs, seed, mine.style()):
             on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K
             model = trained
         members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
-    if data.n_test:
+    if data.n_test_images:
         scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
     else:
         scores, eval_seconds = None, 0.0
         log(f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
             "there is no test accuracy; add test/<class>/ images to score the model")
-    ran = Evaluation(path, scores, data.n_test, members[0].hyperparams, study.study_name, leader.number,
+    ran = Evaluation(path, scores, data.n_test_images, members[0].hyperparams, study.study_name, leader.number,
                      epochs, seeds[0], train_seconds, eval_seconds, leader.value,
                      members=[m.as_meta() for m in members], recipe=recipe.as_dict(),
                      since_first_trial_s=_since_first_trial(study), classes=data.classes, dataset=data.ref.short)
@@ -234,7 +234,7 @@ def _score(model: torch.nn.Module, data: Images, device: torch.device) -> tuple[
     return scores, time.perf_counter() - started
 
 
-def _meta(ran: Evaluation, protocol: Protocol, data: Images) -> dict[str, Any]:
+def _meta(ran: Evaluation, protocol: StudyProtocol, data: Images) -> dict[str, Any]:
     """What a checkpoint records beside its weights: enough to rebuild and re-score it alone."""
     s = ran.scores
     return {"hyperparams": ran.hyperparams.as_dict(), "protocol": protocol.to_attr(),
@@ -252,9 +252,9 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
     loaded = ckpt.load(path)
     device = torch.device(resolve_device(device_name))
     protocol = loaded.meta["protocol"]
-    ref = Protocol.from_attr(protocol, str(loaded.meta["study"])).ref if isinstance(protocol, dict) else None
+    ref = StudyProtocol.from_attr(protocol, str(loaded.meta["study"])).ref if isinstance(protocol, dict) else None
     data = load_dataset(ref or DatasetRef(), data_dir, log, protocol.get("data_fingerprint"))
-    if not data.n_test:
+    if not data.n_test_images:
         raise NothingToShow(f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
                             hint="add test/<class>/ images to the folder")
     notes = []
@@ -263,7 +263,7 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
         notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
     scores, seconds = _score(loaded.model.to(device, memory_format=torch.channels_last), data, device)
     meta = loaded.meta
-    return Evaluation(path, scores, data.n_test, loaded.hyperparams, meta["study"], meta["trial"],
+    return Evaluation(path, scores, data.n_test_images, loaded.hyperparams, meta["study"], meta["trial"],
                       meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes,
                       members=meta["members"], recipe=meta.get("recipe"), classes=tuple(meta["classes"]),
                       dataset=data.ref.short)

@@ -7,6 +7,7 @@ autograd in large batches.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnn_tune.data.images import Images, Split
+from cnn_tune.model.augment import augment
 from cnn_tune.model.network import build_model, build_optimizer
 from cnn_tune.model.results import EpochResult
-from cnn_tune.model.space import Hyperparams
+from cnn_tune.model.space import Space, Style
 
 # Evaluation batch: on a GPU, large batches amortise kernel launches. On a CPU a large batch is
 # slower: a 4096-image batch's first activation is (4096, 16, 28, 28) = 100 MB in bf16, far
@@ -48,20 +50,6 @@ def as_inputs(batch: torch.Tensor) -> torch.Tensor:
     return batch if batch.is_floating_point() else to_inputs(batch, batch.device)
 
 
-@dataclass(frozen=True)
-class Style:
-    """How a configuration is trained beyond its hyperparameters (`retrain`'s recipe)."""
-
-    schedule: str = "constant"  # or "cosine": the lr decays from the trial's to 0 over all steps
-    shift: int = 0  # translate each training image by up to this many pixels (zero fill)
-    ema: float | None = None  # keep an exponential moving average of the weights with this decay
-    flip: bool = False  # mirror each training image left-right with probability 1/2
-
-    def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine"):  # a recipe's "auto" is resolved per optimizer first
-            raise ValueError(f"a Style trains with a constant or cosine lr, not {self.schedule!r}")
-
-
 class Trainer:
     """Holds one split of the data on one device; trains any number of configurations on it."""
 
@@ -82,44 +70,98 @@ class Trainer:
     @classmethod
     def all_training_images(cls, data: Images, device: torch.device, precision: str = "fp32") -> "Trainer":
         """Train on all training images (train + validation), with no validation: `retrain`."""
-        n = data.n_train
+        n = data.n_train_images
         return cls(data, Split(train=torch.arange(n), val=torch.arange(0)), device, precision)
 
     @property
     def n_train(self) -> int:
+        """The images it trains on: the split's train part (a protocol's ``n_train``), or
+        every training image for `retrain`."""
         return len(self.train_rows)
 
     @property
     def n_val(self) -> int:
         return len(self.val_y)
 
-    def fit(self, hp: Hyperparams, epochs: int, seed: int) -> Iterator[EpochResult]:
-        """Train ``hp`` from scratch for ``epochs``, yielding after each epoch (so the caller
-        can report to a pruner and stop early)."""
-        for result, _ in self.fit_model(hp, epochs, seed):
+    def fit(self, hp: Space, epochs: int, seed: int) -> Iterator[EpochResult]:
+        """Train ``hp`` from scratch for ``epochs`` with its own style (the article's space: constant
+        lr, no augmentation), yielding after each epoch (so the caller can report to a pruner
+        and stop early)."""
+        for result, _ in self.fit_model(hp, epochs, seed, hp.style()):
             yield result
 
-    def fit_model(self, hp: Hyperparams, epochs: int, seed: int, style: Style = Style()
+    def fit_model(self, hp: Space, epochs: int, seed: int, style: Style = Style()
                   ) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
-        """As :meth:`fit`, also yielding the model being trained (retrain keeps it) — the
-        averaged copy when ``style.ema`` is set. The search always trains with the default
-        :class:`Style` (the article's: constant lr, no augmentation, no averaging)."""
+        """As :meth:`fit` with ``style``, also yielding the model being trained (retrain keeps
+        it) — the averaged copy when ``style.ema`` is set."""
         torch.manual_seed(seed)  # weights and dropout masks
         order = torch.Generator(device=self.device).manual_seed(seed)  # batch order (and shifts)
         # channels_last: oneDNN/cuDNN's preferred layout for these convolutions (≈1.6x on CPU here).
         model = build_model(hp, self.n_classes).to(self.device, memory_format=torch.channels_last)
         optimizer = build_optimizer(hp, model)
-        after_step, kept = _step_hooks(model, optimizer, style, epochs * -(-self.n_train // hp.batch_size))
+        per_epoch = -(-self.n_train // hp.batch_size)  # optimizer steps an epoch (the last batch may be short)
+        after_step, kept = step_hooks(model, optimizer, style, epochs * per_epoch)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_loss = train_epoch(model, optimizer, self.images, self.labels, hp.batch_size, order,
-                                     self.precision, style.shift, after_step, self.train_rows, style.flip)
+                                     self.precision, style, after_step, self.train_rows)
+            if epoch * per_epoch < NORM_SETTLED_STEPS:
+                recompute_norm_statistics(kept, self.images, self.train_rows, self.precision)
             val_loss, val_acc = (evaluate(kept, self.val_x, self.val_y, self.precision) if self.n_val
                                  else (None, None))
             yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), kept
 
 
-def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: Style, steps: int
+# Batch norm's running statistics move 10% of the way to each batch's: after 200 steps the
+# starting values (mean 0, variance 1) weigh 0.9^200 ≈ 7e-10. Fewer steps — a folder of 114
+# images at batch 128 trains one step an epoch — leave them so far off that a model with 100%
+# accuracy in training mode scored 33% (chance) in evaluation mode; recomputing them fixed it.
+NORM_SETTLED_STEPS = 200
+
+
+@torch.no_grad()
+def recompute_norm_statistics(model: torch.nn.Module, images: torch.Tensor, rows: torch.Tensor,
+                              precision: str) -> None:
+    """Batch norm's running mean and variance recomputed over the training ``rows`` of ``images``
+    (uint8, N × 28 × 28), unaugmented: the exact average over one pass (``momentum=None``), as
+    torch.optim.swa_utils.update_bn does. Nothing else of the model changes. No-op without batch norm."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.eval()
+    for m in norms:  # only the norms in training mode: dropout draws nothing, training's random stream is untouched
+        m.train()
+    size = eval_batch(images.device)
+    for start in range(0, len(rows), size):
+        with autocast(images.device, precision):
+            model(as_inputs(images[rows[start:start + size]]))  # (B, 1, 28, 28) → the statistics only
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+WARMUP_FRACTION = 0.1  # of all steps: the lr rises linearly to the trial's, then decays as a cosine
+
+
+def warmup_cosine(steps: int) -> Callable[[int], float]:
+    """The lr factor after ``step`` optimizer steps of ``steps``: linear from 1/w to 1 over the
+    first w = :data:`WARMUP_FRACTION` of them, then a cosine to 0 — a high lr that batch norm
+    tolerates once the first steps have set its statistics."""
+    warm = max(1, round(WARMUP_FRACTION * steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+    return factor
+
+
+def step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: Style, steps: int
                 ) -> tuple[Callable[[], None] | None, torch.nn.Module]:
     """What runs after every optimizer step (lr schedule, weight averaging), and the model
     that training hands back (the average, when there is one)."""
@@ -127,6 +169,8 @@ def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style:
     if style.schedule == "cosine":
         # stepped per batch, not per epoch: a smooth decay whatever the number of epochs
         hooks.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1)).step)
+    elif style.schedule == "warmup":
+        hooks.append(torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps)).step)
     kept: torch.nn.Module = model
     if style.ema is not None:
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(style.ema), use_buffers=True)
@@ -141,32 +185,13 @@ def _step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style:
     return after_step, kept
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image of x (B, 1, H, W) left-right with probability 1/2 (its own coin)."""
-    heads = torch.rand(len(x), generator=generator, device=x.device) < 0.5  # (B,)
-    return torch.where(heads[:, None, None, None], x.flip(-1), x)
-
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image of x (B, 1, H, W) by its own (dy, dx) in [-max_shift, max_shift]²,
-    filling with zeros (MNIST's background). One gather: no Python loop over images."""
-    b, _, h, w = x.shape
-    s = max_shift
-    padded = F.pad(x, (s, s, s, s))  # (B, 1, H + 2s, W + 2s)
-    offsets = torch.randint(0, 2 * s + 1, (2, b), generator=generator, device=x.device)  # top-left corners
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
-    batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
-    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
-
-
-# Long: one loop; the optional steps (rows, shift, flip, after_step) are one line each.
+# Long: one loop; the optional steps (rows, augmentation, after_step) are one line each.
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator, precision: str = "fp32", shift: int = 0,
-                after_step: Callable[[], None] | None = None, rows: torch.Tensor | None = None,
-                flip: bool = False) -> float:
-    """One epoch over (x, y) — or over their ``rows`` only — in a random order; x is float
-    inputs (N, 1, 28, 28) or uint8 images (N, 28, 28). The mean training loss."""
+                batch_size: int, generator: torch.Generator, precision: str = "fp32", style: Style = Style(),
+                after_step: Callable[[], None] | None = None, rows: torch.Tensor | None = None) -> float:
+    """One epoch over (x, y) — or over their ``rows`` only — in a random order, augmented and
+    with the label smoothing of ``style``; x is float inputs (N, 1, 28, 28) or uint8 images
+    (N, 28, 28). The mean training loss."""
     model.train()
     n = len(rows) if rows is not None else len(y)
     perm = torch.randperm(n, generator=generator, device=x.device)
@@ -174,11 +199,10 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: tor
     for start in range(0, n, batch_size):  # the last, smaller batch is kept, as DataLoader does
         idx = perm[start:start + batch_size] if rows is None else rows[perm[start:start + batch_size]]
         batch = as_inputs(x[idx])  # (B, 1, 28, 28)
-        inputs = random_shift(batch, shift, generator) if shift else batch
-        inputs = random_flip(inputs, generator) if flip else inputs
+        inputs = augment(batch, style, generator)
         with autocast(x.device, precision):
             logits = model(inputs)  # (B, C)
-            loss = F.cross_entropy(logits, y[idx])  # autocast computes it in fp32
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=style.label_smoothing)  # in fp32 under autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -202,6 +226,28 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     return float(loss) / len(y), int(correct) / len(y)
+
+
+LATENCY_BATCH = 64  # images: a small batch, as a service classifying uploads would see
+
+
+@torch.inference_mode()
+def inference_seconds(model: torch.nn.Module, device: torch.device, repeats: int = 5) -> float:
+    """Seconds per image of ``model``'s forward pass in fp32 (what an exported model runs), on a
+    batch of :data:`LATENCY_BATCH` on ``device`` with this process's threads: the fastest of
+    ``repeats`` runs after one to warm up (the others met a busy core or a cold cache)."""
+    model.eval()
+    x = torch.rand(LATENCY_BATCH, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            best = min(best, time.perf_counter() - start)
+    model.train()
+    return best / LATENCY_BATCH
 
 
 @dataclass(frozen=True)

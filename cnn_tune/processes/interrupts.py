@@ -4,8 +4,8 @@ Optuna creates a trial (RUNNING) before it calls the objective and stores its fi
 after. A KeyboardInterrupt raised in between — while Optuna asks for a trial, or while an
 epoch's value is being written — would leave a RUNNING trial behind until its heartbeat goes
 stale, or cut a write in half. So a signal raises at once only while an epoch computes (the
-gate is open); anywhere else it is remembered, and the trial that is starting or training
-stops at its next :meth:`Gate.check` (stored FAIL, marked interrupted), and no trial starts
+stop_request is open); anywhere else it is remembered, and the trial that is starting or training
+stops at its next :meth:`StopRequest.check` (stored FAIL, marked interrupted), and no trial starts
 after it.
 
 SIGHUP (the terminal closed, an ssh session dropped) is a stop like the others; the command
@@ -30,7 +30,7 @@ def exit_code(signum: int | None) -> int:
     return 128 + signal.SIGHUP if signum == signal.SIGHUP else 130
 
 
-class Gate:
+class StopRequest:
     """Whether a stop was asked for, and why. ``parent`` (a worker's): the pid of the process
     that started it. ``explain`` (a worker's): given the signal, a better reason than its name
     when there is one — the kernel's parent-death signal is a plain SIGTERM, and comes as soon
@@ -87,12 +87,12 @@ class Gate:
             self._open = False
 
 
-def route_signals(gate: Gate) -> dict:
-    """Send SIGINT, SIGTERM and SIGHUP to ``gate``; returns the handlers they had. Only the
+def route_signals(stop_request: StopRequest) -> dict:
+    """Send SIGINT, SIGTERM and SIGHUP to ``stop_request``; returns the handlers they had. Only the
     main thread can handle signals: elsewhere nothing changes and ``{}`` is returned."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, gate.handler) for sig in stop_signals()}
+    return {sig: signal.signal(sig, stop_request.handler) for sig in stop_signals()}
 
 
 def stop_signals() -> tuple[int, ...]:
@@ -103,28 +103,28 @@ def stop_signals() -> tuple[int, ...]:
 
 
 @contextmanager
-def gated(gate: Gate) -> Iterator[Gate]:
+def routed_to(stop_request: StopRequest) -> Iterator[StopRequest]:
     """:func:`route_signals` while the block runs."""
-    previous = route_signals(gate)
+    previous = route_signals(stop_request)
     try:
-        yield gate
+        yield stop_request
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 @contextmanager
-def sigterm_as_interrupt(gate: Gate):
+def sigterm_as_interrupt(stop_request: StopRequest):
     """SIGTERM (``kill``, a batch scheduler, a container stop) and SIGHUP (the terminal went
     away) stop the waiting parent of ``--workers N`` like Ctrl-C: it forwards the stop, so each
-    worker's trial gets a final state. ``gate`` records which signal it was."""
+    worker's trial gets a final state. ``stop_request`` records which signal it was."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-        first = not gate.requested
-        gate.request(signum)
+        first = not stop_request.requested
+        stop_request.request(signum)
         if first:
             raise KeyboardInterrupt
 

@@ -7,7 +7,7 @@ parent two ways:
 
 - on Linux, ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: the kernel sends SIGTERM as soon as the
   parent's thread that started the worker exits — with the process, when it is killed — which
-  the worker's :class:`~cnn_tune.processes.interrupts.Gate` handles like Ctrl-C (it cannot tell this
+  the worker's :class:`~cnn_tune.processes.interrupts.StopRequest` handles like Ctrl-C (it cannot tell this
   SIGTERM from a ``kill``: the sentinel below tells, a moment later);
 - everywhere, a thread waiting on the parent's sentinel (a pipe multiprocessing keeps open in
   the parent, which reaches EOF when the parent is gone) that then signals the worker itself.
@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Callable
 
-from cnn_tune.processes.interrupts import PARENT_GONE, Gate
+from cnn_tune.processes.interrupts import PARENT_GONE, StopRequest
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 EXIT_DEADLINE_S = 8.0  # after the parent is gone: stop the trial, store it, exit — or be ended
@@ -54,10 +54,10 @@ class Lifeline:
     def __init__(self) -> None:
         self.gone = threading.Event()  # set once the parent is known to be gone
 
-    def watch(self, gate: Gate, on_gone: Callable[[], None] = lambda: None) -> None:
-        """From now on, the parent's death stops this process through ``gate``. ``on_gone``
+    def watch(self, stop_request: StopRequest, on_gone: Callable[[], None] = lambda: None) -> None:
+        """From now on, the parent's death stops this process through ``stop_request``. ``on_gone``
         runs first, on the watcher thread: e.g. stop waiting to flush a queue nobody reads."""
-        parent_pid = gate.parent
+        parent_pid = stop_request.parent
         set_death_signal(signal.SIGTERM)
         parent = multiprocessing.parent_process()
         # The parent may have died before prctl took effect: then no signal will ever come.
@@ -70,8 +70,8 @@ class Lifeline:
                 multiprocessing.connection.wait([parent.sentinel])
             self.gone.set()
             on_gone()
-            gate.request(signal.SIGTERM, PARENT_GONE)
-            os.kill(os.getpid(), signal.SIGTERM)  # wakes the main thread; the gate already knows why
+            stop_request.request(signal.SIGTERM, PARENT_GONE)
+            os.kill(os.getpid(), signal.SIGTERM)  # wakes the main thread; the stop_request already knows why
             time.sleep(EXIT_DEADLINE_S)
             os._exit(EXIT_CODE_ORPHANED)  # still here: stuck somewhere no signal reaches
 

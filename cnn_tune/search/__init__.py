@@ -9,3 +9,6 @@ May import: ``data``, ``model``, ``storage``, ``processes``, ``cnn_tune.errors``
 results do not load torch; so are ``events`` and ``parallel``, so the parent of worker
 processes never loads it (only ``worker``, ``objective`` and what they import train).
 """
+
+# The modules other folders (and the tests and benchmarks) may import; the rest are this folder's own.
+__all__ = ["confirm", "optimize", "plan", "presets", "records", "samplers", "worker"]

@@ -39,7 +39,7 @@ from cnn_tune.storage.protocol import (
     CONFIRM_SUFFIX,
     CONFIRM_SUMMARY_ATTR,
     PROTOCOL_ATTR,
-    Protocol,
+    StudyProtocol,
 )
 from cnn_tune.storage.studies import load_existing, stored_protocol
 from cnn_tune.storage.urls import DEFAULT_STORAGE, check_study_name
@@ -70,10 +70,10 @@ def _top(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
 
 
-def _check_reproducible(name: str, protocol: Protocol, data: Images) -> None:
+def _check_reproducible(name: str, protocol: StudyProtocol, data: Images) -> None:
     """Refuse a study whose protocol this machine's data cannot reproduce, naming the difference."""
     check_same_data(name, protocol.data_fingerprint, data)
-    here = protocol_for(protocol.epochs, protocol.train_limit, data)
+    here = protocol_for(protocol.epochs, protocol.train_limit, data, protocol.space)
     diffs = protocol.differences(here)
     if diffs:
         raise ProtocolConflict(f"this machine cannot reproduce study {name!r}: " + "; ".join(diffs),
@@ -203,8 +203,8 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
         runs_of = OptimizeOptions(trials=pending, study=companion.study_name, storage=url, sampler="random",
                                   pruner="none", warm_start=False, patience=0, workers=options.workers,
                                   threads=options.threads, heartbeat=options.heartbeat)
-        plan, plan_notes = make_plan(runs_of, check_options(runs_of), url, protocol, len(companion.trials), data,
-                                     device, precision, enqueued_only=True)
+        plan, plan_notes = make_plan(runs_of, check_options(runs_of, device), url, protocol, len(companion.trials),
+                                     data, device, precision, enqueued_only=True)
         for note in plan_notes:
             reporter.info(note)
         runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,

@@ -49,20 +49,20 @@ class Failed:
     worker: int
     error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
     traceback: str  # the worker's traceback, for --debug
-    fate: Fate | None = None  # a storage failure: what became of the trial it was training
+    unfinished: UnfinishedTrial | None = None  # a storage failure: what became of the trial it was training
 
 
 @dataclass(frozen=True)
-class Fate:
+class UnfinishedTrial:
     trial: int
     closed: bool  # stored as FAIL; else left RUNNING (the heartbeat's grace will retry it)
 
 
-def fates_text(fates: list[Fate]) -> str:
+def unfinished_text(trials: list[UnfinishedTrial]) -> str:
     """What became of every worker's open trial, for the one error line: ``trials 3 and 4 could
     not be closed: …``."""
-    closed = sorted({f.trial for f in fates if f.closed})
-    left_open = sorted({f.trial for f in fates if not f.closed})
+    closed = sorted({f.trial for f in trials if f.closed})
+    left_open = sorted({f.trial for f in trials if not f.closed})
     parts = []
     if closed:
         parts.append(f"{_trials_text(closed)} {'was' if len(closed) == 1 else 'were'} stored as failed")
@@ -86,7 +86,7 @@ class Exited:
 
 
 Event = Union[EpochDone, TrialDone, Capped, Interrupted, Failed, Exited]
-Sink = Callable[[Event], None]
+EventHandler = Callable[[Event], None]
 
 @dataclass
 class Shared:

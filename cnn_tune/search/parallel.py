@@ -25,30 +25,29 @@ import os
 import queue
 import signal
 import time
-from typing import Callable
-from typing import Protocol as Interface
+from typing import Callable, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from cnn_tune.data.images import Images
 from cnn_tune.model.results import EpochResult
-from cnn_tune.processes.interrupts import Gate, sigterm_as_interrupt
+from cnn_tune.processes.interrupts import StopRequest, sigterm_as_interrupt
 from cnn_tune.search.events import (
     Capped,
     EpochDone,
     Event,
     Exited,
     Failed,
-    Fate,
     Interrupted,
     Shared,
     TrialDone,
-    fates_text,
+    UnfinishedTrial,
+    unfinished_text,
 )
 from cnn_tune.search.records import OptimizeResult, Plan
 from cnn_tune.storage.faults import writes_to
-from cnn_tune.storage.patience import STOP_ATTR, standing
+from cnn_tune.storage.patience import STOP_ATTR, search_status
 from cnn_tune.storage.studies import best_or_none
 
 JOIN_TIMEOUT_S = 60  # after a stop request, how long a worker may take to end its trial
@@ -199,7 +198,7 @@ def _drain(shared: Shared, procs: list, handle: Callable[[Event], None]) -> None
 
 
 
-class Reporter(Interface):
+class Reporter(Protocol):
     def info(self, message: str) -> None: ...
     def images(self, done: int, total: int) -> None: ...
     def start(self, plan: Plan) -> None: ...
@@ -218,7 +217,7 @@ class Collector:
         self.plan, self.study, self.reporter, self.result = plan, study, reporter, result
         self.interrupted_trials: set[int] = set()
         self.failure: Failed | None = None
-        self.fates: list[Fate] = []  # every failed worker's open trial, not only the first's
+        self.unfinished: list[UnfinishedTrial] = []  # every failed worker's open trial, not only the first's
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, EpochDone):
@@ -234,7 +233,7 @@ class Collector:
                 self.interrupted_trials.add(event.trial)
         elif isinstance(event, Failed):
             self.failure = self.failure or event
-            self.fates += [event.fate] if event.fate is not None else []
+            self.unfinished += [event.unfinished] if event.unfinished is not None else []
         elif not isinstance(event, Exited):
             raise TypeError(f"unknown worker event {event!r}")
 
@@ -247,8 +246,9 @@ class Collector:
             self.result.trials += [t for t in self.study.get_trials(deepcopy=False) if t.number in missing]
         if self.failure is not None:
             error = self.failure.error
-            if self.fates:
-                error.hint = f"{error.hint}; {fates_text(self.fates)}" if error.hint else fates_text(self.fates)
+            if self.unfinished:
+                said = unfinished_text(self.unfinished)
+                error.hint = f"{error.hint}; {said}" if error.hint else said
             raise error from RemoteTraceback(self.failure.traceback)
 
 
@@ -263,12 +263,12 @@ def record_stop(study: optuna.Study, plan: Plan, result: OptimizeResult) -> None
     """Where the study stands; a plateau under ``--patience`` is stored on the study (why, after
     which trial) for `studies`, `best` and the report. A run that went on past an old plateau
     (``--patience 0``) clears the stale record."""
-    result.standing = standing(study.get_trials(deepcopy=False), plan.protocol.n_val)
+    result.status = search_status(study.get_trials(deepcopy=False), plan.protocol.n_val)
     if result.interrupted or plan.enqueued_only:
         return
-    result.plateaued = result.standing.plateaued(plan.patience)
+    result.plateaued = result.status.plateaued(plan.patience)
     if result.plateaued:
-        study.set_user_attr(STOP_ATTR, result.standing.record(plan.patience))
+        study.set_user_attr(STOP_ATTR, result.status.record(plan.patience))
     elif result.trials and study.user_attrs.get(STOP_ATTR):
         study.set_user_attr(STOP_ATTR, None)
 
@@ -280,16 +280,17 @@ def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Repo
                             patience=plan.patience)
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
-    gate = Gate()
+    stop_request = StopRequest()
     if plan.workers > 1:
         del data  # each worker reads its own (memory-mapped) copy
-        with sigterm_as_interrupt(gate):  # the parent only waits: SIGTERM or SIGHUP stops it as Ctrl-C does
+        with sigterm_as_interrupt(stop_request):  # the parent only waits: SIGTERM or SIGHUP stops it as Ctrl-C does
             result.interrupted = run_workers(plan, collect, reporter.info) or result.interrupted
     else:  # run() routes Ctrl-C, SIGTERM and SIGHUP itself (cnn_tune.processes.interrupts)
-        from cnn_tune.search.worker import Claims, local_counter, run  # this process trains: now it needs torch
+        from cnn_tune.search.worker import TrialBudget, local_counter, run  # this process trains: now it needs torch
 
-        run(lambda: (study, data), plan, 0, Claims(plan, 0, collect, local_counter(plan.trials)), collect, gate)
-    result.stop_signal = gate.signum if gate.signum is not None else signal.SIGINT
+        budget = TrialBudget(plan, 0, collect, local_counter(plan.trials))
+        run(lambda: (study, data), plan, 0, budget, collect, stop_request)
+    result.stop_signal = stop_request.signum if stop_request.signum is not None else signal.SIGINT
     collect.finish()
     with writes_to(plan.url):
         result.best = best_or_none(study)

@@ -1,8 +1,10 @@
 """`optimize`'s options resolved, once, into a frozen :class:`Plan`.
 
-The CLI hands over :class:`OptimizeOptions` exactly as typed (``None`` = "the study's, or the
-default"). Each rule that turns them into what runs is a small named function below, testable
-without data or training; :func:`make_plan` applies them in order. Nothing here opens storage
+The CLI hands over :class:`OptimizeOptions` as typed (``None`` = "the study's, or the default";
+``--dataset`` already parsed into a :class:`DatasetRef`). :func:`check_options` resolves, once,
+what needs nothing opened (the search, the study's name, the workers, this machine's cores) into
+:class:`Checked`; :func:`make_plan` applies the rules that need the study and the data. Each rule
+is a small named function below, testable without data or training. Nothing here opens storage
 or reads data: the caller passes in what the study already holds and what the data is."""
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ from pathlib import Path
 
 from cnn_tune.data.datasets import DIGITS, FOLDER, DatasetRef, default_study_name
 from cnn_tune.data.images import VAL_FRACTION, Images, split_sizes
-from cnn_tune.data.load import parse_dataset
 from cnn_tune.errors import ProtocolConflict, UsageError
 from cnn_tune.model.choices import architecture_for
-from cnn_tune.model.space import SEARCH_SPACE_VERSION
-from cnn_tune.search.presets import DEFAULT_PRESET, PRESETS, Search
+from cnn_tune.model.space import ARTICLE, SPACES, VERSIONS
+from cnn_tune.search.presets import DEFAULT_PRESET, PRESETS, PRUNER_BY_SPACE, Search
 from cnn_tune.search.records import Plan
 from cnn_tune.search.samplers import check_pruner, check_sampler
 from cnn_tune.storage.heartbeat import Heartbeat
-from cnn_tune.storage.protocol import DEFAULT_EPOCHS, SPLIT_SEED, Protocol
+from cnn_tune.storage.protocol import EPOCHS_BY_SPACE, SPLIT_SEED, StudyProtocol
 from cnn_tune.storage.urls import DEFAULT_STORAGE
 
 
@@ -47,8 +48,10 @@ class OptimizeOptions:
     max_trials: int | None = None  # study-wide cap: stop when this many trials are complete/pruned/running
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     warm_start: bool | None = None  # a new study's first trial is a known-good configuration (enqueued)
-    dataset: str | None = None  # mnist, fashion-mnist or a folder; None: the study's, or mnist for a new study
+    dataset: DatasetRef | None = None  # --dataset, parsed; None: the study's, or MNIST for a new study
     patience: int | None = None  # trials in a row without a gain beyond the noise before stopping; None: the preset's
+    space: str | None = None  # article or wide; None: the study's, or the preset's for a new study
+    max_params: int | None = None  # no trial trains a network with more parameters than this
 
 
 def resolve_search(options: OptimizeOptions) -> Search:
@@ -59,22 +62,23 @@ def resolve_search(options: OptimizeOptions) -> Search:
     return Search(sampler=options.sampler or preset.sampler, pruner=options.pruner or preset.pruner,
                   warm_start=preset.warm_start if options.warm_start is None else options.warm_start,
                   workers=preset.workers if options.workers is None else options.workers,
-                  patience=preset.patience if options.patience is None else options.patience)
+                  patience=preset.patience if options.patience is None else options.patience,
+                  space=options.space or preset.space)
 
 
 def study_name(options: OptimizeOptions) -> str:
     """``--study``, else named after ``--dataset`` (``mnist-cnn`` when neither is given)."""
     if options.study is not None:
         return options.study
-    return default_study_name(parse_dataset(options.dataset) if options.dataset is not None else DatasetRef())
+    return default_study_name(options.dataset or DatasetRef())
 
 
-def resolve_dataset(options: OptimizeOptions, stored: Protocol | None) -> DatasetRef:
+def resolve_dataset(options: OptimizeOptions, stored: StudyProtocol | None) -> DatasetRef:
     """The data set: as asked, else the study's, else MNIST. A study is never resumed on
     another data set (a folder that moved is the same data set: its fingerprint decides)."""
     if options.dataset is None:
         return stored.ref if stored is not None else DatasetRef()
-    asked = parse_dataset(options.dataset)
+    asked = options.dataset
     if stored is not None and asked.name != stored.dataset:
         raise ProtocolConflict(f"study {options.study!r} was tuned on {stored.ref.text()}; "
                                f"you asked for {asked.text()}",
@@ -82,30 +86,61 @@ def resolve_dataset(options: OptimizeOptions, stored: Protocol | None) -> Datase
     return asked
 
 
-def check_options(options: OptimizeOptions) -> Search:
-    """What can be refused before anything is opened or read (names only; Typer did the bounds).
-    Returns the search resolved from the options and the preset, once: :func:`make_plan` takes it."""
-    if options.dataset is not None:
-        parse_dataset(options.dataset)
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check_options` resolved from the options, once, before anything is opened."""
+
+    search: Search  # sampler, pruner, warm start, patience and space: as asked, else the preset's
+    study: str  # --study, else named after the data set (study_name)
+    workers: int  # processes: as asked, or what --workers auto gives on this machine (auto_workers)
+    cores: int  # this machine's CPU cores, read once
+
+
+def check_options(options: OptimizeOptions, device: str = "cpu", cores: int | None = None,
+                  memory_gb: float | None = None) -> Checked:
+    """What can be refused before anything is opened or read (names only; Typer did the bounds),
+    and what that much decides. ``device``: the resolved one; ``cores`` and ``memory_gb``: this
+    machine's unless given (tests give them)."""
     search = resolve_search(options)
+    if search.space not in SPACES:
+        raise UsageError(f"unknown search space {search.space!r}", hint=f"use one of: {', '.join(SPACES)}")
     check_sampler(search.sampler)
-    check_pruner(search.pruner)
+    if search.pruner != "auto":
+        check_pruner(search.pruner)
     options.heartbeat.check()
-    if search.workers == "auto":
-        check_threads(options.threads, os.cpu_count() or 1)
-    return search
+    cores = cores or os.cpu_count() or 1
+    workers = (auto_workers(device, options.threads, cores, memory_gb if memory_gb is not None
+                            else available_memory_gb()) if search.workers == "auto" else int(search.workers))
+    return Checked(search, study_name(options), workers, cores)
 
 
-def adoptable(has_protocol: bool, n_trials: int) -> bool:
+def never_set_up(has_protocol: bool, n_trials: int) -> bool:
     """A study created but never given a protocol and holding no trial (its creator was killed
     in between) is taken over as if new."""
     return not has_protocol and n_trials == 0
 
 
-def resolve_length(options: OptimizeOptions, stored: Protocol | None) -> tuple[int, int | None]:
-    """Epochs and train limit: as asked, else the study's, else the defaults. Asking a study
-    for other values than it was run with is refused: its trials would not be comparable."""
-    epochs = options.epochs or (stored.epochs if stored else DEFAULT_EPOCHS)
+def resolve_space(options: OptimizeOptions, search: Search, stored: StudyProtocol | None) -> str:
+    """The search space: a study's own (asking another is refused), else as asked or the preset's."""
+    if stored is None:
+        return search.space
+    if options.space is not None and options.space != stored.space:
+        raise ProtocolConflict(f"study {options.study!r} searches the {stored.space} space; you asked for "
+                               f"{options.space}",
+                               hint="drop --space to resume it, or start a new one with --study NAME")
+    return stored.space
+
+
+def resolve_pruner(search: Search, space: str) -> str:
+    """The preset's ``auto`` pruner is the one measured for the space (:data:`PRUNER_BY_SPACE`)."""
+    return PRUNER_BY_SPACE[space] if search.pruner == "auto" else search.pruner
+
+
+def resolve_length(options: OptimizeOptions, stored: StudyProtocol | None,
+                   space: str = ARTICLE) -> tuple[int, int | None]:
+    """Epochs and train limit: as asked, else the study's, else the space's defaults. Asking a
+    study for other values than it was run with is refused: its trials would not be comparable."""
+    epochs = options.epochs or (stored.epochs if stored else EPOCHS_BY_SPACE[space])
     limit = options.train_limit if options.train_limit is not None else (stored.train_limit if stored else None)
     if stored and (epochs, limit) != (stored.epochs, stored.train_limit):
         raise ProtocolConflict(
@@ -116,21 +151,23 @@ def resolve_length(options: OptimizeOptions, stored: Protocol | None) -> tuple[i
 
 
 def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerprint: str,
-                  ref: DatasetRef = DatasetRef(), classes: tuple[str, ...] = DIGITS) -> Protocol:
+                  ref: DatasetRef = DatasetRef(), classes: tuple[str, ...] = DIGITS,
+                  space: str = ARTICLE) -> StudyProtocol:
     """The protocol of a study on ``n_images`` training images of ``ref`` (``train_limit``
     checked against them); a folder's class names are part of it."""
     if train_limit is not None and not 10 <= train_limit <= n_images:
         raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
     n_train, n_val = split_sizes(n_images, train_limit)
-    return Protocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
+    return StudyProtocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
                     n_train=n_train, n_val=n_val, data_fingerprint=fingerprint,
-                    search_space_version=SEARCH_SPACE_VERSION, architecture=architecture_for(len(classes)),
-                    dataset=ref.name, dataset_source=ref.source, classes=classes if ref.name == FOLDER else None)
+                    search_space_version=VERSIONS[space], architecture=architecture_for(len(classes), space),
+                    ref=ref, classes=classes if ref.name == FOLDER else None,
+                    space=space)
 
 
-def protocol_for(epochs: int, train_limit: int | None, data: Images) -> Protocol:
+def protocol_for(epochs: int, train_limit: int | None, data: Images, space: str = ARTICLE) -> StudyProtocol:
     """:func:`make_protocol` for the images in hand."""
-    return make_protocol(epochs, train_limit, data.n_train, data.fingerprint, data.ref, data.classes)
+    return make_protocol(epochs, train_limit, data.n_train_images, data.fingerprint, data.ref, data.classes, space)
 
 
 def resolve_workers(workers: int, trials: int) -> tuple[int, str | None]:
@@ -178,44 +215,44 @@ def auto_workers(device: str, threads: int | None, cores: int, memory_gb: float 
     return workers
 
 
-def resolve_threads(workers: int, asked: int | None, cores: int | None = None) -> int | None:
+def resolve_threads(workers: int, asked: int | None, cores: int) -> int | None:
     """CPU threads per worker: as asked; else, for several workers, the cores shared out, at
     least one each (N workers × all cores would slow every one of them); else torch's default."""
     if asked is not None or workers == 1:
         return asked
-    return max(1, (cores or os.cpu_count() or 1) // workers)
+    return max(1, cores // workers)
 
 
-def shared_cores(workers: int, asked: int | None, cores: int | None = None) -> int | None:
+def shared_cores(workers: int, asked: int | None, cores: int) -> int | None:
     """The cores :func:`resolve_threads` shared out among several workers (None when the threads
     were asked for, or one worker has them all): a worker whose peers have exited may take theirs."""
     if asked is not None or workers == 1:
         return None
-    return cores or os.cpu_count() or 1
-
-
-def workers_for(asked: int | str, trials: int, device: str, threads: int | None) -> tuple[int, str | None]:
-    """Workers for ``trials`` on this machine: as asked, or ``auto`` (:func:`auto_workers` from its
-    cores and available memory), then :func:`resolve_workers`; the note says what was cut."""
-    count = asked if asked != "auto" else auto_workers(device, threads, os.cpu_count() or 1, available_memory_gb())
-    return resolve_workers(int(count), trials)
+    return cores
 
 
 # Long: one keyword per field of the frozen Plan; the rules themselves are the functions above.
-def make_plan(options: OptimizeOptions, search: Search, url: str, stored: Protocol | None, trials_before: int,
+def make_plan(options: OptimizeOptions, checked: Checked, url: str, stored: StudyProtocol | None, trials_before: int,
               data: Images, device: str, precision: str, enqueued_only: bool = False) -> tuple[Plan, list[str]]:
-    """The plan, and notes for the user about what was adjusted. ``search``: what
-    :func:`check_options` resolved. ``enqueued_only``: run only the trials waiting in the study
-    (``confirm``'s runs of a study's top trials), under the study's own protocol."""
-    epochs, limit = resolve_length(options, stored)
-    protocol = stored if enqueued_only and stored is not None else protocol_for(epochs, limit, data)
-    workers, note = workers_for(search.workers, options.trials, device, options.threads)
+    """The plan, and notes for the user about what was adjusted.
+
+    ``options``: as typed, its ``study`` already resolved; ``checked``: what :func:`check_options`
+    resolved from them; ``url``: the prepared storage URL; ``stored`` and ``trials_before``: the
+    study's protocol and trial count (None and 0 for a new study); ``data``: the images read;
+    ``device`` and ``precision``: resolved ("cpu"/"cuda", "fp32"/"bf16"); ``enqueued_only``: run
+    only the trials waiting in the study (``confirm``'s runs), under the study's own protocol."""
+    search = checked.search
+    space = resolve_space(options, search, stored)
+    epochs, limit = resolve_length(options, stored, space)
+    protocol = stored if enqueued_only and stored is not None else protocol_for(epochs, limit, data, space)
+    workers, note = resolve_workers(checked.workers, options.trials)
     plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None and not enqueued_only,
                 trials_before=trials_before, trials=options.trials, workers=workers,
-                threads=resolve_threads(workers, options.threads), cores=shared_cores(workers, options.threads),
+                threads=resolve_threads(workers, options.threads, checked.cores),
+                cores=shared_cores(workers, options.threads, checked.cores),
                 timeout=options.timeout, seed=options.seed,
-                sampler=search.sampler, pruner=search.pruner, max_trials=options.max_trials,
+                sampler=search.sampler, pruner=resolve_pruner(search, protocol.space), max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                # the study name was resolved by the caller (study_name)
-                warm_start=search.warm_start, patience=search.patience, enqueued_only=enqueued_only)
+                warm_start=search.warm_start, patience=search.patience, enqueued_only=enqueued_only,
+                max_params=options.max_params)
     return plan, [note] if note else []

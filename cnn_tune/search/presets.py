@@ -1,12 +1,11 @@
 """How `optimize` searches unless told otherwise: named presets of (sampler, pruner, warm
-start, workers). Torch-free, so the CLI builds its choices without loading torch.
+start, workers, patience, space). Torch-free, so the CLI builds its choices without loading torch.
 
-``fast`` is the default because of benchmarks/search.py's full-mode run (docs/performance.md):
-on the seed protocol it reached 98.9% validation accuracy sooner and finished sooner than the
-article's choice, over held-out seeds. Its patience of 8 since 0.7: on MNIST and on
-Fashion-MNIST the final model's median test accuracy stayed within the test interval of the
-unstopped search's while the search trained fewer epochs (docs/performance.md, "Knowing when to
-stop"). ``article`` is the seed article's choice, one flag away: 20 trials, no stop.
+``fast`` is the default: the wide space, each trial trained with the recipe its final model
+gets, multivariate TPE, the space's pruner, a warm start, one worker per core and a patience of
+8 — what docs/performance.md measured to give the best final model per minute. ``article`` is
+the seed article's search, one flag away: its space, TPE and the median pruner, one worker, 20
+trials, no stop. How each came to be is in CHANGELOG.md.
 """
 
 from __future__ import annotations
@@ -21,10 +20,16 @@ class Search:
     warm_start: bool  # a new study's first trial is the article's configuration
     workers: int | str  # or "auto": one 1-thread worker per core, as memory allows
     patience: int = 0  # stop after this many trials in a row without a gain beyond the noise; 0: never
+    space: str = "article"  # the search space a new study searches (model.space.SPACES)
 
+
+# ``auto``: the pruner measured for the study's space. The narrowing pruner was calibrated on the
+# article's 10-epoch constant-lr curves; the wide space's trials follow a cosine schedule over 20
+# epochs, where successive halving in images seen spends the epochs on the few that lead.
+PRUNER_BY_SPACE = {"article": "narrowing", "wide": "halving"}
 
 PRESETS: dict[str, Search] = {
-    "fast": Search(sampler="tpe-mv", pruner="narrowing", warm_start=True, workers="auto", patience=8),
-    "article": Search(sampler="tpe", pruner="median", warm_start=False, workers=1),
+    "fast": Search(sampler="tpe-mv", pruner="auto", warm_start=True, workers="auto", patience=8, space="wide"),
+    "article": Search(sampler="tpe", pruner="median", warm_start=False, workers=1, space="article"),
 }
 DEFAULT_PRESET = "fast"

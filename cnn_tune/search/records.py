@@ -16,9 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cnn_tune.search.samplers import derive_seed, make_pruner, make_sampler
 from cnn_tune.storage.heartbeat import Heartbeat
-from cnn_tune.storage.patience import Standing
+from cnn_tune.storage.patience import SearchStatus
 from cnn_tune.storage.protocol import (
-    Protocol,
+    StudyProtocol,
 )
 
 
@@ -27,7 +27,7 @@ class OptimizeResult:
     study_name: str
     storage: str
     resumed: bool
-    protocol: Protocol
+    protocol: StudyProtocol
     trials: list[FrozenTrial] = field(default_factory=list)  # finished in this run
     best: FrozenTrial | None = None  # of the whole study
     interrupted: bool = False
@@ -36,7 +36,7 @@ class OptimizeResult:
     capped: bool = False  # stopped early because the study reached --max-trials
     stop_signal: int | None = None  # what stopped it (SIGINT, SIGTERM, SIGHUP), when interrupted
     patience: int = 0
-    standing: Standing | None = None  # where the whole study stands at the end
+    status: SearchStatus | None = None  # where the whole study stands at the end
     plateaued: bool = False  # --patience stopped it: the study's last trials gained nothing beyond the noise
     refused: bool = False  # nothing run: the study had plateaued before this command (under --patience)
 
@@ -134,7 +134,7 @@ class Plan:
 
     study: str
     url: str
-    protocol: Protocol
+    protocol: StudyProtocol
     resumed: bool
     trials_before: int  # trials in the study when this command started (seeds the sampler)
     trials: int  # to run in this invocation, all workers together
@@ -153,6 +153,7 @@ class Plan:
     enqueued_only: bool = False  # run only trials waiting in the study (confirm's runs), never new ones
     cores: int | None = None  # threads were shared out of these cores: workers left take the freed ones
     patience: int = 0  # start no trial once this many in a row gained nothing beyond the noise (0: never)
+    max_params: int | None = None  # a trial whose network has more parameters is stopped before it trains
 
     def sampler_seed(self, worker: int) -> int | None:
         """A stored study keeps no sampler state: seeding each run identically would replay the
@@ -165,5 +166,5 @@ class Plan:
     def search(self, worker: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
         """This worker's sampler and pruner."""
         p = self.protocol
-        pruner = make_pruner(self.pruner, p.epochs, p.n_val, len(p.class_names))
+        pruner = make_pruner(self.pruner, p.epochs, p.n_val, len(p.class_names), p.n_train)
         return make_sampler(self.sampler, self.sampler_seed(worker)), pruner

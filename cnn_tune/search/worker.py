@@ -2,7 +2,7 @@
 
 The same code runs in the `optimize` process itself (one worker) and in each worker process
 (``--workers N``: :func:`process_main`, started by :mod:`cnn_tune.search.parallel`). A worker
-tells what happens through typed events (:mod:`cnn_tune.search.events`) handed to a sink:
+tells what happens through typed events (:mod:`cnn_tune.search.events`) handed to a handle:
 called directly in the first case, put on a queue to the parent in the second. Nothing here
 prints. This module trains, so it imports torch: the parent of worker processes never imports it.
 """
@@ -25,26 +25,26 @@ from cnn_tune.data.images import Images, make_split
 from cnn_tune.data.load import read_folder
 from cnn_tune.errors import CnnTuneError, WorkerCrashed
 from cnn_tune.model.training import Trainer
-from cnn_tune.processes.interrupts import PARENT_GONE, Gate, gated, route_signals
+from cnn_tune.processes.interrupts import PARENT_GONE, StopRequest, route_signals, routed_to
 from cnn_tune.processes.lifeline import Lifeline
 from cnn_tune.processes.streams import guard
 from cnn_tune.search.events import (
     Capped,
     EpochDone,
     Event,
+    EventHandler,
     Exited,
     Failed,
-    Fate,
     Interrupted,
     Shared,
-    Sink,
     TrialDone,
+    UnfinishedTrial,
 )
 from cnn_tune.search.objective import Objective, Pace
 from cnn_tune.search.records import Plan
 from cnn_tune.storage.engine import open_storage
 from cnn_tune.storage.faults import quiet_libraries, quiet_optuna, storage_cause, storage_failure
-from cnn_tune.storage.patience import standing
+from cnn_tune.storage.patience import search_status
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --max-trials counts
 
@@ -55,15 +55,15 @@ def under_cap(study: optuna.Study, max_trials: int | None) -> bool:
     return max_trials is None or len(study.get_trials(deepcopy=False, states=COUNTED)) < max_trials
 
 
-class Claims:
+class TrialBudget:
     """Whether a worker may start another trial: not stopped, before the deadline, under the
     study-wide cap, not on a plateau (``--patience``, judged from the stored trials of every
     process), and ``take()`` grants one of the invocation's trials (a local count, or
     a counter shared by all workers — so N workers run ``--trials`` in all, not N times as many)."""
 
-    def __init__(self, plan: Plan, worker: int, sink: Sink, take: Callable[[], bool],
+    def __init__(self, plan: Plan, worker: int, handle: EventHandler, take: Callable[[], bool],
                  stopped: Callable[[], bool] = lambda: False) -> None:
-        self.plan, self.worker, self.sink, self.take, self.stopped = plan, worker, sink, take, stopped
+        self.plan, self.worker, self.handle, self.take, self.stopped = plan, worker, handle, take, stopped
         self.deadline = time.monotonic() + plan.timeout if plan.timeout else None
 
     def __call__(self, study: optuna.Study) -> bool:
@@ -72,11 +72,11 @@ class Claims:
         if self.plan.enqueued_only and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return False
         if not under_cap(study, self.plan.max_trials):
-            self.sink(Capped(self.worker))
+            self.handle(Capped(self.worker))
             return False
-        if self.plan.patience and standing(study.get_trials(deepcopy=False),
+        if self.plan.patience and search_status(study.get_trials(deepcopy=False),
                                            self.plan.protocol.n_val).plateaued(self.plan.patience):
-            return False  # the parent reads the same standing from the study when all are done
+            return False  # the parent reads the same search_status from the study when all are done
         return self.take()
 
 
@@ -102,18 +102,19 @@ def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> opt
     return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def make_objective(plan: Plan, data: Images, worker: int, sink: Sink, gate: Gate | None = None,
+def make_objective(plan: Plan, data: Images, worker: int, handle: EventHandler, stop_request: StopRequest | None = None,
                    pace: Pace = torch.get_num_threads) -> Objective:
-    """The study's split of ``data`` on the planned device and precision; epochs go to ``sink``;
+    """The study's split of ``data`` on the planned device and precision; epochs go to ``handle``;
     ``pace`` sets the threads before each epoch."""
-    split = make_split(data.n_train, plan.protocol.train_limit, plan.protocol.split_seed)
+    split = make_split(data.n_train_images, plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
     return Objective(trainer, plan.protocol.epochs, plan.seed,
-                     on_epoch=lambda number, result: sink(EpochDone(worker, number, result)),
-                     enqueued_only=plan.enqueued_only, gate=gate, pace=pace)
+                     on_epoch=lambda number, result: handle(EpochDone(worker, number, result)),
+                     enqueued_only=plan.enqueued_only, stop_request=stop_request, pace=pace, space=plan.protocol.space,
+                     dataset=plan.protocol.dataset, max_params=plan.max_params)
 
 
-def _fate(study: optuna.Study, number: int) -> Fate | None:
+def _unfinished(study: optuna.Study, number: int) -> UnfinishedTrial | None:
     """What became of the last trial this worker started, when the storage failed (None: it
     had finished before the failure)."""
     try:
@@ -122,42 +123,43 @@ def _fate(study: optuna.Study, number: int) -> Fate | None:
         state = TrialState.RUNNING
     if state in (TrialState.COMPLETE, TrialState.PRUNED):
         return None
-    return Fate(number, closed=state == TrialState.FAIL)
+    return UnfinishedTrial(number, closed=state == TrialState.FAIL)
 
 
-def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, worker: int, claims: Claims,
-        sink: Sink, gate: Gate | None = None, pace: Pace = torch.get_num_threads) -> None:
+def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, worker: int, budget: TrialBudget,
+        handle: EventHandler, stop_request: StopRequest | None = None, pace: Pace = torch.get_num_threads) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
-    ``claims`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
+    ``budget`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
     Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
     them. Ctrl-C or SIGTERM (see :mod:`cnn_tune.processes.interrupts`) ends the running trial as FAIL,
-    starts no other, and is reported, not raised. A ``gate`` the caller installed earlier keeps a
+    starts no other, and is reported, not raised. A ``stop_request`` the caller installed earlier keeps a
     signal that came before this call."""
-    objective, study, gate = None, None, gate if gate is not None else Gate()
+    objective, study, stop_request = None, None, stop_request if stop_request is not None else StopRequest()
     try:
-        with gated(gate):
+        with routed_to(stop_request):
             study, data = attach_study()
             if plan.threads is not None:
                 torch.set_num_threads(plan.threads)
-            objective = make_objective(plan, data, worker, sink, gate, pace)
-            done = lambda _study, trial: sink(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
-            while not gate.requested and claims(study):
+            objective = make_objective(plan, data, worker, handle, stop_request, pace)
+            done = lambda _study, trial: handle(TrialDone(worker, trial))  # noqa: E731 - Optuna's callback signature
+            while not stop_request.requested and budget(study):
                 study.optimize(objective, n_trials=1, callbacks=[done], gc_after_trial=False)
-            gate.check()
+            stop_request.check()
     except KeyboardInterrupt:
-        sink(Interrupted(worker, objective.interrupted if objective is not None else None))
+        handle(Interrupted(worker, objective.interrupted if objective is not None else None))
     except CnnTuneError as exc:
-        sink(Failed(worker, exc, traceback.format_exc()))
+        handle(Failed(worker, exc, traceback.format_exc()))
     except Exception as exc:  # noqa: BLE001 - a storage fault inside Optuna, a bug: reported, never a bare traceback
         if storage_cause(exc) is not None:
             failure = storage_failure(exc, plan.url, "write to")
-            fate = _fate(study, objective.current) if objective is not None and objective.current is not None else None
-            sink(Failed(worker, failure, traceback.format_exc(), fate))
+            current = objective.current if objective is not None else None
+            unfinished = _unfinished(study, current) if current is not None else None
+            handle(Failed(worker, failure, traceback.format_exc(), unfinished))
             return
-        sink(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
+        handle(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
                                           hint="run again with --debug for the traceback"), traceback.format_exc()))
     finally:
-        sink(Exited(worker))
+        handle(Exited(worker))
 
 
 class CoreShare:
@@ -210,15 +212,15 @@ def process_main(index: int, plan: Plan, shared: Shared, hup_ignored: bool) -> N
             return PARENT_GONE
         return None
 
-    gate = Gate(parent=os.getppid(), explain=explain)  # Ctrl-C, SIGTERM, a hang-up, the parent's death: stop
-    route_signals(gate)  # for the life of this process: nothing to restore
+    stop_request = StopRequest(parent=os.getppid(), explain=explain)  # Ctrl-C, SIGTERM, hang-up, parent gone
+    route_signals(stop_request)  # for the life of this process: nothing to restore
     # once the parent is gone nobody reads the queue: exit without waiting to flush it
-    lifeline.watch(gate, on_gone=shared.events.cancel_join_thread)
+    lifeline.watch(stop_request, on_gone=shared.events.cancel_join_thread)
 
     def take() -> bool:
         return _locked(shared.claimed, lifeline, lambda n: n + 1 if n < plan.trials else None)
 
-    def sink(event: Event) -> None:
+    def handle(event: Event) -> None:
         while not lifeline.gone.is_set():
             try:
                 shared.events.put(event, timeout=WAIT_S)
@@ -233,6 +235,7 @@ def process_main(index: int, plan: Plan, shared: Shared, hup_ignored: bool) -> N
     pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads
     try:
         with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
-            run(attach_study, plan, index, Claims(plan, index, sink, take, shared.stop.is_set), sink, gate, pace)
+            run(attach_study, plan, index, TrialBudget(plan, index, handle, take, shared.stop.is_set), handle,
+                stop_request, pace)
     finally:  # its cores are free: the others take them before their next epoch
         _locked(shared.alive, lifeline, lambda n: n - 1)

@@ -8,3 +8,17 @@ a search stopped (``patience``), read-only views of trials (``inspection``), cop
 May import: ``data.datasets`` (the protocol names the data set), ``cnn_tune.errors``,
 ``cnn_tune.files``. Torch-free: the CLI inspects studies without loading torch.
 """
+
+# The modules other folders (and the tests and benchmarks) may import; the rest are this folder's own.
+__all__ = [
+    "backup",
+    "dashboard",
+    "engine",
+    "faults",
+    "heartbeat",
+    "inspection",
+    "patience",
+    "protocol",
+    "studies",
+    "urls",
+]

@@ -60,6 +60,8 @@ class TrialRow:
     confirmed_mean: float | None = None  # set by `cnn-tune confirm`: over the original and new seeds
     confirmed_std: float | None = None
     confirmed_n: int | None = None
+    n_params: int | None = None  # the network's trainable parameters (trials since 0.8)
+    inference_us: float | None = None  # its fp32 forward pass per image, in µs, on the trial's device and threads
 
     def as_dict(self) -> dict[str, Any]:
         return {"number": self.number, "state": self.state, "value": self.value,
@@ -68,7 +70,7 @@ class TrialRow:
                 "test_accuracy": self.test_accuracy, "test_ci95": self.test_ci95, "model_after_s": self.model_after_s,
                 "checkpoint": self.checkpoint, "retry_of": self.retry_of,
                 "confirmed_mean": self.confirmed_mean, "confirmed_std": self.confirmed_std,
-                "confirmed_n": self.confirmed_n}
+                "confirmed_n": self.confirmed_n, "n_params": self.n_params, "inference_us": self.inference_us}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -99,6 +101,8 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None,
         confirmed_mean=again.get("mean"),
         confirmed_std=again.get("std"),
         confirmed_n=again.get("n"),
+        n_params=trial.user_attrs.get("n_params"),
+        inference_us=trial.user_attrs.get("inference_us"),
     )
 
 
@@ -226,7 +230,8 @@ class StudySummary:
                 "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
                 "train_limit": self.train_limit, "dataset": self.dataset, "started": self.started, **self.times,
                 "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
-                "model_after_s": self.final.get("since_first_trial_s"), "stopped": self.stopped}
+                "model_after_s": self.final.get("since_first_trial_s"), "stopped": self.stopped,
+                "final_trial": self.final.get("trial")}
 
 
 
@@ -274,7 +279,7 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float | None
             started=_iso(min(starts)) if starts else None,
             times=time_to_target(trials, target if target is not None else default_target(protocol),
                                  directions[0] != StudyDirection.MINIMIZE),
-            final=latest_retrain(frozen), dataset=dataset_text(protocol),
+            final=final_model(frozen, best.number if best else None), dataset=dataset_text(protocol),
             stopped=stop_text(frozen.user_attrs.get(STOP_ATTR))))
     return out
 
@@ -286,7 +291,23 @@ def dataset_text(protocol: dict[str, Any]) -> str | None:
     return DatasetRef(protocol.get("dataset", MNIST), protocol.get("dataset_source")).short
 
 
-def latest_retrain(frozen: FrozenStudy) -> dict[str, Any]:
-    """The most recent `cnn-tune retrain` record of a study ({} if none)."""
-    records = [r for r in retrain_records(frozen).values() if isinstance(r, dict)]
-    return max(records, key=lambda r: str(r.get("created", "")), default={})
+def final_model(frozen: FrozenStudy, best: int | None) -> dict[str, Any]:
+    """The study's final model: the `retrain` record of the trial `retrain` picks by default
+    (the confirmed leader, else the best trial), else the most recent record of any trial — a
+    later `retrain --trial N` of another trial does not hide the best's. ``trial`` names it
+    ({} if the study was never retrained)."""
+    records = {n: r for n, r in retrain_records(frozen).items() if isinstance(r, dict)}
+    confirmed = _by_mean(frozen)
+    for pick in (confirmed, best):
+        if pick in records:
+            return {**records[pick], "trial": pick}
+    if not records:
+        return {}
+    latest = max(records, key=lambda n: str(records[n].get("created", "")))
+    return {**records[latest], "trial": latest}
+
+
+def _by_mean(frozen: FrozenStudy) -> int | None:
+    """The confirmed leader of a study as a storage lists it (None before `cnn-tune confirm`)."""
+    found = {n: r for n, r in confirm_records(frozen).items() if isinstance(r, dict) and "mean" in r}
+    return max(found, key=lambda n: found[n]["mean"]) if found else None

@@ -33,7 +33,7 @@ def noise(accuracy: float, n_val: int) -> float:
 
 
 @dataclass(frozen=True)
-class Standing:
+class SearchStatus:
     """A study's search so far, from its finished trials alone (stored, so any process agrees)."""
 
     best: int | None  # the best complete trial's number
@@ -85,7 +85,7 @@ def finished(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(done, key=lambda t: (t.datetime_complete, t.number))
 
 
-def standing(trials: Iterable[FrozenTrial], n_val: int) -> Standing:
+def search_status(trials: Iterable[FrozenTrial], n_val: int) -> SearchStatus:
     """Walk the finished trials in order: a trial that beats the best so far by more than the
     best's noise is a gain and restarts the count; any other (pruned ones included) adds one.
     Trials before the first complete one count for nothing: there is nothing to beat yet."""
@@ -101,11 +101,11 @@ def standing(trials: Iterable[FrozenTrial], n_val: int) -> Standing:
         if value is not None and (best is None or value > best.value):
             best = trial
     if best is None:
-        return Standing(None, None, None, 0, (), None, 0, order[-1].number if order else None)
+        return SearchStatus(None, None, None, 0, (), None, 0, order[-1].number if order else None)
     margin = noise(best.value, n_val)
     after = order[[t.number for t in order].index(best.number) + 1:]
     close = tuple(t.number for t in after if t.state == TrialState.COMPLETE and t.value >= best.value - margin)
-    return Standing(best.number, best.value, margin, len(after), close, last_gain, without, order[-1].number)
+    return SearchStatus(best.number, best.value, margin, len(after), close, last_gain, without, order[-1].number)
 
 
 def stop_text(record: dict[str, Any] | None) -> str | None:

@@ -13,7 +13,13 @@ from optuna.trial import FrozenTrial
 if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
     from optuna.study._frozen import FrozenStudy
 from cnn_tune.errors import ProtocolConflict, StorageError, StudyNotFound
-from cnn_tune.storage.protocol import CONFIRM_ATTR_PREFIX, CONFIRM_SUFFIX, PROTOCOL_ATTR, RETRAIN_ATTR_PREFIX, Protocol
+from cnn_tune.storage.protocol import (
+    CONFIRM_ATTR_PREFIX,
+    CONFIRM_SUFFIX,
+    PROTOCOL_ATTR,
+    RETRAIN_ATTR_PREFIX,
+    StudyProtocol,
+)
 from cnn_tune.storage.urls import DEFAULT_STUDY, check_study_name, display_url
 
 METRIC_NAME = "validation_accuracy"  # the objective's name, as the dashboard and Optuna's tools show it
@@ -53,22 +59,22 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def stored_protocol(study: optuna.Study) -> Protocol:
+def stored_protocol(study: optuna.Study) -> StudyProtocol:
     value = study.user_attrs.get(PROTOCOL_ATTR)
     if value is None:
         raise StorageError(f"study {study.study_name!r} was not created by cnn-tune (it has no protocol)",
                            hint="use another --study name")
-    return Protocol.from_attr(value, study.study_name)
+    return StudyProtocol.from_attr(value, study.study_name)
 
 
-def check_protocol(name: str, stored: Protocol, protocol: Protocol) -> None:
+def check_protocol(name: str, stored: StudyProtocol, protocol: StudyProtocol) -> None:
     diffs = stored.differences(protocol)
     if diffs:
         raise ProtocolConflict(f"study {name!r} was run with another protocol: " + "; ".join(diffs),
                                hint="drop the conflicting options to resume it, or start a new one with --study NAME")
 
 
-def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: Protocol,
+def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: StudyProtocol,
                    sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
                    ) -> tuple[optuna.Study, bool]:
     """Open ``name`` with this run's sampler and pruner, creating it with ``protocol`` if new.
@@ -100,7 +106,7 @@ def retrain_records(study: optuna.Study | FrozenStudy) -> dict[int, dict]:
     return _by_trial(study.user_attrs, RETRAIN_ATTR_PREFIX)
 
 
-def confirm_records(study: optuna.Study) -> dict[int, dict]:
+def confirm_records(study: optuna.Study | FrozenStudy) -> dict[int, dict]:
     """What `cnn-tune confirm` stored (mean, std, 95% interval, runs), by trial number."""
     return _by_trial(study.user_attrs, CONFIRM_ATTR_PREFIX)
 

@@ -40,17 +40,18 @@ def parse_storage(url: str) -> URL:
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise UsageError(f"storage {url!r} is not a database URL",
+        raise UsageError(f"storage {display_url(url)!r} is not a database URL",
                          hint="use e.g. sqlite:///studies/cnn_tune.db or postgresql+psycopg://user@host/db") from None
     return parsed
 
 
 def display_url(url: str) -> str:
-    """The URL with any password masked, for messages."""
+    """The URL with any password masked (``root:***@``): every message, summary and page that
+    shows a storage URL shows it through this."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only used for display
-        return url
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: mask what looks like user:password@
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def sqlite_path(parsed: URL) -> Path | None:
