@@ -1,4 +1,4 @@
 """cnn-tune: Optuna hyperparameter search for a PyTorch CNN on MNIST, Fashion-MNIST or your own images, kept in one
 study database."""
 
-__version__ = "0.7.1"
+__version__ = "0.8.0"
