@@ -79,5 +79,9 @@ class ImageError(CnnTuneError):
     """An image given to `predict` cannot be read as a picture."""
 
 
+class ExportError(CnnTuneError):
+    """An export cannot be written, or the exported model disagrees with its checkpoint."""
+
+
 class WorkerCrashed(CnnTuneError):
     """A worker process failed with an error that is not one of ours (a bug, or a library's)."""

@@ -8,6 +8,7 @@ first. No test sleeps to let something happen.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,3 +81,79 @@ def wait_training(url: str, proc: subprocess.Popen, n: int = 1, timeout: float =
     """Until ``n`` trials are RUNNING with at least one epoch stored (mid-trial)."""
     wait_for(lambda: sum(t.state == TrialState.RUNNING and bool(t.intermediate_values)
                          for t in stored_trials(url)) >= n, timeout, proc, f"{n} trial(s) training")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], columns: int, rows: int = 60,
+                    timeout: float = 300) -> tuple[int, list[str]]:
+    """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal of ``columns`` × ``rows``
+    (what a user's terminal window is); its exit code and the lines it left, colour and cursor
+    codes removed, each line as the terminal shows it after carriage returns."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
+                            close_fds=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], POLL_S)
+            if not ready:
+                if proc.poll() is not None:  # ended, and nothing more to read
+                    break
+                continue
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: the terminal's other side closed, the command is done
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    text = ANSI.sub("", out.decode(errors="replace"))
+    return code, [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+
+
+def chromium() -> str:
+    """The headless browser's path; the test is skipped where there is none."""
+    import shutil
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on this machine (`.ci/run` installs it: apt-get install -y chromium)")
+
+
+def page_text(browser: str, url: str, profile: Path) -> str:
+    """The text of ``url`` as a real headless browser renders it (scripts run), tags removed."""
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=15000", "--dump-dom", url], capture_output=True, text=True,
+                          timeout=120)
+    text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", done.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+def heartbeats_older_than(db: Path, seconds: float) -> bool:
+    """Every running trial's last heartbeat in the SQLite file ``db`` is more than ``seconds``
+    old, by the database's own clock — what Optuna's staleness check compares (read-only)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (age,) = conn.execute("SELECT (julianday('now') - julianday(MAX(heartbeat))) * 86400 "
+                              "FROM trial_heartbeats").fetchone()
+    return age is not None and age > seconds

@@ -10,14 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
 from conftest import api_study, assert_one_line_error, write_mnist
-from helpers import cli_env, cnn_tune, wait_for_complete
+from helpers import chromium, cli_env, cnn_tune, page_text, wait_for_complete
 from optuna.trial import TrialState
 
 FAST = ["--epochs", "1", "--device", "cpu", "--train-limit", "200"]
@@ -241,24 +240,9 @@ def test_backup_refuses_what_it_cannot_copy(tmp_path, cli):
 
 # --- the dashboard, in a real browser --------------------------------------------------------
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium on this machine (`.ci/run` installs it: apt-get install -y chromium)")
-
-
-def _dom(browser: str, url: str, tmp_path: Path) -> str:
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                           "--virtual-time-budget=15000", "--dump-dom", url], capture_output=True, text=True,
-                          timeout=120)
-    text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", done.stdout, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
-
-
 def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
     pytest.importorskip("optuna_dashboard")
-    browser = _chromium()
+    browser = chromium()
     data = write_mnist(tmp_path / "data", n_train=2000)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     env = cli_env(data, url)
@@ -274,9 +258,9 @@ def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
         match = re.search(r"Dashboard on (http://\S+) ", first)
         assert match, first
         base = match.group(1)
-        study_page = _dom(browser, f"{base}studies/1", tmp_path / "b1")
+        study_page = page_text(browser, f"{base}studies/1", tmp_path / "b1")
         n_before = len(optuna.load_study(study_name="mnist-cnn", storage=url).trials)
-        trials_page = _dom(browser, f"{base}studies/1/trials", tmp_path / "b2")
+        trials_page = page_text(browser, f"{base}studies/1/trials", tmp_path / "b2")
         n_after = len(optuna.load_study(study_name="mnist-cnn", storage=url).trials)
         assert worker.poll() is None, "the worker stopped: the dashboard was not tested against a live study"
         dashboard.send_signal(2)  # Ctrl-C

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import assert_one_line_error, default_sigint, write_mnist
-from helpers import cli_env, cnn_tune, wait_for
+from helpers import cli_env, cnn_tune, heartbeats_older_than, wait_for
 from optuna.trial import TrialState
 
 from cnn_tune.search.records import Confirmed, verdict
@@ -226,7 +225,7 @@ def test_a_killed_confirm_worker_has_its_run_redone(long_study):
         victim.wait()
     killed = [t for t in _companion(url) if t.state == TrialState.RUNNING]
     assert len(killed) == 1
-    time.sleep(4)  # longer than --grace: its heartbeat is stale now
+    wait_for(lambda: heartbeats_older_than(Path(url[len("sqlite:///"):]), 3), 60, what="a stale heartbeat")
     again = subprocess.run(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

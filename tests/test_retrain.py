@@ -158,10 +158,20 @@ def test_predict_classifies_test_images(env, tmp_path):
 
 def test_predict_resizes_other_sizes(env, tmp_path):
     img, label = synthetic_digits(1, seed=1)
-    big = Image.fromarray(img[0]).resize((56, 56), Image.Resampling.NEAREST)
-    big.save(tmp_path / "big.png")
-    result = env("predict", str(env.root / "best.pt"), str(tmp_path / "big.png"), "-f", "json")
+    Image.fromarray(img[0]).save(tmp_path / "small.png")
+    # twice as large, each pixel a 2×2 block: resized back to 28×28 it is the original image again
+    Image.fromarray(img[0]).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "big.png")
+    result = env("predict", str(env.root / "best.pt"), str(tmp_path / "small.png"), str(tmp_path / "big.png"),
+                 "-f", "json")
     assert result.exit_code == 0, result.output
+    small, big = json.loads(result.stdout)
+    assert big["label"] == small["label"] == int(label[0])
+    from cnn_tune.data.folder import to_pixels
+
+    # resized, the large image is the small one again but for the filter's blur (mean 8 levels of
+    # 255 on this noisy image); its 28×28 centre, cut out instead, differs by 29
+    seen = to_pixels(tmp_path / "big.png", False).astype(int)
+    assert seen.shape == (28, 28) and abs(seen - img[0].astype(int)).mean() < 15
 
 
 # --- bad input: one line, non-zero exit, nothing overwritten --------------------------------

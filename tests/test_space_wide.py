@@ -150,16 +150,17 @@ def test_the_warm_start_is_never_pruned_by_the_floor():
     assert pruner.prune(study, _running(study, [0.3])) is True
 
 
-def test_halving_keeps_the_top_third_at_each_rung_within_the_noise():
+def test_halving_keeps_the_top_half_at_each_rung_within_the_noise():
     pruner = HalvingPruner(n_train=48_000, n_val=12_000, epochs=20)
-    # rungs at 96,000 and 288,000 images: epochs 2 and 6; 864,000 is in the last third, not judged
-    assert [e for e in range(1, 21) if pruner.rung(e) is not None] == [2, 6]
+    # rungs at 96,000, 192,000 and 384,000 images: epochs 2, 4 and 8; 768,000 is past the first half
+    assert [e for e in range(1, 21) if pruner.rung(e) is not None] == [2, 4, 8]
     assert HalvingPruner(n_train=800, n_val=200, epochs=20).rung(2) is None  # 16,000 images in all: no rung
     leaders = [[0.80, 0.85 + 0.01 * i] + [0.9] * 18 for i in range(6)]  # at epoch 2: 85% … 90%
     study = _study_with(leaders)
-    # 7 at the rung: the top 7 // 3 = 2 go on, less the noise (2 SEs of a difference: ±0.77 points at 89%)
-    assert pruner.prune(study, _running(study, [0.8, 0.875])) is True  # 1.5 points under the second best
-    assert pruner.prune(study, _running(study, [0.8, 0.886])) is False  # 0.4 under: a coin toss, kept
+    # 7 at the rung: the top 7 // 2 = 3 go on (the third best: 88%), less the noise (1 SE of a
+    # difference: ±0.42 points at 88%)
+    assert pruner.prune(study, _running(study, [0.8, 0.87])) is True  # a point under the third best
+    assert pruner.prune(study, _running(study, [0.8, 0.878])) is False  # 0.2 under: a coin toss, kept
     assert pruner.prune(study, _running(study, [0.8])) is False  # between rungs: nothing judged
     assert pruner.prune(study, _running(study, [0.8, 0.95, 0.5])) is False  # epoch 3: past the rung
 

@@ -170,6 +170,21 @@ def test_each_part_names_what_the_others_may_use_and_they_keep_to_it():
     assert not private, private
 
 
+def test_every_class_another_module_uses_says_what_it_is():
+    defined = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                defined[node.name] = (path, ast.get_docstring(node) is not None)
+    undocumented = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                undocumented |= {a.name for a in node.names if a.name in defined and defined[a.name][0] != path
+                                 and not defined[a.name][1]}
+    assert not undocumented, sorted(undocumented)
+
+
 def test_the_views_do_not_load_torch():
     """What a command shows is rendered from torch-free records: `best`, `trials` and
     `studies` never pay torch's import (0.5 GB, seconds)."""

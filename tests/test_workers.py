@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import api_study, assert_one_line_error, default_sigint, write_mnist
-from helpers import cli_env, cnn_tune, stored_trials, wait_for
+from helpers import cli_env, cnn_tune, heartbeats_older_than, stored_trials, wait_for
 from optuna.trial import TrialState
 
 from cnn_tune.search.samplers import JUDGED_AFTER_IMAGES
@@ -210,7 +210,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     original = running[0]
     assert [t.state for t in stored_trials(url)] == [TrialState.RUNNING]
 
-    time.sleep(4)  # longer than the grace period: the trial's heartbeat is stale now
+    wait_for(lambda: heartbeats_older_than(db, 3), 60, what="a stale heartbeat")  # older than --grace 3
     r = subprocess.run(cnn_tune("optimize", "--trials", "1", *beat), env=cli_env(data, url),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -6,13 +6,14 @@ from __future__ import annotations
 import inspect
 
 from cnn_tune.cli.app import app
-from cnn_tune.cli.model_commands import evaluate, predict, retrain
+from cnn_tune.cli.model_commands import evaluate, export, predict, retrain
 from cnn_tune.cli.search_commands import confirm, optimize
 from cnn_tune.cli.study_commands import backup, best, dashboard, plot, studies, trials
 from cnn_tune.processes.streams import guard
 
 # The commands, in the order `cnn-tune --help` lists them.
-for _callback in (optimize, best, trials, studies, plot, retrain, evaluate, predict, confirm, backup, dashboard):
+for _callback in (optimize, best, trials, studies, plot, retrain, evaluate, predict, export, confirm, backup,
+                  dashboard):
     app.command()(_callback)
 
 

@@ -18,6 +18,7 @@ from cnn_tune.model.recipe import AVERAGES, RECIPES, SCHEDULES
 from cnn_tune.model.space import SPACES
 from cnn_tune.search.presets import PRESETS
 from cnn_tune.search.samplers import PRUNERS, SAMPLERS
+from cnn_tune.storage.artifacts import ARTIFACTS_ENV
 from cnn_tune.storage.inspection import STATES
 from cnn_tune.storage.urls import STORAGE_ENV, STUDY_ENV
 
@@ -43,6 +44,7 @@ RecipeName = _choice("RecipeName", RECIPES)
 Schedule = _choice("Schedule", SCHEDULES)
 Average = _choice("Average", AVERAGES)
 SpaceName = _choice("SpaceName", SPACES)
+ExportFormat = _choice("ExportFormat", ("onnx", "torchscript"))  # model.export.FORMATS (torch-free here)
 
 # Options shared by several commands, declared once.
 StorageOpt = Annotated[str, typer.Option(
@@ -85,12 +87,19 @@ GraceOpt = Annotated[int, typer.Option(
     "--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued.")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
+ArtifactsOpt = Annotated[Optional[Path], typer.Option(
+    "--artifacts", envvar=ARTIFACTS_ENV, metavar="DIR",
+    help="The study's artifact store, where the final model is kept. \\[default: artifacts/ beside a SQLite "
+         "database; none for a server database]", show_default=False)]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="On a terminal, every column, however wide (by default the columns that fit; piped output "
+                   "and --format csv always have them all).")]
 
 
 RankBy = _choice("RankBy", ("value", "mean"))
 
 
-def render(view: View, fmt: Format = Format.table, output: Path | None = None) -> None:
+def render(view: View, fmt: Format = Format.table, output: Path | None = None, wide: bool = False) -> None:
     from cnn_tune.cli.output import show
 
-    show(view, fmt.value, output)
+    show(view, fmt.value, output, wide)

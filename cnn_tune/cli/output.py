@@ -53,12 +53,21 @@ def csv_cell(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """Cells already formatted for people; ``right``: indexes of right-aligned columns."""
+    """Cells already formatted for people; ``right``: indexes of right-aligned columns.
+
+    How it fits a terminal (piped text, JSON and CSV always have every column): ``essential``
+    columns are always shown (None: all of them), the others in ``optional`` order while they fit
+    the width; ``wrap`` columns fold long text inside themselves; ``instead`` is shown in place
+    of a table whose essential columns do not fit (the confusion matrix's summary)."""
 
     headers: list[str]
     rows: list[list[str]]
     title: str | None = None
     right: frozenset[int] = frozenset()
+    essential: tuple[int, ...] | None = None
+    optional: tuple[int, ...] = ()  # the order in which other columns join when there is room
+    wrap: frozenset[int] = frozenset()
+    instead: list[Any] | None = None
 
 
 Block = Union[str, Table]
@@ -95,30 +104,62 @@ def plain_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(table: Table) -> RichTable:
+def rich_table(table: Table, columns: list[int] | None = None, fold: bool = False) -> RichTable:
+    """The rich table of ``columns`` (all by default), in their order; ``fold``: the ``wrap``
+    columns fold long text onto more lines."""
     out = RichTable(title=table.title, show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    for i, h in enumerate(table.headers):
-        out.add_column(h, justify="right" if i in table.right else "left", no_wrap=True)
+    shown = columns if columns is not None else list(range(len(table.headers)))
+    for i in shown:
+        out.add_column(table.headers[i], justify="right" if i in table.right else "left",
+                       no_wrap=not (fold and i in table.wrap), overflow="fold")
     for row in table.rows:
-        out.add_row(*row)
+        out.add_row(*(row[i] for i in shown))
     return out
 
 
-def print_rich(view: View, console: Console) -> None:
+def _width(console: Console, rendered: RichTable) -> int:
+    return Measurement.get(console, console.options.update(max_width=10_000), rendered).maximum
+
+
+def fitting_columns(table: Table, console: Console) -> list[int]:
+    """The essential columns, then each optional one that still fits the console's width."""
+    if table.essential is None:
+        return list(range(len(table.headers)))
+    chosen = list(table.essential)
+    for i in table.optional:
+        trial = sorted([*chosen, i])
+        if _width(console, rich_table(table, trial, fold=True)) <= console.width:
+            chosen = trial
+    return sorted(chosen)
+
+
+def print_rich(view: View, console: Console, wide: bool = False) -> None:
+    """The view on a terminal. A table shows the columns that fit the terminal, the rest named
+    in a note (``--wide`` shows them all, at the table's natural width: the terminal wraps or
+    ``less -S`` scrolls)."""
     for block in view.blocks:
         if not isinstance(block, Table):
             console.print(block, highlight=False, markup=False)
             continue
-        rendered = rich_table(block)
-        # A table wider than the terminal is printed at its natural width (the terminal wraps
-        # or `less -S` scrolls) rather than squeezed until values fold or are cut.
-        natural = Measurement.get(console, console.options.update(max_width=10_000), rendered).maximum
-        width = console.width
-        console.width = max(width, natural)
-        try:
-            console.print(rendered)
-        finally:
-            console.width = width
+        if wide:
+            rendered = rich_table(block)
+            width = console.width
+            console.width = max(width, _width(console, rendered))
+            try:
+                console.print(rendered)
+            finally:
+                console.width = width
+            continue
+        columns = fitting_columns(block, console)
+        rendered = rich_table(block, columns, fold=True)
+        if block.instead is not None and _width(console, rendered) > console.width:
+            print_rich(View(block.instead), console)
+            continue
+        console.print(rendered, width=console.width)
+        hidden = len(block.headers) - len(columns)
+        if hidden:
+            console.print(f"{hidden} more column{'s' if hidden != 1 else ''} with --wide (all with --format csv)",
+                          style="dim", highlight=False, markup=False)
 
 
 def terminal() -> Console | None:
@@ -127,8 +168,9 @@ def terminal() -> Console | None:
     return console if console.is_terminal else None
 
 
-def show(view: View, fmt: str = "table", output: Path | None = None) -> None:
-    """Write ``view`` to ``output`` (atomically), or to stdout: rich on a terminal for ``table``."""
+def show(view: View, fmt: str = "table", output: Path | None = None, wide: bool = False) -> None:
+    """Write ``view`` to ``output`` (atomically), or to stdout: rich on a terminal for ``table``
+    (fitted to its width unless ``wide``)."""
     from cnn_tune.files import check_writable, write_atomic
 
     if output is not None:
@@ -138,7 +180,7 @@ def show(view: View, fmt: str = "table", output: Path | None = None) -> None:
         return
     console = terminal() if fmt == "table" else None
     if console is not None:
-        print_rich(view, console)
+        print_rich(view, console, wide)
     else:
         print(text(view, fmt), end="", flush=True)
 
@@ -151,7 +193,8 @@ def html_table(table: Table) -> str:
 
 
 def pairs_table(pairs: Iterable[tuple[str, str]], headers: tuple[str, str] = ("field", "value")) -> Table:
-    return Table(list(headers), [[k, v] for k, v in pairs], right=frozenset({1}))
+    """A record as label: value pairs, read left to right; a long value wraps inside its column."""
+    return Table(list(headers), [[k, v] for k, v in pairs], wrap=frozenset({1}))
 
 
 def flat(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

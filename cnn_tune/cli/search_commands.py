@@ -23,6 +23,7 @@ from cnn_tune.cli.options import (
     SpaceName,
     StorageOpt,
     StudyOpt,
+    WideOpt,
     WorkersOpt,
     render,
 )
@@ -145,6 +146,7 @@ def confirm(
     fmt: FormatOpt = Format.table,
     heartbeat: HeartbeatOpt = 10,
     grace: GraceOpt = 60,
+    wide: WideOpt = False,
 ) -> None:
     """Train the top trials again with new seeds: real or lucky?
 
@@ -156,9 +158,9 @@ def confirm(
 
     Example: cnn-tune confirm --top 3 --seeds 3 --workers 2
     """
+    from cnn_tune.cli.model_views import confirm_view
     from cnn_tune.cli.output import terminal
     from cnn_tune.cli.progress import reporter
-    from cnn_tune.cli.views import confirm_view
     from cnn_tune.search.confirm import ConfirmOptions, run_confirm
 
     options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds,
@@ -170,6 +172,6 @@ def confirm(
         result = run_confirm(options, report)
     finally:
         report.close()
-    render(confirm_view(result), fmt)
+    render(confirm_view(result), fmt, wide=wide)
     if result.runs is not None and result.runs.interrupted:
         raise typer.Exit(exit_code(result.runs.stop_signal))

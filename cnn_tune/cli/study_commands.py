@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnn_tune.cli.options import (
+    ArtifactsOpt,
     Evaluator,
     Format,
     FormatOpt,
@@ -19,6 +20,7 @@ from cnn_tune.cli.options import (
     StorageOpt,
     StudyOpt,
     TargetOpt,
+    WideOpt,
     render,
 )
 from cnn_tune.storage.urls import DEFAULT_STORAGE
@@ -29,7 +31,7 @@ def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
          by: Annotated[RankBy, typer.Option(
              "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
              RankBy.value),
-         target: TargetOpt = None) -> None:
+         target: TargetOpt = None, wide: WideOpt = False) -> None:
     """Show the best trial, its parameters and test accuracy.
 
     Validation accuracy, epochs, duration, seed and parameters; the test accuracy and checkpoint
@@ -41,7 +43,7 @@ def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
     from cnn_tune.storage.engine import read_study
     from cnn_tune.storage.inspection import best_record
 
-    render(best_view(best_record(read_study(storage, study), storage, by.value, target)), fmt)
+    render(best_view(best_record(read_study(storage, study), storage, by.value, target)), fmt, wide=wide)
 
 
 def trials(
@@ -58,6 +60,7 @@ def trials(
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """List a study's trials: state, accuracy, epochs, parameters.
 
@@ -71,11 +74,11 @@ def trials(
 
     opened = read_study(storage, study)
     rows = select_rows(opened, [s.value for s in state or []], last, top, sort, reverse)
-    render(trials_view(rows, opened.study_name), fmt, output)
+    render(trials_view(rows, opened.study_name), fmt, output, wide)
 
 
 def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table,
-            target: TargetOpt = None) -> None:
+            target: TargetOpt = None, wide: WideOpt = False) -> None:
     """List every study in the database with its counts and best.
 
     Direction, trials by state, best value and the protocol (epochs, train limit) of each.
@@ -86,7 +89,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table
     from cnn_tune.storage.engine import open_existing
     from cnn_tune.storage.inspection import summarize_studies
 
-    render(studies_view(summarize_studies(open_existing(storage), target), target), fmt)
+    render(studies_view(summarize_studies(open_existing(storage), target), target), fmt, wide=wide)
 
 
 def plot(
@@ -146,6 +149,7 @@ def dashboard(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 8080,
+    artifacts: ArtifactsOpt = None,
 ) -> None:
     """Serve optuna-dashboard on the study database.
 
@@ -157,5 +161,5 @@ def dashboard(
     """
     from cnn_tune.storage.dashboard import serve
 
-    serve(storage, host, port, lambda url: typer.echo(f"Dashboard on {url} (Ctrl-C stops it)", err=True))
+    serve(storage, host, port, lambda url: typer.echo(f"Dashboard on {url} (Ctrl-C stops it)", err=True), artifacts)
     typer.echo("Dashboard stopped.", err=True)

@@ -11,11 +11,10 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from cnn_tune.cli.output import Table, View, cell, flat, pairs_table, pct, secs
-from cnn_tune.errors import UsageError
-from cnn_tune.model.recipe import Recipe
 from cnn_tune.model.space import short_text
-from cnn_tune.search.records import ConfirmResult, OptimizeResult  # torch-free: --help and `trials` stay light
+from cnn_tune.search.records import OptimizeResult  # torch-free: --help and `trials` stay light
 from cnn_tune.search.samplers import OVER_MAX_PARAMS
+from cnn_tune.storage.artifacts import kept_at
 from cnn_tune.storage.inspection import DEFAULT_TARGET, StudySummary, TrialRow, param_names
 from cnn_tune.storage.protocol import CONFIRM_OF
 from cnn_tune.storage.urls import display_url
@@ -25,7 +24,7 @@ from cnn_tune.storage.urls import display_url
 TRIAL_COLUMNS = ["number", "state", "value", "last_val_accuracy", "epochs", "duration_s", "started"]
 # filled in later by `retrain` (test accuracy, checkpoint), the heartbeat (retry_of) and `confirm`
 LATER_COLUMNS = ["test_accuracy", "test_ci95", "model_after_s", "checkpoint", "retry_of", "confirmed_mean",
-                 "confirmed_std", "confirmed_n", "n_params", "inference_us"]
+                 "confirmed_std", "confirmed_n", "n_params", "inference_us", "model_kept_at"]
 
 
 def size_text(n: int | None) -> str:
@@ -68,7 +67,14 @@ def trials_table(rows: list[TrialRow], title: str | None = None) -> Table:
                                                      else []), *[cell(r.params.get(n)) for n in names]]
         line += [test_text(r.test_accuracy, r.test_ci95)] if retrained else []
         body.append(line + ([confirmed_text(r.confirmed_mean, r.confirmed_std, r.confirmed_n)] if confirmed else []))
-    return Table(headers, body, title, frozenset({0, 2, 3, 4, *([5, 6] if sized else [])}))
+    # On a terminal: number, state, accuracy and epochs always; then the test accuracy, the size,
+    # the parameters in the order the space declares them, and the rest, while they fit.
+    first = 5 + (2 if sized else 0)
+    params = list(range(first, first + len(names)))
+    later = list(range(first + len(names), len(headers)))
+    optional = (*later[:1], *([5] if sized else []), *params, *later[1:], 4, *([6] if sized else []))
+    return Table(headers, body, title, frozenset({0, 2, 3, 4, *([5, 6] if sized else [])}), essential=(0, 1, 2, 3),
+                 optional=optional)
 
 
 def trials_view(rows: list[TrialRow], study_name: str) -> View:
@@ -95,7 +101,8 @@ def best_pairs(record: dict[str, Any]) -> list[tuple[str, str]]:
         pairs += [(f"trial {record['number']}'s final model (test, 95%)",
                    test_text(record["test_accuracy"], record.get("test_ci95"))),
                   ("final model after", after(record.get("model_after_s")) if record.get("model_after_s") else "—"),
-                  ("checkpoint", cell(record["checkpoint"]))]
+                  ("checkpoint", cell(record["checkpoint"])),
+                  ("kept with the study", record.get("model_kept_at") or "—")]
     else:
         pairs.append(("test accuracy", "— (run `cnn-tune retrain`)"))
     if record.get("confirmed_mean") is not None:
@@ -152,7 +159,7 @@ def studies_view(summaries: list[StudySummary], target: float | None) -> View:
     headers = ["study", "direction", "trials", "complete", "pruned", "fail", "running", "best", "best after",
                f"{target_label(target)} after" if target is not None
                else f"{target_label(DEFAULT_TARGET)} (MNIST) after",
-               "final model (test)", "epochs", "train limit", "data", "started", "search"]
+               "final model (test)", "epochs", "train limit", "data", "started", "search", "final model at"]
     body = [[s.name, s.direction, str(s.trials), str(s.counts["complete"]), str(s.counts["pruned"]),
              str(s.counts["fail"]), str(s.counts["running"]),
              # a study of another tool may optimize anything: only ours are accuracies
@@ -162,11 +169,15 @@ def studies_view(summaries: list[StudySummary], target: float | None) -> View:
              after(s.times.get("target_after_s")) if s.times.get("target") is not None else "—",
              final_text(s.final),
              cell(s.epochs), "all" if s.epochs is not None and s.train_limit is None else cell(s.train_limit),
-             cell(s.dataset), cell(s.started), s.stopped or "—"] for s in summaries]
+             cell(s.dataset), cell(s.started), s.stopped or "—",
+             kept_at(s.final) or s.final.get("checkpoint") or "—"] for s in summaries]
     dicts = [s.as_dict() for s in summaries]
     keys = list(dicts[0]) if dicts else ["name"]
-    return View([Table(headers, body, right=frozenset(range(2, 12)))], dicts,
-                (keys, [[d[k] for k in keys] for d in dicts]))
+    # On a terminal: study, data, trials, best, the final model and where the search stands (the
+    # last two wrap); then the rest while they fit.
+    table = Table(headers, body, right=frozenset(range(2, 12)), essential=(0, 13, 2, 7, 10, 15),
+                  optional=(3, 4, 8, 9, 11, 12, 14, 5, 6, 1, 16), wrap=frozenset({10, 15, 16}))
+    return View([table], dicts, (keys, [[d[k] for k in keys] for d in dicts]))
 
 
 # --- optimize --------------------------------------------------------------------------------
@@ -255,81 +266,3 @@ def summary_view(result: OptimizeResult) -> View:
     if result.interrupted:
         blocks.append("The study is saved; run the same command again to resume it.")
     return View(blocks)
-
-
-# --- retrain / evaluate / predict ------------------------------------------------------------
-
-def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
-    members = record.get("members") or [record["trial"]]
-    what = (f"trial {record['trial']}" if len(members) == 1
-            else f"an ensemble of trials {', '.join(map(str, members))}")
-    recipe = record.get("recipe")
-    how = f"{recipe_text(recipe, record['epochs'])}, seed {record['seed']}" if recipe else f"seed {record['seed']}"
-    head = (f"Retrained {what} of study {record['study']!r}: {how} in {record['train_seconds']:.1f}s" if retrained
-            else f"Checkpoint of {what} of study {record['study']!r} ({record['epochs']} epochs, {how})")
-    lines = [head]
-    if record["test_accuracy"] is None:
-        lines.append("No test set: the data set has no test images, so there is no test accuracy")
-    else:
-        lines.append(f"Test accuracy {test_text(record['test_accuracy'], record['test_ci95'])} (95% interval, "
-                     f"{record['n_test']} images), test loss {record['test_loss']:.4f} "
-                     f"(scored in {record['eval_seconds']:.1f}s)")
-    if record.get("val_accuracy") is not None:
-        lines.append(f"Validation accuracy of the trial: {pct(record['val_accuracy'])}")
-    if record.get("since_first_trial_s"):
-        lines.append(f"Finished model {after(record['since_first_trial_s'])} after the study's first trial started")
-    lines.append(f"Checkpoint: {record['checkpoint']}")
-    if record["confusion"] is None:
-        return View(lines, record)
-    names = record.get("classes") or [str(i) for i in range(len(record["confusion"]))]
-    digits = names == [str(i) for i in range(10)]
-    # a digit is its own label; another class's row names it once, and its column goes by number
-    labels = [str(i) if digits else f"{i} {name}" for i, name in enumerate(names)]
-    headers = ["true \\ predicted", *map(str, range(len(names))), "accuracy"]
-    rows = [[labels[i], *map(str, counts), pct(record["per_class_accuracy"][i])]
-            for i, counts in enumerate(record["confusion"])]
-    raw = [[i if digits else names[i], *counts, record["per_class_accuracy"][i]]
-           for i, counts in enumerate(record["confusion"])]
-    first = "true_digit" if digits else "true_class"
-    return View([*lines, Table(headers, rows, "Confusion matrix (test set)", frozenset(range(1, len(names) + 2)))],
-                record, ([first, *(f"predicted_{d}" for d in range(len(names))), "accuracy"], raw))
-
-
-def recipe_text(recipe: dict[str, Any], epochs: int) -> str:
-    """What a stored recipe did; a record this version cannot read is shown as it is."""
-    try:
-        return Recipe(**recipe).text(epochs)
-    except (TypeError, UsageError):
-        return f"{epochs} epochs, recipe {recipe}"
-
-
-def predictions_view(records: list[dict[str, Any]]) -> View:
-    """``digit`` for a digit model (as always); ``class`` with the class's name for any other."""
-    digits = all(r["class"] == str(r["label"]) for r in records)
-    column = "digit" if digits else "class"
-    rows = [[r["image"], r["class"], pct(r["probability"])] for r in records]
-    return View([Table(["image", column, "probability"], rows, right=frozenset({2} if not digits else {1, 2}))],
-                records, (["image", column, "probability"], [[r["image"], r["label"] if digits else r["class"],
-                                                             r["probability"]] for r in records]))
-
-
-# --- confirm ---------------------------------------------------------------------------------
-
-def confirm_view(result: ConfirmResult) -> View:
-    headers = ["rank", "trial", "runs", "mean", "sd (points)", "95% interval", "original", "params"]
-    rows, data = [], []
-    for rank, c in enumerate(result.ranked, 1):
-        ci = c.ci95
-        rows.append([str(rank), str(c.trial), str(c.n), pct(c.mean), "—" if c.std is None else f"{100 * c.std:.2f}",
-                     f"{pct(ci[0])} – {pct(ci[1])}" if ci else "—", pct(c.values[0]), short_text(c.params)])
-        data.append({"rank": rank, "trial": c.trial, **c.as_attr()})
-    v = result.verdict
-    blocks: list = [f"Confirmed {len(result.ranked)} configuration(s) of study {result.study!r}: validation accuracy "
-                    "over the original run and new seeds, ranked by mean",
-                    Table(headers, rows, right=frozenset({0, 1, 2, 3, 4, 6})), v.sentence]
-    if result.runs is not None and result.runs.interrupted:
-        blocks.append("Interrupted: run the same command again to finish the remaining runs.")
-    csv_rows = [[d["rank"], d["trial"], d["n"], d["mean"], d["std"], *(d["ci95"] or [None, None])] for d in data]
-    return View(blocks, {"study": result.study, "ranked": data, "leader": v.leader, "runner_up": v.runner_up,
-                         "test": "Welch's t-test, two-sided", "p_value": v.p_value, "sentence": v.sentence},
-                (["rank", "trial", "runs", "mean", "std", "ci95_low", "ci95_high"], csv_rows))

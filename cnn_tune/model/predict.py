@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from cnn_tune.data.folder import to_pixels
 from cnn_tune.model import checkpoint as ckpt
+from cnn_tune.model.results import Prediction
 from cnn_tune.model.training import to_inputs
-
-
-@dataclass
-class Prediction:
-    image: Path
-    label: int  # the class's index
-    name: str  # the class's name (the digit itself for MNIST)
-    probability: float
-    probabilities: list[float]  # softmax over the classes, label order
-
-    def as_dict(self) -> dict[str, Any]:
-        digit = {"digit": self.label} if self.name == str(self.label) else {}  # as before other data sets
-        return {"image": str(self.image), **digit, "label": self.label, "class": self.name,
-                "probability": self.probability, "probabilities": self.probabilities}
 
 
 @torch.inference_mode()

@@ -1,15 +1,15 @@
-"""`retrain` and `evaluate`: from a trial in the database to a tested model on disk.
+"""`retrain`: from a trial in the database to a tested model on disk, kept with its study.
 
-`retrain` rebuilds a trial's hyperparameters from the study alone, trains them on all
-training images (train + validation) with a :class:`~cnn_tune.model.recipe.Recipe` (more epochs, a
-cosine lr, shifted images; or the article's plain training), optionally for the top K trials
-as an ensemble, scores the held-out test set, writes a checkpoint and records the result on
-the study. `evaluate` needs only the checkpoint (and the test set).
+It rebuilds a trial's hyperparameters from the study alone, trains them on all training images
+(train + validation) with a :class:`~cnn_tune.model.recipe.Recipe` (the trial's own training,
+or more epochs, a cosine lr, shifted images; or the article's plain training), optionally for
+the top K trials as an ensemble, scores the held-out test set
+(:mod:`cnn_tune.model.evaluation`), writes a checkpoint, keeps it in the study's artifact store
+and records the result on the study.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,27 +22,37 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from cnn_tune import __version__
-from cnn_tune.data.datasets import DatasetRef, Log
+from cnn_tune.data.datasets import Log
 from cnn_tune.data.images import Images
-from cnn_tune.data.load import FILES, check_same_data, load_dataset
-from cnn_tune.errors import NothingToShow, UsageError
+from cnn_tune.data.load import check_same_data, load_dataset
+from cnn_tune.errors import UsageError
 from cnn_tune.files import check_writable
 from cnn_tune.model import checkpoint as ckpt
 from cnn_tune.model.device import resolve_device, resolve_precision
+from cnn_tune.model.evaluation import Evaluation, score_test_set
 from cnn_tune.model.network import Ensemble
 from cnn_tune.model.recipe import DEFAULT_RECIPES, RECIPES
 from cnn_tune.model.results import EpochResult
-from cnn_tune.model.space import SPACES, Space
-from cnn_tune.model.training import Scores, Trainer, score, to_inputs
+from cnn_tune.model.space import SPACES
+from cnn_tune.model.training import Trainer
+from cnn_tune.storage.artifacts import artifact_folder, keep, kept_at
 from cnn_tune.storage.engine import read_study
 from cnn_tune.storage.inspection import counts_text, state_counts
 from cnn_tune.storage.protocol import StudyProtocol
-from cnn_tune.storage.studies import confirm_records, confirmed_leader, record_retrain, stored_protocol
+from cnn_tune.storage.studies import (
+    confirm_records,
+    confirmed_leader,
+    record_retrain,
+    stored_protocol,
+)
 from cnn_tune.storage.urls import DEFAULT_STORAGE, results_folder
 
 
 @dataclass
 class RetrainSettings:
+    """What `retrain` was asked: which study and trial, the recipe and what the user changed of it,
+    where the checkpoint and the kept model go."""
+
     study: str | None = None  # None: the database's only study, else mnist-cnn (study.default_name)
     storage: str = DEFAULT_STORAGE
     trial: int | None = None  # None: the best complete trial (or the top K, see --top)
@@ -52,53 +62,9 @@ class RetrainSettings:
     device: str = "auto"
     precision: str = "auto"
     output: Path | None = None  # None: <study>-trial<N>.pt beside the database
+    artifacts: Path | None = None  # the artifact store's folder; None: artifacts/ beside a SQLite database
     overwrite: bool = False
     data_dir: Path | None = None
-
-
-@dataclass
-class Evaluation:
-    """What `retrain` and `evaluate` print; JSON-ready through :meth:`as_dict`."""
-
-    checkpoint: Path
-    scores: Scores | None  # None: the data set has no test images (a folder without test/)
-    n_test: int
-    hyperparams: Space
-    study: str
-    trial: int
-    epochs: int
-    seed: int
-    train_seconds: float | None = None  # retrain only
-    eval_seconds: float = 0.0
-    val_accuracy: float | None = None  # the trial's, for comparison
-    notes: list[str] = field(default_factory=list)
-    members: list[dict[str, Any]] = field(default_factory=list)  # [{trial, seed, hyperparams}], best first
-    recipe: dict[str, Any] | None = None  # None: a checkpoint from before recipes (plain training)
-    since_first_trial_s: float | None = None  # retrain only: study's first trial → finished model
-    classes: tuple[str, ...] = ()  # label k's name
-    dataset: str = "MNIST"  # what the images are, in a word
-
-    @property
-    def ci95(self) -> float | None:
-        """Half-width of the 95% interval of the test accuracy (normal approximation on n images)."""
-        return test_ci95(self.scores.accuracy, self.n_test) if self.scores is not None else None
-
-    def as_dict(self) -> dict[str, Any]:
-        s = self.scores
-        return {"checkpoint": str(self.checkpoint), "study": self.study, "trial": self.trial,
-                "epochs": self.epochs, "seed": self.seed, "hyperparams": self.hyperparams.as_dict(),
-                "members": [m["trial"] for m in self.members] or [self.trial], "recipe": self.recipe,
-                "dataset": self.dataset, "classes": list(self.classes),
-                "test_accuracy": s and s.accuracy, "test_ci95": self.ci95, "test_loss": s and s.loss,
-                "n_test": self.n_test, "per_class_accuracy": s and s.per_class,
-                "confusion": s and s.confusion, "val_accuracy": self.val_accuracy,
-                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-                "since_first_trial_s": self.since_first_trial_s}
-
-
-def test_ci95(accuracy: float, n: int) -> float:
-    """1.96 standard errors of an accuracy measured on n images: ±0.11 points at 99.4% on 10,000."""
-    return 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n) if n else float("nan")
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -201,7 +167,7 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
     if data.n_test_images:
-        scores, eval_seconds = _score(Ensemble([m.model for m in members]), data, device)
+        scores, eval_seconds = score_test_set(Ensemble([m.model for m in members]), data, device)
     else:
         scores, eval_seconds = None, 0.0
         log(f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
@@ -212,11 +178,17 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
                      since_first_trial_s=_since_first_trial(study), classes=data.classes, dataset=data.ref.short)
     meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
     ckpt.save(path, members, meta, data.classes)
+    folder = artifact_folder(settings.storage, settings.artifacts)
+    kept = keep(study, path, folder) if folder is not None else {}
+    if folder is None:
+        log("The final model is not kept with the study (a server database): pass --artifacts DIR, a folder every "
+            "machine of the study reaches, to keep it there")
     record_retrain(study, leader.number, {
         "test_accuracy": scores and scores.accuracy, "test_ci95": ran.ci95, "test_loss": scores and scores.loss,
         "checkpoint": str(path.resolve()), "epochs": epochs, "seed": seeds[0], "members": [m.trial for m in members],
         "recipe": recipe.as_dict(), "train_seconds": train_seconds, "since_first_trial_s": ran.since_first_trial_s,
-        "created": meta["created"]})
+        "created": meta["created"], **kept})
+    ran.kept_at = kept_at(kept)
     return ran
 
 
@@ -225,13 +197,6 @@ def _since_first_trial(study: optuna.Study) -> float | None:
     starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
     # Optuna stores naive local times (datetime.now()); compare with the same clock
     return (datetime.now() - min(starts)).total_seconds() if starts else None
-
-
-def _score(model: torch.nn.Module, data: Images, device: torch.device) -> tuple[Scores, float]:
-    """The test set's scores, and how long scoring took."""
-    started = time.perf_counter()
-    scores = score(model, to_inputs(data.test_images, device), data.test_labels.long().to(device), data.n_classes)
-    return scores, time.perf_counter() - started
 
 
 def _meta(ran: Evaluation, protocol: StudyProtocol, data: Images) -> dict[str, Any]:
@@ -245,25 +210,3 @@ def _meta(ran: Evaluation, protocol: StudyProtocol, data: Images) -> dict[str, A
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "study": ran.study, "trial": ran.trial, "epochs": ran.epochs, "seed": ran.seed, "recipe": ran.recipe,
             "since_first_trial_s": ran.since_first_trial_s}
-
-
-def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: Log) -> Evaluation:
-    """Score a checkpoint on the test set again; touches no study."""
-    loaded = ckpt.load(path)
-    device = torch.device(resolve_device(device_name))
-    protocol = loaded.meta["protocol"]
-    ref = StudyProtocol.from_attr(protocol, str(loaded.meta["study"])).ref if isinstance(protocol, dict) else None
-    data = load_dataset(ref or DatasetRef(), data_dir, log, protocol.get("data_fingerprint"))
-    if not data.n_test_images:
-        raise NothingToShow(f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
-                            hint="add test/<class>/ images to the folder")
-    notes = []
-    test_files = (FILES["test_images"], FILES["test_labels"])
-    if any(loaded.meta["data_md5"].get(f) not in (None, data.md5.get(f)) for f in test_files):
-        notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
-    scores, seconds = _score(loaded.model.to(device, memory_format=torch.channels_last), data, device)
-    meta = loaded.meta
-    return Evaluation(path, scores, data.n_test_images, loaded.hyperparams, meta["study"], meta["trial"],
-                      meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes,
-                      members=meta["members"], recipe=meta.get("recipe"), classes=tuple(meta["classes"]),
-                      dataset=data.ref.short)

@@ -252,6 +252,8 @@ def inference_seconds(model: torch.nn.Module, device: torch.device, repeats: int
 
 @dataclass(frozen=True)
 class Scores:
+    """A model's scores on a set of images: loss, accuracy and the confusion matrix."""
+
     loss: float  # mean cross-entropy
     accuracy: float  # fraction in [0, 1]
     confusion: list[list[int]]  # [true class][predicted class] counts, C × C

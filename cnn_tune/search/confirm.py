@@ -49,6 +49,9 @@ LOCK_STALE_S = 120  # a lock older than this was left by a process that died whi
 
 @dataclass(frozen=True)
 class ConfirmOptions:
+    """What `confirm` was asked: which study, how many top trials and new seeds, and how to run
+    them."""
+
     study: str | None = None  # None: the database's only study, else mnist-cnn (study.default_name)
     storage: str = DEFAULT_STORAGE
     top: int = 3

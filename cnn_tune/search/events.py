@@ -20,6 +20,8 @@ from cnn_tune.model.results import EpochResult
 
 @dataclass(frozen=True)
 class EpochDone:
+    """A worker finished an epoch of a trial."""
+
     worker: int
     trial: int
     result: EpochResult
@@ -27,6 +29,8 @@ class EpochDone:
 
 @dataclass(frozen=True)
 class TrialDone:
+    """A worker's trial finished (complete, pruned or failed), as Optuna stored it."""
+
     worker: int
     trial: FrozenTrial
 
@@ -40,12 +44,16 @@ class Capped:
 
 @dataclass(frozen=True)
 class Interrupted:
+    """A stop request (Ctrl-C, SIGTERM, a hang-up) ended a worker's running trial."""
+
     worker: int
     trial: int | None  # the trial it was training, now stored as FAIL
 
 
 @dataclass(frozen=True)
 class Failed:
+    """A worker stopped on an error, carried to the parent whole (its kind, message and hint)."""
+
     worker: int
     error: CnnTuneError  # its own kind (StorageError, DataError, …); WorkerCrashed for a bug
     traceback: str  # the worker's traceback, for --debug
@@ -54,6 +62,9 @@ class Failed:
 
 @dataclass(frozen=True)
 class UnfinishedTrial:
+    """What became of a worker's running trial when the storage failed: stored as FAIL, or left
+    RUNNING."""
+
     trial: int
     closed: bool  # stored as FAIL; else left RUNNING (the heartbeat's grace will retry it)
 
@@ -82,6 +93,8 @@ def _trials_text(numbers: list[int]) -> str:
 
 @dataclass(frozen=True)
 class Exited:
+    """A worker is done: it starts no more trials and exits."""
+
     worker: int
 
 

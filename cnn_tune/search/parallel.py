@@ -199,6 +199,9 @@ def _drain(shared: Shared, procs: list, handle: Callable[[Event], None]) -> None
 
 
 class Reporter(Protocol):
+    """What the search tells the user while it runs (the live view on a terminal, lines when
+    piped)."""
+
     def info(self, message: str) -> None: ...
     def images(self, done: int, total: int) -> None: ...
     def start(self, plan: Plan) -> None: ...

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Search:
+    """How a search runs: sampler, pruner, warm start, workers, patience and space (a preset's, or
+    as asked)."""
+
     sampler: str  # a name in samplers.SAMPLERS
     pruner: str  # a name in samplers.PRUNERS
     warm_start: bool  # a new study's first trial is the article's configuration

@@ -24,6 +24,9 @@ from cnn_tune.storage.protocol import (
 
 @dataclass
 class OptimizeResult:
+    """What `optimize` hands over: the trials finished in this run, the study's best, why it
+    stopped and where the search stands."""
+
     study_name: str
     storage: str
     resumed: bool
@@ -84,6 +87,9 @@ class Confirmed:
 
 @dataclass
 class Verdict:
+    """Whether `confirm`'s leader is told apart from the runner-up: Welch's p-value and the
+    sentence saying so."""
+
     leader: int
     runner_up: int | None
     p_value: float | None  # Welch's t-test, two-sided
@@ -92,6 +98,9 @@ class Verdict:
 
 @dataclass
 class ConfirmResult:
+    """What `confirm` hands over: the confirmed configurations ranked by mean, the verdict on the
+    first two, the runs made now (None when all were done before) and notes."""
+
     study: str
     ranked: list[Confirmed]
     verdict: Verdict

@@ -11,6 +11,7 @@ May import: ``data.datasets`` (the protocol names the data set), ``cnn_tune.erro
 
 # The modules other folders (and the tests and benchmarks) may import; the rest are this folder's own.
 __all__ = [
+    "artifacts",
     "backup",
     "dashboard",
     "engine",

@@ -7,11 +7,15 @@ and serves until Ctrl-C.
 
 from __future__ import annotations
 
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from optuna.artifacts import FileSystemArtifactStore
+
 from cnn_tune.errors import DependencyMissing, UsageError
+from cnn_tune.storage.artifacts import artifact_folder
 from cnn_tune.storage.engine import open_existing
 
 
@@ -24,15 +28,19 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # no access log on the terminal; the URL line is what matters
 
 
-def serve(url: str, host: str, port: int, ready: Callable[[str], None]) -> None:
-    """Serve until KeyboardInterrupt; ``ready`` gets the address once the port is bound."""
+def serve(url: str, host: str, port: int, ready: Callable[[str], None], artifacts: Path | None = None) -> None:
+    """Serve until KeyboardInterrupt; ``ready`` gets the address once the port is bound. The
+    study's artifact store (``artifacts``, else the one beside a SQLite database) is served too,
+    so a study's page lists its final models."""
     try:
         import optuna_dashboard
     except ImportError:
         raise DependencyMissing("the dashboard needs the optuna-dashboard package",
                                 hint="pip install -e '.[dashboard]'  (or: pip install optuna-dashboard)") from None
     storage = open_existing(url)
-    app = optuna_dashboard.wsgi(storage)
+    folder = artifact_folder(url, artifacts)
+    store = FileSystemArtifactStore(str(folder)) if folder is not None and folder.is_dir() else None
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
         server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     except OSError as exc:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # what a storage lists for each study (get_all_studies)
 
 from cnn_tune.data.datasets import MNIST, DatasetRef
 from cnn_tune.errors import NothingToShow, UsageError
+from cnn_tune.storage.artifacts import kept_at
 from cnn_tune.storage.patience import STOP_ATTR, stop_text
 from cnn_tune.storage.protocol import PROTOCOL_ATTR
 from cnn_tune.storage.studies import confirm_records, confirmed_leader, retrain_records
@@ -60,6 +61,7 @@ class TrialRow:
     confirmed_mean: float | None = None  # set by `cnn-tune confirm`: over the original and new seeds
     confirmed_std: float | None = None
     confirmed_n: int | None = None
+    model_kept_at: str | None = None  # STORE/ID of the final model in the study's artifact store
     n_params: int | None = None  # the network's trainable parameters (trials since 0.8)
     inference_us: float | None = None  # its fp32 forward pass per image, in µs, on the trial's device and threads
 
@@ -70,7 +72,8 @@ class TrialRow:
                 "test_accuracy": self.test_accuracy, "test_ci95": self.test_ci95, "model_after_s": self.model_after_s,
                 "checkpoint": self.checkpoint, "retry_of": self.retry_of,
                 "confirmed_mean": self.confirmed_mean, "confirmed_std": self.confirmed_std,
-                "confirmed_n": self.confirmed_n, "n_params": self.n_params, "inference_us": self.inference_us}
+                "confirmed_n": self.confirmed_n, "n_params": self.n_params, "inference_us": self.inference_us,
+                "model_kept_at": self.model_kept_at}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -101,6 +104,7 @@ def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None,
         confirmed_mean=again.get("mean"),
         confirmed_std=again.get("std"),
         confirmed_n=again.get("n"),
+        model_kept_at=kept_at(record),
         n_params=trial.user_attrs.get("n_params"),
         inference_us=trial.user_attrs.get("inference_us"),
     )
@@ -211,6 +215,8 @@ def counts_text(counts: dict[str, int]) -> str:
 
 @dataclass
 class StudySummary:
+    """One line of `studies`: a study's counts, best, final model, protocol and search state."""
+
     name: str
     direction: str
     trials: int
@@ -231,7 +237,8 @@ class StudySummary:
                 "train_limit": self.train_limit, "dataset": self.dataset, "started": self.started, **self.times,
                 "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
                 "model_after_s": self.final.get("since_first_trial_s"), "stopped": self.stopped,
-                "final_trial": self.final.get("trial")}
+                "final_trial": self.final.get("trial"), "final_checkpoint": self.final.get("checkpoint"),
+                "final_kept_at": kept_at(self.final)}
 
 
 
