@@ -72,5 +72,6 @@ def test_every_view_fits_80_columns_and_120_shows_more(study):
 
 def _header(lines: list[str], first: str) -> list[str]:
     """The column names of the table whose first column is ``first`` (not its title line)."""
-    line = next(ln for ln in lines if ln.split()[:1] == [first] and "trials" in ln or ln.split()[:2] == [first, "state"])
+    line = next(ln for ln in lines
+                if ln.split()[:1] == [first] and "trials" in ln or ln.split()[:2] == [first, "state"])
     return line.split()
