@@ -59,7 +59,8 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
     data = write_mnist(tmp_path / "data")
     db = tiny_disk / "s.db"
     url = f"sqlite:///{db}"
-    r = subprocess.run(cnn_tune("optimize", "--trials", "200", "--pruner", "none",
+    # the article's space: its trials keep no network file, so the database is what fills the disk
+    r = subprocess.run(cnn_tune("optimize", "--trials", "200", "--pruner", "none", "--space", "article",
                                  "--patience", "0", "--workers", workers, *FAST),
                        env=cli_env(data, url), capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr
@@ -80,6 +81,23 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
     listed = subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True,
                             timeout=120)
     assert listed.returncode == 0, listed.stderr  # reading a full disk works
+
+
+def test_a_full_artifact_store_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_disk):
+    """A wide trial keeps its network (a few hundred KB and up) in the artifact store: on a full
+    disk that is one line naming the store, the trial failed (not left running), nothing half
+    written in the store."""
+    data = write_mnist(tmp_path / "data")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = tiny_disk / "store"
+    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--pruner", "none", "--patience", "0",
+                                "--artifacts", str(store), *FAST),
+                       env=cli_env(data, url), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    _one_error_line(r.stderr, "the disk is full", str(store), "free space", "--artifacts")
+    trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
+    assert trials and all(t.state == TrialState.FAIL for t in trials)
+    assert [p for p in store.rglob("*")] == []
 
 
 # --- a damaged file --------------------------------------------------------------------------

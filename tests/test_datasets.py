@@ -160,12 +160,12 @@ def test_without_test_images_retrain_reports_no_test_accuracy(run, tmp_path):
     folder = write_folder(tmp_path / "notest", test=False)
     assert run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "2", "--device", "cpu",
                "--pruner", "none").exit_code == 0
-    r = run("retrain", "--epochs", "2", "--device", "cpu", "--format", "json", "--output", str(tmp_path / "m.pt"))
+    r = run("retrain", "--device", "cpu", "--format", "json", "--output", str(tmp_path / "m.pt"))
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     assert done["test_accuracy"] is None and done["n_test"] == 0 and done["val_accuracy"] is not None
     assert "No test set" in r.stderr
-    table = run("retrain", "--epochs", "1", "--device", "cpu", "--output", str(tmp_path / "n.pt")).stdout
+    table = run("retrain", "--device", "cpu", "--output", str(tmp_path / "n.pt")).stdout
     assert "No test set" in table
     assert_one_line_error(run("evaluate", str(tmp_path / "m.pt")), 1, "has no test images", "test/<class>/")
 
@@ -241,7 +241,7 @@ def test_a_moved_folder_is_found_in_the_cache_by_its_fingerprint(run, tmp_path):
     assert run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "1", "--device", "cpu",
                "--pruner", "none").exit_code == 0
     folder.rename(tmp_path / "elsewhere")
-    r = run("retrain", "--epochs", "1", "--device", "cpu", "--output", str(tmp_path / "m.pt"))
+    r = run("retrain", "--device", "cpu", "--output", str(tmp_path / "m.pt"))
     assert r.exit_code == 0, r.output
     assert "as cached in" in r.stderr
 

@@ -111,7 +111,8 @@ def _args(command: str, work: Path, checkpoint: Path) -> list[list[str]]:
         words = segment[:segment.index("|")] if "|" in segment else segment
         words = [w for w in words if w != "&"][1:]  # `cmd &` runs in the foreground here
         expanded = [w for word in words for w in (sorted(glob.glob(word)) if any(c in word for c in "*[") else [word])]
-        if expanded[:1] in (["evaluate"], ["predict"]) and not (work / expanded[1]).exists():
+        named = len(expanded) > 1 and expanded[1].endswith(".pt")  # `evaluate` alone: the study's kept model
+        if expanded[:1] in (["evaluate"], ["predict"], ["export"]) and named and not (work / expanded[1]).exists():
             target = work / expanded[1]  # the page's checkpoint, from a study we do not have here
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(checkpoint, target)

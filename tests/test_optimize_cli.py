@@ -103,7 +103,7 @@ def test_other_data_gets_one_answer_from_every_command(cli, db_url, tmp_path):
     other = write_mnist(tmp_path / "other", seed=5)
     lines = set()
     for command in (["optimize", "--trials", "1"], ["confirm", "--top", "1", "--seeds", "1"],
-                    ["retrain", "--epochs", "1", "--output", str(tmp_path / "m.pt")]):
+                    ["retrain", "--output", str(tmp_path / "m.pt")]):
         line = assert_one_line_error(cli(*command, "--data-dir", str(other)), 1, "differ from those study 'mnist-cnn'",
                                      "point --data-dir at the study's data")
         lines.add(line.split(" differ from ")[1])
@@ -193,7 +193,8 @@ def test_python_dash_m_runs_the_cli():
 
 def test_trials_that_ran_every_epoch_are_never_pruned(cli, db_url):
     # With --epochs 1 the pruner would only ever see the final epoch.
-    assert cli("optimize", "--trials", "8", "--epochs", "1", "--device", "cpu", "--pruner", "halving").exit_code == 0
+    assert cli("optimize", "--trials", "8", "--epochs", "1", "--device", "cpu", "--pruner", "halving",
+               "--patience", "0").exit_code == 0
     assert [t.state for t in load(db_url).trials] == [TrialState.COMPLETE] * 8
 
 

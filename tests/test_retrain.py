@@ -78,7 +78,8 @@ def test_retrain_reports_and_saves_everything(env):
     assert r["seed"] == seed  # the trial's own training seed by default
 
     assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1,
-                           "flip": False, "erasing": 0.0, "label_smoothing": 0.0, "tuned": False}
+                           "flip": False, "erasing": 0.0, "label_smoothing": 0.0, "tuned": False,
+                           "searched": False}
     assert r["members"] == [1] and r["test_ci95"] == pytest.approx(1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"])
                                                                            / 200) ** 0.5)
     payload = torch.load(env.root / "best.pt", weights_only=True)
@@ -332,7 +333,7 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
     assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1, "flip": False,
-                           "erasing": 0.0, "label_smoothing": 0.0, "tuned": False}
+                           "erasing": 0.0, "label_smoothing": 0.0, "tuned": False, "searched": False}
     assert r["epochs"] == 20 and r["since_first_trial_s"] > 0
     assert r["test_accuracy"] > 0.9
     table = env("evaluate", str(out), "--device", "cpu")

@@ -38,7 +38,7 @@ def test_every_view_fits_80_columns_and_120_shows_more(study):
     image = root / "a-picture-with-a-long-name-of-a-shirt-or-perhaps-a-coat-from-the-catalogue.png"
     Image.new("L", (28, 28), 200).save(image)
     views = {
-        "retrain": ["retrain", "--epochs", "1", "--device", "cpu", "--output", str(root / "m.pt")],
+        "retrain": ["retrain", "--device", "cpu", "--output", str(root / "m.pt")],
         "confirm": ["confirm", "--top", "2", "--seeds", "1", "--workers", "1", "--device", "cpu"],
         "studies": ["studies"], "trials": ["trials"], "best": ["best"],
         "evaluate": ["evaluate", str(root / "m.pt"), "--device", "cpu"],

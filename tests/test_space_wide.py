@@ -197,23 +197,46 @@ def test_max_params_below_every_network_says_so(cli, db_url):
     assert all(t.state == TrialState.PRUNED for t in load(db_url).trials)
 
 
-def test_trials_carry_size_and_speed_and_retrain_keeps_the_recipe(cli, db_url, tmp_path):
-    assert cli(*quick("--seed", "2")).exit_code == 0
+def test_the_search_keeps_its_networks_and_retrain_hands_them_over(cli, db_url, tmp_path):
+    from optuna.artifacts import get_all_artifact_meta
+
+    from cnn_tune.model import checkpoint
+    from cnn_tune.model.kept import MODEL_ATTR
+
+    assert cli(*quick("--trials", "4", "--seed", "2", "--patience", "0")).exit_code == 0
     rows = json.loads(cli("trials", "--format", "json").stdout)
     assert all(r["n_params"] > 0 and r["inference_us"] > 0 for r in rows if r["state"] == "complete")
-    protocol = load(db_url).user_attrs[PROTOCOL_ATTR]
+    study = load(db_url)
+    protocol = study.user_attrs[PROTOCOL_ATTR]
     assert (protocol["space"], protocol["architecture"], protocol["epochs"]) == ("wide", "ConvNet-v3", 2)
-    out = tmp_path / "wide.pt"
-    result = cli("retrain", "--output", str(out), "--format", "json")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for t in complete:  # each complete trial kept its network, as an artifact of the trial
+        assert [m.artifact_id for m in get_all_artifact_meta(t, storage=study._storage)] == [
+            t.user_attrs[MODEL_ATTR]["artifact_id"]]
+
+    out = tmp_path / "searched.pt"
+    result = cli("retrain", "--output", str(out), "--format", "json")  # the wide space's default: searched
     assert result.exit_code == 0, result.output
     done = json.loads(result.stdout)
-    best = load(db_url).best_trial
-    hp = WideHyperparams.from_params(best.params)
-    assert done["epochs"] == 2 and done["recipe"]["tuned"] is True  # the study's epochs, the trial's own recipe
-    assert (done["recipe"]["schedule"], done["recipe"]["shift"]) == (hp.schedule, hp.shift)
+    best = sorted(complete, key=lambda t: -t.value)[:3]
+    assert done["members"] == [t.number for t in best] and done["recipe"]["searched"] is True
+    handed = checkpoint.load(out).model.members
+    for trial, net in zip(best, handed):  # the very networks the search trained, not new ones
+        store = Path(trial.user_attrs[MODEL_ATTR]["artifact_store"]) / trial.user_attrs[MODEL_ATTR]["artifact_id"]
+        kept = checkpoint.load(store).model.members[0]
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), kept.state_dict().values()))
     again = json.loads(cli("evaluate", str(out), "--format", "json").stdout)
     assert again["test_accuracy"] == done["test_accuracy"]  # a v3 checkpoint loads and scores the same
     assert "network size" in cli("best").stdout
+
+    assert_one_line_error(cli("retrain", "--recipe", "searched", "--epochs", "3"), 2,
+                          "cannot change --recipe searched", "--recipe tuned")
+    trains = json.loads(cli("retrain", "--epochs", "1", "--output", str(tmp_path / "e.pt"), "-f", "json").stdout)
+    assert trains["epochs"] == 1 and trains["recipe"]["tuned"] is True  # a training option asks for training
+    tuned = json.loads(cli("retrain", "--recipe", "tuned", "--output", str(tmp_path / "t.pt"), "-f", "json").stdout)
+    hp = WideHyperparams.from_params(study.best_trial.params)
+    assert tuned["epochs"] == 2 and tuned["recipe"]["tuned"] is True  # the study's epochs, the trial's own recipe
+    assert (tuned["recipe"]["schedule"], tuned["recipe"]["shift"]) == (hp.schedule, hp.shift)
 
 
 def test_size_plot_marks_the_unbeaten_trials(cli, tmp_path):

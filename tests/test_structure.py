@@ -25,6 +25,7 @@ from cnn_tune.search.plan import (
     make_protocol,
     never_set_up,
     resolve_length,
+    resolve_patience,
     resolve_pruner,
     resolve_search,
     resolve_threads,
@@ -250,7 +251,7 @@ def test_one_storage_open_per_process(counted, tmp_path):
     model = str(tmp_path / "m.pt")
     for command in (["trials"], ["best"], ["studies"], ["plot", "report", "-o", str(tmp_path / "r.html")],
                     ["confirm", "--top", "1", "--seeds", "1", "--workers", "1", "--device", "cpu"],
-                    ["retrain", "--epochs", "1", "--device", "cpu", "-o", model],
+                    ["retrain", "--device", "cpu", "-o", model],
                     ["backup", str(tmp_path / "copy.db")]):
         assert len(counted(*command)) == 1, command  # every command that reads the study: once
     assert counted("evaluate", model, "--device", "cpu") == []  # the checkpoint alone: no database
@@ -343,17 +344,20 @@ def test_unknown_names_are_refused_before_anything_opens(options, fragment):
 
 
 def test_a_preset_fills_only_what_was_not_asked():
-    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "auto", True, "auto", 8, "wide")
+    assert resolve_search(OptimizeOptions()) == PRESETS["fast"] == Search("tpe-mv", "auto", True, "auto", None, "wide")
     assert resolve_search(OptimizeOptions(preset="article")) == Search("tpe", "median", False, 1, 0, "article")
     assert resolve_search(OptimizeOptions(preset="article", pruner="leader", workers="auto", warm_start=True)) == (
         Search("tpe", "leader", True, "auto", 0, "article"))
     assert resolve_search(OptimizeOptions(sampler="gp", warm_start=False, workers=3, space="article")) == (
-        Search("gp", "auto", False, 3, 8, "article"))
+        Search("gp", "auto", False, 3, None, "article"))
     assert resolve_search(OptimizeOptions(patience=0)).patience == 0
     # the preset's "auto" pruner is the one measured for the study's space
     assert (resolve_pruner(PRESETS["fast"], "wide"), resolve_pruner(PRESETS["fast"], "article")) == (
         "halving", "narrowing")
     assert resolve_pruner(Search("tpe", "median", False, 1), "wide") == "median"  # asked for: kept
+    # and its patience: 5 for the wide space, 8 (0.7's, measured) for the article's
+    assert (resolve_patience(PRESETS["fast"], "wide"), resolve_patience(PRESETS["fast"], "article")) == (5, 8)
+    assert resolve_patience(resolve_search(OptimizeOptions(patience=3)), "wide") == 3
 
 
 def test_the_options_are_frozen():
@@ -404,12 +408,14 @@ def test_no_long_function_without_a_reason():
     assert not long, long
 
 
-def test_ruff_finds_nothing():
+@pytest.mark.parametrize("task", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff_finds_nothing(task):
+    """The linter finds nothing, and the code is as `ruff format` writes it (pyproject.toml)."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]' brings it)")
     root = PACKAGE.parent
-    r = subprocess.run([ruff, "check", "cnn_tune", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    r = subprocess.run([ruff, *task, "cnn_tune", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

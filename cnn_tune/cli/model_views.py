@@ -15,16 +15,24 @@ from cnn_tune.search.records import ConfirmResult  # torch-free: `confirm`'s tab
 
 # --- retrain / evaluate / predict ------------------------------------------------------------
 
+def head_line(record: dict[str, Any], what: str, retrained: bool) -> str:
+    """What was made, from what, how: ``Retrained trial 10 of study 'mnist-cnn': 20 epochs, … in 144.7s``."""
+    recipe = record.get("recipe")
+    trained = recipe_text(recipe, record["epochs"]) if recipe else f"{record['epochs']} epochs"  # epochs said once
+    searched = bool(recipe and recipe.get("searched"))
+    how = trained if searched else f"{trained}, seed {record['seed']}"  # a kept network's seed is its trial's
+    if retrained and searched:
+        return f"Final model from {what} of study {record['study']!r}: {how}"
+    if retrained:
+        return f"Retrained {what} of study {record['study']!r}: {how} in {record['train_seconds']:.1f}s"
+    return f"Checkpoint of {what} of study {record['study']!r}: {how}"
+
+
 def evaluation_view(record: dict[str, Any], retrained: bool) -> View:
     members = record.get("members") or [record["trial"]]
     what = (f"trial {record['trial']}" if len(members) == 1
             else f"an ensemble of trials {', '.join(map(str, members))}")
-    recipe = record.get("recipe")
-    trained = recipe_text(recipe, record["epochs"]) if recipe else f"{record['epochs']} epochs"  # epochs said once
-    how = f"{trained}, seed {record['seed']}"
-    head = (f"Retrained {what} of study {record['study']!r}: {how} in {record['train_seconds']:.1f}s" if retrained
-            else f"Checkpoint of {what} of study {record['study']!r}: {how}")
-    lines = [head]
+    lines = [head_line(record, what, retrained)]
     if record["test_accuracy"] is None:
         lines.append("No test set: the data set has no test images, so there is no test accuracy")
     else:

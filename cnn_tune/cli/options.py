@@ -89,8 +89,9 @@ OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
 ArtifactsOpt = Annotated[Optional[Path], typer.Option(
     "--artifacts", envvar=ARTIFACTS_ENV, metavar="DIR",
-    help="The study's artifact store, where the final model is kept. \\[default: artifacts/ beside a SQLite "
-         "database; none for a server database]", show_default=False)]
+    help="The study's artifact store: where the search keeps the networks of its complete trials and retrain "
+         "the final model. \\[default: artifacts/ beside a SQLite database; none for a server database]",
+    show_default=False)]
 WideOpt = Annotated[bool, typer.Option(
     "--wide", help="On a terminal, every column, however wide (by default the columns that fit; piped output "
                    "and --format csv always have them all).")]

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cnn_tune.cli.options import (
+    ArtifactsOpt,
     DataDirOpt,
     Device,
     DeviceOpt,
@@ -50,15 +51,16 @@ def optimize(
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     preset: Annotated[Preset, typer.Option(
-        "--preset", help="fast: the wide space, tpe-mv, the space's pruner (halving; narrowing for the article "
-                         "space), --warm-start, --workers auto, --patience 8; article: the seed article's search "
-                         "(its space, tpe, median, one worker, no patience). Options given here override "
+        "--preset", help="fast: the wide space, tpe-mv, the space's pruner and patience (halving and 5; for the "
+                         "article space narrowing and 8), --warm-start, --workers auto; article: the seed article's "
+                         "search (its space, tpe, median, one worker, no patience). Options given here override "
                          "it.")] = Preset(DEFAULT_PRESET),
     space: Annotated[Optional[SpaceName], typer.Option(
         "--space", help="wide: conv width and depth, batch norm, weight decay, label smoothing, lr schedule, "
                         "augmentation, each trial trained as its final model will be; article: the seed "
                         "article's six parameters. \\[default: the study's, or the preset's]",
         show_default=False)] = None,
+    artifacts: ArtifactsOpt = None,
     max_params: Annotated[Optional[int], typer.Option(
         "--max-params", min=1, metavar="N",
         help="No trial trains a network with more than N parameters (the sampler learns the bound).")] = None,
@@ -120,7 +122,7 @@ def optimize(
         workers=workers if workers in (None, "auto") else int(workers), threads=threads,
         max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start,
         dataset=parse_dataset(dataset) if dataset is not None else None,
-        patience=patience, space=space and space.value, max_params=max_params)
+        patience=patience, space=space and space.value, max_params=max_params, artifacts=artifacts)
     report = reporter(terminal())
     try:
         result = run_optimize(options, report)

@@ -18,6 +18,7 @@ __all__ = [
     "choices",
     "device",
     "evaluation",
+    "kept",
     "export",
     "network",
     "portable",

@@ -4,6 +4,10 @@ Torch-free, so the CLI builds its choices without loading torch.
 
 Recipes:
 
+- ``searched``: no training at all — the networks the search itself trained for its complete
+  trials (kept with the study, :mod:`cnn_tune.model.kept`), the best ``top`` of them (3 by
+  default) as one ensemble. Each trained on the study's train split with its own recipe, for the
+  study's epochs: what the search ranked is what is handed over.
 - ``tuned``: the trial's own training again, as the search ran it — for a trial of the wide
   space its schedule, augmentation and label smoothing (the search ranked exactly that); for a
   trial of the article's space the article's plain training. The study's epochs.
@@ -12,8 +16,8 @@ Recipes:
 - ``article``: the article's plain training — constant lr, no augmentation, the study's epochs.
 
 A study's default is its space's (:data:`DEFAULT_RECIPES`): ``best`` for the article's space,
-where the search kept the article's protocol and the final model need not; ``tuned`` for the
-wide space, where the search already chose the recipe.
+where the search kept the article's protocol and the final model need not; ``searched`` for the
+wide space, where the search already trained its candidates as their final models.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class Recipe:
     erasing: float | None = 0.0  # random erasing's probability
     label_smoothing: float | None = 0.0
     tuned: bool = False  # the base is the trial's own training (its Style), not the article's plain one
+    searched: bool = False  # no training: the networks the search kept, as they are
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -109,6 +114,9 @@ class Recipe:
 
     def text(self, epochs: int) -> str:
         """``20 epochs, cosine lr, shifts ≤2 px`` — what a retrain will do, in a few words."""
+        if self.searched:
+            networks = f"the {self.top} best networks" if self.top > 1 else "the network"
+            return f"{networks} the search trained ({epochs} epochs each on the train split), not retrained"
         lr = {"cosine": "cosine lr", "constant": "constant lr", "warmup": "warmup then cosine lr",
               None: "each trial's lr schedule"}.get(
             self.schedule, f"cosine lr (constant for {', '.join(sorted(SELF_DECAYING))})")
@@ -125,11 +133,14 @@ class Recipe:
         return ", ".join(parts)
 
 
+TRAINING = ("epochs", "schedule", "shift", "average", "flip")  # what `searched` has nothing to apply to
 RECIPES: dict[str, Recipe] = {
+    "searched": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None,
+                       tuned=True, searched=True, top=3),
     "tuned": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None,
                     tuned=True),
     "best": Recipe(epochs=20, schedule="auto", shift=None),
     "article": Recipe(epochs=None),
 }
-DEFAULT_RECIPES = {"article": "best", "wide": "tuned"}  # by search space
+DEFAULT_RECIPES = {"article": "best", "wide": "searched"}  # by search space
 DEFAULT_RECIPE = DEFAULT_RECIPES["article"]

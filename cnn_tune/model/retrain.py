@@ -10,18 +10,17 @@ and records the result on the study.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from cnn_tune import __version__
 from cnn_tune.data.datasets import Log
 from cnn_tune.data.images import Images
 from cnn_tune.data.load import check_same_data, load_dataset
@@ -30,8 +29,9 @@ from cnn_tune.files import check_writable
 from cnn_tune.model import checkpoint as ckpt
 from cnn_tune.model.device import resolve_device, resolve_precision
 from cnn_tune.model.evaluation import Evaluation, score_test_set
+from cnn_tune.model.kept import kept_members, versions, with_kept_model
 from cnn_tune.model.network import Ensemble
-from cnn_tune.model.recipe import DEFAULT_RECIPES, RECIPES
+from cnn_tune.model.recipe import DEFAULT_RECIPES, RECIPES, TRAINING
 from cnn_tune.model.results import EpochResult
 from cnn_tune.model.space import SPACES
 from cnn_tune.model.training import Trainer
@@ -102,26 +102,56 @@ def pick_trials(study: optuna.Study, number: int | None, top: int) -> list[Froze
     if number is not None:
         raise UsageError("--trial and --top K > 1 cannot be combined",
                          hint="--trial N retrains one trial; --top K retrains the K best")
-    confirmed = confirm_records(study)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    ranked = sorted(complete, key=lambda t: (t.number not in confirmed,
-                                             -sign * confirmed.get(t.number, {}).get("mean", t.value)))
+    ranked = ranked_complete(study)
     if len(ranked) < top:
         raise UsageError(f"--top {top} needs {top} complete trials; study {study.study_name!r} has {len(ranked)}",
                          hint=f"use --top {len(ranked)}, or run `cnn-tune optimize` for more trials")
     return ranked[:top]
 
 
+def ranked_complete(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials, best first: by confirmed mean where `cnn-tune confirm` ranked them, then by value."""
+    confirmed = confirm_records(study)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    return sorted(complete, key=lambda t: (t.number not in confirmed,
+                                           -sign * confirmed.get(t.number, {}).get("mean", t.value)))
+
+
+def pick_kept(study: optuna.Study, number: int | None, top: int) -> list[FrozenTrial]:
+    """`--recipe searched`'s trials: trial ``number``, or the ``top`` best complete trials that
+    kept their network (fewer where fewer did), best first."""
+    kept = with_kept_model(ranked_complete(study))
+    if number is not None:
+        pick_trial(study, number)  # refused as for any recipe if there is no such complete trial
+        kept = [t for t in kept if t.number == number]
+    if not kept:
+        which = f"trial {number}" if number is not None else f"no complete trial of study {study.study_name!r}"
+        raise UsageError(f"{which} kept no trained network (studies before 0.8, the article's space and server "
+                         "databases searched without --artifacts keep none)", hint="use --recipe tuned to train one")
+    return kept[:top]
+
+
+def default_recipe(study: optuna.Study, space: str, settings: RetrainSettings, log: Log) -> str:
+    """The recipe asked, else the space's default — except that the wide space's `searched` gives
+    way to `tuned` where it cannot apply: a training option was given (``--epochs 30`` asks for
+    training), or the study kept no network to hand over (made before 0.8, or a server database
+    searched without ``--artifacts``)."""
+    name = settings.recipe or DEFAULT_RECIPES[space]
+    if settings.recipe is not None or not RECIPES[name].searched:
+        return name
+    kept = [t for t in with_kept_model(ranked_complete(study)) if settings.trial in (None, t.number)]
+    if not kept:
+        log(f"Study {study.study_name!r} kept no trained network to hand over: training "
+            f"{'the winner' if settings.trial is None else f'trial {settings.trial}'} again (--recipe tuned)")
+        return "tuned"
+    return "tuned" if any(n in settings.changes for n in TRAINING) else name
+
+
 def default_checkpoint(url: str, study_name: str, trials: list[int]) -> Path:
     more = f"-top{len(trials)}" if len(trials) > 1 else ""
     return results_folder(url) / f"{study_name}-trial{trials[0]}{more}.pt"
 
-
-def _versions() -> dict[str, str]:
-    # str(): torch.__version__ is a TorchVersion, which a weights-only load would refuse
-    return {"torch": str(torch.__version__), "optuna": str(optuna.__version__), "cnn_tune": __version__,
-            "numpy": str(np.__version__)}
 
 
 # Long: checks everything cheap (study, trials, output path, data) before training, then trains
@@ -132,7 +162,14 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     study = read_study(settings.storage, settings.study)
     chosen = pick_trials(study, settings.trial, settings.changes.get("top", 1))
     protocol = stored_protocol(study)
-    asked = RECIPES[settings.recipe or DEFAULT_RECIPES[protocol.space]].with_options(**settings.changes)
+    asked = RECIPES[default_recipe(study, protocol.space, settings, log)].with_options(**settings.changes)
+    if asked.searched:
+        given = [f"--{name}" for name in TRAINING if name in settings.changes]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot change --recipe searched: its networks are not trained again",
+                             hint="use --recipe tuned to train the trial again with them")
+        chosen = pick_kept(study, settings.trial, asked.top)
+        asked = replace(asked, top=len(chosen))
     hyperparams = [SPACES[protocol.space].from_params(t.params) for t in chosen]  # type: ignore[attr-defined]
     own = [asked.for_member(hp.style(), hp.optimizer, protocol.dataset) for hp in hyperparams]
     recipe = asked.common(own)  # what the members share; where they differ, the asked value (auto, each one's)
@@ -152,19 +189,25 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
 
     data = load_dataset(protocol.ref, settings.data_dir, log, protocol.data_fingerprint, tick)
     check_same_data(study.study_name, protocol.data_fingerprint, data)
-    trainer = Trainer.all_training_images(data, device, precision)
     which = (f"trial {leader.number}" if len(chosen) == 1
              else f"the top {len(chosen)} trials ({', '.join(str(t.number) for t in chosen)})")
-    log(f"Retraining {which} of study {study.study_name!r} on all {trainer.n_train} training images: "
-        f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})")
     started = time.perf_counter()
-    members = []
-    for k, (trial, seed, hp, mine) in enumerate(zip(chosen, seeds, hyperparams, own)):
-        model = None
-        for result, trained in trainer.fit_model(hp, epochs, seed, mine.style()):
-            on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K
-            model = trained
-        members.append(ckpt.Member(trial.number, seed, hp, model))
+    if asked.searched:
+        log(f"Taking {which} of study {study.study_name!r}: {recipe.text(epochs)}")
+        with tempfile.TemporaryDirectory() as fetched:  # each checked against its sha256 before it is loaded
+            members = kept_members(chosen, Path(fetched))
+        seeds = [m.seed for m in members]
+    else:
+        trainer = Trainer.all_training_images(data, device, precision)
+        log(f"Retraining {which} of study {study.study_name!r} on all {trainer.n_train} training images: "
+            f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})")
+        members = []
+        for k, (trial, seed, hp, mine) in enumerate(zip(chosen, seeds, hyperparams, own)):
+            model = None
+            for result, trained in trainer.fit_model(hp, epochs, seed, mine.style()):
+                on_epoch(replace(result, epoch=k * epochs + result.epoch), epochs * len(chosen))  # one bar for all K
+                model = trained
+            members.append(ckpt.Member(trial.number, seed, hp, model))
     train_seconds = time.perf_counter() - started
     if data.n_test_images:
         scores, eval_seconds = score_test_set(Ensemble([m.model for m in members]), data, device)
@@ -206,7 +249,7 @@ def _meta(ran: Evaluation, protocol: StudyProtocol, data: Images) -> dict[str, A
             "metrics": {"test_accuracy": s and s.accuracy, "test_loss": s and s.loss,
                         "per_class_accuracy": s and s.per_class, "confusion": s and s.confusion,
                         "train_seconds": ran.train_seconds, "val_accuracy": ran.val_accuracy},
-            "data_md5": dict(data.md5), "versions": _versions(),
+            "data_md5": dict(data.md5), "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "study": ran.study, "trial": ran.trial, "epochs": ran.epochs, "seed": ran.seed, "recipe": ran.recipe,
             "since_first_trial_s": ran.since_first_trial_s}

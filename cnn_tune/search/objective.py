@@ -21,6 +21,7 @@ from cnn_tune.storage.protocol import CONFIRM_OF
 
 EpochCallback = Callable[[int, EpochResult], None]
 Pace = Callable[[], int]  # sets and returns the CPU threads for the next epoch
+Keep = Callable[[optuna.Trial, Space, int, torch.nn.Module, float], None]  # trial, record, seed, network, value
 
 
 class Objective:
@@ -35,9 +36,10 @@ class Objective:
     def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
                  on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False,
                  stop_request: StopRequest | None = None, pace: Pace = torch.get_num_threads, space: str = ARTICLE,
-                 dataset: str = MNIST, max_params: int | None = None) -> None:
+                 dataset: str = MNIST, max_params: int | None = None, keep: Keep | None = None) -> None:
         self.trainer = trainer
         self.space, self.dataset, self.max_params = SPACES[space], dataset, max_params
+        self.keep = keep  # where a complete trial's trained network goes (None: nowhere)
         # Ctrl-C cuts an epoch short, never a write
         self.stop_request = stop_request if stop_request is not None else StopRequest()
         self.enqueued_only = enqueued_only  # confirm: only trials enqueued with their params and seed
@@ -95,8 +97,9 @@ class Objective:
         start = time.perf_counter()
         losses: list[float] = []
         result: EpochResult | None = None
+        model: torch.nn.Module | None = None
         self.stop_request.check()  # Ctrl-C while Optuna was handing out this trial: stop it here
-        epochs = self.trainer.fit(hp, self.epochs, seed)
+        epochs = self.trainer.fit_model(hp, self.epochs, seed, hp.style())
         most = torch.get_num_threads()
         while True:
             threads = self.pace()
@@ -107,7 +110,7 @@ class Objective:
                 done = next(epochs, None)
             if done is None:
                 break
-            result = done
+            result, model = done
             losses.append(result.train_loss)
             trial.report(result.val_accuracy, result.epoch)
             trial.set_user_attr("train_loss", losses)
@@ -119,5 +122,7 @@ class Objective:
             # never pruned after the last one.
             if result.epoch < self.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
-        assert result is not None  # epochs >= 1
+        assert result is not None and model is not None  # epochs >= 1
+        if self.keep is not None:  # trained every epoch: the network is worth keeping (model.kept)
+            self.keep(trial, hp, seed, model, result.val_accuracy)
         return result.val_accuracy

@@ -25,6 +25,7 @@ from cnn_tune.search.plan import (
     never_set_up,
     resolve_dataset,
     resolve_length,
+    resolve_patience,
     resolve_space,
 )
 from cnn_tune.search.records import OptimizeResult, Plan
@@ -43,11 +44,13 @@ def _plateau(options: OptimizeOptions, checked: Checked, url: str, stored: Study
     result says so (and how to search on) instead. Decided from the stored protocol and trials
     alone, before any data is read or fetched; options that conflict with the study are still
     refused as such first."""
-    patience = checked.search.patience
-    if not patience or study is None or stored is None:
+    if study is None or stored is None:
+        return None
+    patience = resolve_patience(checked.search, resolve_space(options, checked.search, stored))
+    if not patience:
         return None
     resolve_dataset(options, stored)
-    resolve_length(options, stored, resolve_space(options, checked.search, stored))
+    resolve_length(options, stored, stored.space)
     where = search_status(study.get_trials(deepcopy=False), stored.n_val)
     if not where.plateaued(patience):
         return None

@@ -18,9 +18,10 @@ from cnn_tune.data.images import VAL_FRACTION, Images, split_sizes
 from cnn_tune.errors import ProtocolConflict, UsageError
 from cnn_tune.model.choices import architecture_for
 from cnn_tune.model.space import ARTICLE, SPACES, VERSIONS
-from cnn_tune.search.presets import DEFAULT_PRESET, PRESETS, PRUNER_BY_SPACE, Search
+from cnn_tune.search.presets import DEFAULT_PRESET, PATIENCE_BY_SPACE, PRESETS, PRUNER_BY_SPACE, Search
 from cnn_tune.search.records import Plan
 from cnn_tune.search.samplers import check_pruner, check_sampler
+from cnn_tune.storage.artifacts import artifact_folder
 from cnn_tune.storage.heartbeat import Heartbeat
 from cnn_tune.storage.protocol import EPOCHS_BY_SPACE, SPLIT_SEED, StudyProtocol
 from cnn_tune.storage.urls import DEFAULT_STORAGE
@@ -52,6 +53,7 @@ class OptimizeOptions:
     patience: int | None = None  # trials in a row without a gain beyond the noise before stopping; None: the preset's
     space: str | None = None  # article or wide; None: the study's, or the preset's for a new study
     max_params: int | None = None  # no trial trains a network with more parameters than this
+    artifacts: Path | None = None  # the artifact store's folder; None: artifacts/ beside a SQLite database
 
 
 def resolve_search(options: OptimizeOptions) -> Search:
@@ -129,6 +131,11 @@ def resolve_space(options: OptimizeOptions, search: Search, stored: StudyProtoco
                                f"{options.space}",
                                hint="drop --space to resume it, or start a new one with --study NAME")
     return stored.space
+
+
+def resolve_patience(search: Search, space: str) -> int:
+    """The preset's patience, where it has one for every space (None), is the space's (:data:`PATIENCE_BY_SPACE`)."""
+    return PATIENCE_BY_SPACE[space] if search.patience is None else search.patience
 
 
 def resolve_pruner(search: Search, space: str) -> str:
@@ -253,6 +260,7 @@ def make_plan(options: OptimizeOptions, checked: Checked, url: str, stored: Stud
                 timeout=options.timeout, seed=options.seed,
                 sampler=search.sampler, pruner=resolve_pruner(search, protocol.space), max_trials=options.max_trials,
                 heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=search.warm_start, patience=search.patience, enqueued_only=enqueued_only,
-                max_params=options.max_params)
+                warm_start=search.warm_start, patience=resolve_patience(search, protocol.space),
+                enqueued_only=enqueued_only, max_params=options.max_params,
+                artifacts=artifact_folder(url, options.artifacts))
     return plan, [note] if note else []

@@ -163,6 +163,7 @@ class Plan:
     cores: int | None = None  # threads were shared out of these cores: workers left take the freed ones
     patience: int = 0  # start no trial once this many in a row gained nothing beyond the noise (0: never)
     max_params: int | None = None  # a trial whose network has more parameters is stopped before it trains
+    artifacts: Path | None = None  # the study's artifact store, where complete trials keep their networks
 
     def sampler_seed(self, worker: int) -> int | None:
         """A stored study keeps no sampler state: seeding each run identically would replay the

@@ -15,6 +15,7 @@ import queue
 import signal
 import time
 import traceback
+from functools import partial
 from typing import Callable
 
 import optuna
@@ -24,6 +25,8 @@ from optuna.trial import TrialState
 from cnn_tune.data.images import Images, make_split
 from cnn_tune.data.load import read_folder
 from cnn_tune.errors import CnnTuneError, WorkerCrashed
+from cnn_tune.model.kept import keep_trial_model
+from cnn_tune.model.space import WIDE
 from cnn_tune.model.training import Trainer
 from cnn_tune.processes.interrupts import PARENT_GONE, StopRequest, route_signals, routed_to
 from cnn_tune.processes.lifeline import Lifeline
@@ -108,10 +111,13 @@ def make_objective(plan: Plan, data: Images, worker: int, handle: EventHandler, 
     ``pace`` sets the threads before each epoch."""
     split = make_split(data.n_train_images, plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
+    keep = (partial(keep_trial_model, protocol=plan.protocol, data_md5=data.md5, classes=data.classes,
+                    folder=plan.artifacts)
+            if plan.artifacts is not None and plan.protocol.space == WIDE and not plan.enqueued_only else None)
     return Objective(trainer, plan.protocol.epochs, plan.seed,
                      on_epoch=lambda number, result: handle(EpochDone(worker, number, result)),
                      enqueued_only=plan.enqueued_only, stop_request=stop_request, pace=pace, space=plan.protocol.space,
-                     dataset=plan.protocol.dataset, max_params=plan.max_params)
+                     dataset=plan.protocol.dataset, max_params=plan.max_params, keep=keep)
 
 
 def _unfinished(study: optuna.Study, number: int) -> UnfinishedTrial | None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 import sqlalchemy
@@ -86,11 +87,23 @@ def storage_failure(exc: BaseException, url: str | None = None, action: str = "u
     shown = display_url(url) if url else "the study database"
     path = sqlite_path(parse_storage(url)) if url else None
     where = str(path) if path is not None else shown
+    return _named(text, f"{action} {shown}", where, "check --storage")
+
+
+def file_failure(exc: OSError, folder: Path, action: str) -> StorageError:
+    """One StorageError for a file the study keeps beside its database (an artifact) that could
+    not be written: ``action`` (e.g. "keep trial 3's network in") and the folder, the cause, the fix."""
+    error = _named(str(exc).strip(), f"{action} {folder}", str(folder), f"check that {folder} is a writable folder")
+    error.hint = error.hint.replace("--storage", "--artifacts") if error.hint else error.hint
+    return error
+
+
+def _named(text: str, what_failed: str, where: str, fallback_hint: str) -> StorageError:
     lowered = text.lower()
     for needles, what, hint in _FAULTS:
         if any(n in lowered for n in needles):
-            return StorageError(f"cannot {action} {shown}: {what} ({text})", hint=hint.format(where=where))
-    return StorageError(f"cannot {action} {shown}: {text}", hint="check --storage")
+            return StorageError(f"cannot {what_failed}: {what} ({text})", hint=hint.format(where=where))
+    return StorageError(f"cannot {what_failed}: {text}", hint=fallback_hint)
 
 
 @contextmanager
