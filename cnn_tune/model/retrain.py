@@ -37,6 +37,7 @@ from cnn_tune.model.space import SPACES
 from cnn_tune.model.training import Trainer
 from cnn_tune.storage.artifacts import artifact_folder, keep, kept_at
 from cnn_tune.storage.engine import read_study
+from cnn_tune.storage.faults import file_failure
 from cnn_tune.storage.inspection import counts_text, state_counts
 from cnn_tune.storage.protocol import StudyProtocol
 from cnn_tune.storage.studies import (
@@ -222,7 +223,10 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
     ckpt.save(path, members, meta, data.classes)
     folder = artifact_folder(settings.storage, settings.artifacts)
-    kept = keep(study, path, folder) if folder is not None else {}
+    try:
+        kept = keep(study, path, folder) if folder is not None else {}
+    except OSError as exc:  # a full disk, a read-only folder: one line, as for the database
+        raise file_failure(exc, folder, f"keep {path.name} in") from None
     if folder is None:
         log("The final model is not kept with the study (a server database): pass --artifacts DIR, a folder every "
             "machine of the study reaches, to keep it there")

@@ -19,7 +19,6 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from cnn_tune.errors import CheckpointError, UsageError
 from cnn_tune.files import sha256_of
-from cnn_tune.storage.faults import file_failure
 from cnn_tune.storage.urls import parse_storage, sqlite_path
 
 ARTIFACTS_ENV = "CNN_TUNE_ARTIFACTS"  # default for --artifacts
@@ -40,12 +39,9 @@ def keep(owner: optuna.Study | optuna.Trial, file: Path, folder: Path) -> dict[s
     trial still running): what the record of it keeps (:data:`KEPT`)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--artifacts {folder} is a file, not a folder", hint="name a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(file),
-                                      study_or_trial=owner)
-    except OSError as exc:  # a full disk, a read-only folder: one line, as for the database
-        raise file_failure(exc, folder, f"keep {file.name} in") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(file),
+                                  study_or_trial=owner)
     return {"artifact_id": artifact_id, "artifact_store": str(folder.resolve()), "sha256": sha256_of(file)}
 
 
