@@ -41,8 +41,11 @@ def network(order: str, widths: tuple[int, ...] = (32, 64, 128)) -> nn.Module:
     channels, size = 1, 28
     for out in widths:
         conv, pool, norm = nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out)
-        layers += ([conv, norm, nn.ReLU(inplace=True), pool] if order == ORDERS[0]
-                   else [conv, pool, norm, nn.ReLU(inplace=True)])
+        layers += (
+            [conv, norm, nn.ReLU(inplace=True), pool]
+            if order == ORDERS[0]
+            else [conv, pool, norm, nn.ReLU(inplace=True)]
+        )
         channels, size = out, size // 2
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * size * size, 128), nn.ReLU(), nn.Linear(128, 10))
 
@@ -57,7 +60,7 @@ def images_per_second(order: str, images: int, precision: str) -> float:
         for start in range(0, n, 128):
             i = start % 4096
             with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                loss = F.cross_entropy(model(x[i:i + 128]), y[i:i + 128])
+                loss = F.cross_entropy(model(x[i : i + 128]), y[i : i + 128])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -71,8 +74,10 @@ def images_per_second(order: str, images: int, precision: str) -> float:
 def table(result: dict) -> str:
     lines = ["| threads | order | median images/s | rounds | ratio to the usual order |", "|---|---|---|---|---|"]
     for threads in sorted({r["threads"] for r in result["runs"]}):
-        speed = {o: median(r["images_per_s"] for r in result["runs"] if r["threads"] == threads and r["order"] == o)
-                 for o in ORDERS}
+        speed = {
+            o: median(r["images_per_s"] for r in result["runs"] if r["threads"] == threads and r["order"] == o)
+            for o in ORDERS
+        }
         rounds = sum(r["threads"] == threads and r["order"] == ORDERS[0] for r in result["runs"])
         for order in ORDERS:
             ratio = speed[order] / speed[ORDERS[0]]
@@ -94,8 +99,13 @@ def main() -> None:
         torch.set_num_threads(threads)
         for _ in range(args.rounds):
             for order in ORDERS:
-                result["runs"].append({"threads": threads, "order": order,
-                                       "images_per_s": round(images_per_second(order, args.images, precision), 1)})
+                result["runs"].append(
+                    {
+                        "threads": threads,
+                        "order": order,
+                        "images_per_s": round(images_per_second(order, args.images, precision), 1),
+                    }
+                )
                 print(json.dumps(result["runs"][-1]), flush=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))

@@ -46,8 +46,12 @@ class SeedLoop:
     def __init__(self, root: Path, split, seed: int) -> None:
         full = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
         # Same indices as cnn-tune's split, so both see the same images.
-        self.train = DataLoader(Subset(full, split.train.tolist()), batch_size=CONFIG.batch_size, shuffle=True,
-                                generator=torch.Generator().manual_seed(seed))
+        self.train = DataLoader(
+            Subset(full, split.train.tolist()),
+            batch_size=CONFIG.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
         self.val = DataLoader(Subset(full, split.val.tolist()), batch_size=CONFIG.batch_size)
         torch.manual_seed(seed)
         self.model = build_model(CONFIG)
@@ -116,20 +120,41 @@ def main() -> None:
         start = time.perf_counter()
         result = next(ours)
         ours_s = time.perf_counter() - start
-        rows.append({"epoch": epoch, "seed_s": seed_s, "seed_val_acc": seed_acc,
-                     "cnn_tune_s": ours_s, "cnn_tune_val_acc": result.val_accuracy})
-        print(f"epoch {epoch}: seed loop {seed_s:6.1f}s  val {100 * seed_acc:.2f}%   |   "
-              f"cnn-tune {ours_s:6.1f}s  val {100 * result.val_accuracy:.2f}%   |   ratio {seed_s / ours_s:.2f}x")
+        rows.append(
+            {
+                "epoch": epoch,
+                "seed_s": seed_s,
+                "seed_val_acc": seed_acc,
+                "cnn_tune_s": ours_s,
+                "cnn_tune_val_acc": result.val_accuracy,
+            }
+        )
+        print(
+            f"epoch {epoch}: seed loop {seed_s:6.1f}s  val {100 * seed_acc:.2f}%   |   "
+            f"cnn-tune {ours_s:6.1f}s  val {100 * result.val_accuracy:.2f}%   |   ratio {seed_s / ours_s:.2f}x"
+        )
     seed_total = sum(r["seed_s"] for r in rows)
     ours_total = sum(r["cnn_tune_s"] for r in rows)
-    print(f"mean s/epoch: seed loop {seed_total / len(rows):.1f}, cnn-tune {ours_total / len(rows):.1f}, "
-          f"speed-up {seed_total / ours_total:.2f}x")
+    print(
+        f"mean s/epoch: seed loop {seed_total / len(rows):.1f}, cnn-tune {ours_total / len(rows):.1f}, "
+        f"speed-up {seed_total / ours_total:.2f}x"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "machine": cpu_model(),
-            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "config": CONFIG.as_dict(),
-            "epochs": rows, "speedup": seed_total / ours_total}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": cpu_model(),
+                    "cpu_threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "config": CONFIG.as_dict(),
+                    "epochs": rows,
+                    "speedup": seed_total / ours_total,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ def role(pid: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return "gone"
-    for word, name in (("forkserver", "fork server"), ("resource_tracker", "resource tracker"),
-                       ("-m cnn_tune", "command")):
+    for word, name in (
+        ("forkserver", "fork server"),
+        ("resource_tracker", "resource tracker"),
+        ("-m cnn_tune", "command"),
+    ):
         if word in cmdline:
             return name
     return "worker"
@@ -86,10 +89,13 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, every_s: float = 0.2
             peaks[p] = max(peaks.get(p, 0), kb)
         time.sleep(every_s)
     stderr = proc.stderr.read() if proc.stderr else ""
-    return {"exit_code": proc.returncode, "peak_pss_sum_mb": round(peak_sum / 1024, 1),
-            "peak_pss_each_mb": sorted((round(kb / 1024, 1) for kb in peaks.values()), reverse=True),
-            "at_peak_mb": at_peak,  # each process (role and pid) when the sum peaked
-            "stderr_tail": stderr.strip().splitlines()[-2:]}
+    return {
+        "exit_code": proc.returncode,
+        "peak_pss_sum_mb": round(peak_sum / 1024, 1),
+        "peak_pss_each_mb": sorted((round(kb / 1024, 1) for kb in peaks.values()), reverse=True),
+        "at_peak_mb": at_peak,  # each process (role and pid) when the sum peaked
+        "stderr_tail": stderr.strip().splitlines()[-2:],
+    }
 
 
 def table(result: dict) -> str:
@@ -116,14 +122,38 @@ def main() -> None:
     root = (args.source or Path(__file__).resolve().parent.parent).resolve()  # `-m` imports from the cwd first
     env = {**os.environ, "PYTHONPATH": str(root)}
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", str(args.trials), "--epochs",
-               str(args.epochs), "--workers", str(args.workers), "--pruner", "none", "--seed", "0", "--device", "cpu",
-               "--storage", f"sqlite:///{tmp}/m.db"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cnn_tune",
+            "optimize",
+            "--trials",
+            str(args.trials),
+            "--epochs",
+            str(args.epochs),
+            "--workers",
+            str(args.workers),
+            "--pruner",
+            "none",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--storage",
+            f"sqlite:///{tmp}/m.db",
+        ]
         if args.dataset != "mnist":  # a checkout from before --dataset knows only MNIST
             cmd += ["--dataset", args.dataset]
-        record = {"label": args.label, "dataset": args.dataset, "workers": args.workers, "trials": args.trials,
-                  "epochs": args.epochs, "cpu": cpu_model(), "date": datetime.now(timezone.utc).isoformat(
-                      timespec="seconds"), **measure(cmd, env, root)}
+        record = {
+            "label": args.label,
+            "dataset": args.dataset,
+            "workers": args.workers,
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "cpu": cpu_model(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **measure(cmd, env, root),
+        }
     print(json.dumps(record), flush=True)
     results = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
     results["runs"].append(record)

@@ -69,9 +69,15 @@ from cnn_tune.storage.engine import open_storage
 from cnn_tune.storage.studies import create_or_load
 
 RESULTS = Path(__file__).parent / "results" / "pipeline_cpu.json"
-SEARCH = {"default": [], "default+patience": [], "article-preset": ["--preset", "article"],
-          "article-space": ["--space", "article"], "warm-start-only": [],
-          "warm-start-only-article": ["--space", "article"], "seed-style": None}
+SEARCH = {
+    "default": [],
+    "default+patience": [],
+    "article-preset": ["--preset", "article"],
+    "article-space": ["--space", "article"],
+    "warm-start-only": [],
+    "warm-start-only-article": ["--space", "article"],
+    "seed-style": None,
+}
 NO_SEARCH = ("warm-start-only", "warm-start-only-article")  # optimize --trials 1: the warm start alone
 PATIENCE = 8  # default+patience's N unless --patience says otherwise
 CANDIDATES = list(SEARCH)
@@ -83,8 +89,11 @@ def cnn_tune(*args: str, url: str, data_dir: Path) -> tuple[subprocess.Completed
     processes other than it (and its workers) used meanwhile."""
     busy, started = busy_seconds(), time.perf_counter()
     children = os.times()
-    done = subprocess.run([sys.executable, "-m", "cnn_tune", *args, "--storage", url, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cnn_tune", *args, "--storage", url, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     after = os.times()
     ours = (after.children_user - children.children_user) + (after.children_system - children.children_system)
@@ -109,19 +118,26 @@ def seed_style_search(url: str, seed: int, data_dir: Path, dataset: str) -> tupl
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_builtin(dataset, data_dir, lambda _: None)  # fetched if need be, before the clock starts
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
-    loop = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=optuna.pruners.MedianPruner())
+    loop = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner()
+    )
     loop.optimize(SeedObjective(data_dir, None, 10, seed, dataset), n_trials=TRIALS)
     wall = time.perf_counter() - started
     others = max(busy_seconds() - busy - (own_seconds() - own), 0.0)
     protocol = protocol_for(10, None, data)
     storage = open_storage(url, None, write=True)
-    study, _ = create_or_load(storage, study_name(dataset), protocol, optuna.samplers.RandomSampler(),
-                                      optuna.pruners.NopPruner())
+    study, _ = create_or_load(
+        storage, study_name(dataset), protocol, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+    )
     best = loop.best_trial
-    study.add_trial(optuna.trial.create_trial(
-        params=best.params, distributions=distributions(Hyperparams), value=best.value,
-        user_attrs={"seed": seed + best.number, "cnn_tune.seed_style_trial": best.number}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=best.params,
+            distributions=distributions(Hyperparams),
+            value=best.value,
+            user_attrs={"seed": seed + best.number, "cnn_tune.seed_style_trial": best.number},
+        )
+    )
     return wall, others
 
 
@@ -129,17 +145,37 @@ def seed_style_search(url: str, seed: int, data_dir: Path, dataset: str) -> tupl
 def finish_order(study: optuna.Study) -> list[list]:
     """Every finished trial as [number, state, value (a pruned trial: its last validation
     accuracy), epochs], in the order they finished."""
-    done = sorted((t for t in study.trials if t.datetime_complete is not None),
-                  key=lambda t: (t.datetime_complete, t.number))
-    return [[t.number, t.state.name, t.value if t.value is not None else
-             (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
-             len(t.intermediate_values)] for t in done]
+    done = sorted(
+        (t for t in study.trials if t.datetime_complete is not None), key=lambda t: (t.datetime_complete, t.number)
+    )
+    return [
+        [
+            t.number,
+            t.state.name,
+            t.value
+            if t.value is not None
+            else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
+            len(t.intermediate_values),
+        ]
+        for t in done
+    ]
 
 
-def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dataset: str = "mnist",
-        patience: int = PATIENCE) -> dict:
-    record: dict = {"candidate": candidate, "seed": seed, "dataset": dataset,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cpu_details()}
+def run(
+    candidate: str,
+    seed: int,
+    data_dir: Path,
+    keep: Path | None = None,
+    dataset: str = "mnist",
+    patience: int = PATIENCE,
+) -> dict:
+    record: dict = {
+        "candidate": candidate,
+        "seed": seed,
+        "dataset": dataset,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **cpu_details(),
+    }
     extra = ["--patience", str(patience)] if candidate == "default+patience" else []
     if extra:
         record["patience"] = patience
@@ -150,25 +186,46 @@ def run(candidate: str, seed: int, data_dir: Path, keep: Path | None = None, dat
         else:
             trials = ["--trials", "1"] if candidate in NO_SEARCH else ["--trials", str(TRIALS)]
             which = ["--dataset", dataset] if dataset != "mnist" else []  # README's command, as typed, on MNIST
-            done, search_s, others = cnn_tune("optimize", *trials, "--seed", str(seed), *which,
-                                              *(SEARCH[candidate] or []), *extra, url=url, data_dir=data_dir)
+            done, search_s, others = cnn_tune(
+                "optimize",
+                *trials,
+                "--seed",
+                str(seed),
+                *which,
+                *(SEARCH[candidate] or []),
+                *extra,
+                url=url,
+                data_dir=data_dir,
+            )
             if done.returncode:
-                return {**record, "search_s": round(search_s, 1), "exit_code": done.returncode,
-                        "error": done.stderr.strip().splitlines()[-3:]}
-        done, retrain_s, more = cnn_tune("retrain", "--format", "json", "--output", f"{tmp}/model.pt",
-                                         url=url, data_dir=data_dir)
-        record.update(search_s=round(search_s, 1), retrain_s=round(retrain_s, 1),
-                      total_s=round(search_s + retrain_s, 1))
+                return {
+                    **record,
+                    "search_s": round(search_s, 1),
+                    "exit_code": done.returncode,
+                    "error": done.stderr.strip().splitlines()[-3:],
+                }
+        done, retrain_s, more = cnn_tune(
+            "retrain", "--format", "json", "--output", f"{tmp}/model.pt", url=url, data_dir=data_dir
+        )
+        record.update(
+            search_s=round(search_s, 1), retrain_s=round(retrain_s, 1), total_s=round(search_s + retrain_s, 1)
+        )
         if done.returncode:
             return {**record, "exit_code": done.returncode, "error": done.stderr.strip().splitlines()[-3:]}
         result = json.loads(done.stdout)
         study = optuna.load_study(study_name=study_name(dataset), storage=url)
         winner = next(t for t in study.trials if t.number == result["trial"])
-        record.update(val=winner.value, test=result["test_accuracy"], test_ci95=result["test_ci95"],
-                      winner_trial=winner.number, winner_params=winner.params,
-                      winner_is_warm_start=bool(winner.user_attrs.get("cnn_tune.warm_start")),
-                      winner_n_params=winner.user_attrs.get("n_params"),
-                      recipe=result["recipe"], epochs_trained=sum(len(t.intermediate_values) for t in study.trials))
+        record.update(
+            val=winner.value,
+            test=result["test_accuracy"],
+            test_ci95=result["test_ci95"],
+            winner_trial=winner.number,
+            winner_params=winner.params,
+            winner_is_warm_start=bool(winner.user_attrs.get("cnn_tune.warm_start")),
+            winner_n_params=winner.user_attrs.get("n_params"),
+            recipe=result["recipe"],
+            epochs_trained=sum(len(t.intermediate_values) for t in study.trials),
+        )
         if candidate != "seed-style":
             record.update(trials=finish_order(study), stopped=study.user_attrs.get("cnn_tune.stop"))
         if keep is not None:  # e.g. for benchmarks/precision.py --storage
@@ -185,25 +242,33 @@ def table(result: dict, dataset: str = "mnist", cpu: str | None = None) -> str:
     ``25/17``) only the runs from that CPU, so no median mixes the minutes of two machines."""
     sized = any("winner_n_params" in r for r in result["runs"])  # files from before 0.8 keep their columns
     size = (" winner's parameters (median) |", "---|") if sized else ("", "")
-    lines = ["| candidate | seeds | median search | median retrain | median total | median test accuracy | lowest "
-             "| highest | median val | winner is the warm start |" + size[0],
-             "|---|---|---|---|---|---|---|---|---|---|" + size[1]]
+    lines = [
+        "| candidate | seeds | median search | median retrain | median total | median test accuracy | lowest "
+        "| highest | median val | winner is the warm start |" + size[0],
+        "|---|---|---|---|---|---|---|---|---|---|" + size[1],
+    ]
     for candidate in CANDIDATES:
-        runs = [r for r in result["runs"] if r["candidate"] == candidate and r.get("dataset", "mnist") == dataset
-                and (cpu is None or cpu_key(r) == cpu)]
+        runs = [
+            r
+            for r in result["runs"]
+            if r["candidate"] == candidate
+            and r.get("dataset", "mnist") == dataset
+            and (cpu is None or cpu_key(r) == cpu)
+        ]
         ok = [r for r in runs if "exit_code" not in r and "disturbed" not in r]
         if not ok:
             continue
         apart = len(runs) - len(ok)
         seeds = ", ".join(str(r["seed"]) for r in ok) + (f" (+{apart} failed or disturbed)" if apart else "")
         tests = [r["test"] for r in ok]
-        lines.append(f"| {candidate} | {seeds} | {median([r['search_s'] for r in ok]) / 60:.1f} min "
-                     f"| {median([r['retrain_s'] for r in ok]) / 60:.1f} min "
-                     f"| {median([r['total_s'] for r in ok]) / 60:.1f} min | {100 * median(tests):.2f}% "
-                     f"| {100 * min(tests):.2f}% | {100 * max(tests):.2f}% "
-                     f"| {100 * median([r['val'] for r in ok]):.2f}% "
-                     f"| {sum(r['winner_is_warm_start'] for r in ok)}/{len(ok)} |"
-                     + (f" {size_text(ok)} |" if sized else ""))
+        lines.append(
+            f"| {candidate} | {seeds} | {median([r['search_s'] for r in ok]) / 60:.1f} min "
+            f"| {median([r['retrain_s'] for r in ok]) / 60:.1f} min "
+            f"| {median([r['total_s'] for r in ok]) / 60:.1f} min | {100 * median(tests):.2f}% "
+            f"| {100 * min(tests):.2f}% | {100 * max(tests):.2f}% "
+            f"| {100 * median([r['val'] for r in ok]):.2f}% "
+            f"| {sum(r['winner_is_warm_start'] for r in ok)}/{len(ok)} |" + (f" {size_text(ok)} |" if sized else "")
+        )
     return "\n".join(lines)
 
 
@@ -230,17 +295,24 @@ def pair_table(result: dict, dataset: str, first: str, second: str) -> str:
     """Markdown, one row per seed where both candidates ran undisturbed and exited 0: their
     search minutes side by side on the same CPU, the ratio, and both final test accuracies.
     Minutes from different CPUs never meet in one ratio."""
-    lines = [f"| seed | CPU | {first} search | {second} search | ratio | {first} test | {second} test |",
-             "|---|---|---|---|---|---|---|"]
-    ok = [r for r in result["runs"] if r.get("dataset", "mnist") == dataset
-          and "exit_code" not in r and "disturbed" not in r]
+    lines = [
+        f"| seed | CPU | {first} search | {second} search | ratio | {first} test | {second} test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ok = [
+        r
+        for r in result["runs"]
+        if r.get("dataset", "mnist") == dataset and "exit_code" not in r and "disturbed" not in r
+    ]
     for seed in sorted({r["seed"] for r in ok}):
         a = next((r for r in ok if r["seed"] == seed and r["candidate"] == first), None)
         b = next((r for r in ok if r["seed"] == seed and r["candidate"] == second), None)
         if a is None or b is None or cpu_label(a) != cpu_label(b):
             continue
-        lines.append(f"| {seed} | {cpu_label(a)} | {a['search_s'] / 60:.1f} min | {b['search_s'] / 60:.1f} min "
-                     f"| {a['search_s'] / b['search_s']:.2f} | {100 * a['test']:.2f}% | {100 * b['test']:.2f}% |")
+        lines.append(
+            f"| {seed} | {cpu_label(a)} | {a['search_s'] / 60:.1f} min | {b['search_s'] / 60:.1f} min "
+            f"| {a['search_s'] / b['search_s']:.2f} | {100 * a['test']:.2f}% | {100 * b['test']:.2f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -249,14 +321,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[200, 201, 202])
     parser.add_argument("--candidates", nargs="+", choices=CANDIDATES, default=CANDIDATES)
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "cnn-tune")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnn-tune"
+    )
     results_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="copy each run's study database into this folder")
     parser.add_argument("--patience", type=int, default=PATIENCE, help="default+patience's --patience")
     parser.add_argument("--cpu", metavar="FAMILY/MODEL", help="--table: only the runs from this CPU, e.g. 25/17")
-    parser.add_argument("--pair", nargs=2, choices=CANDIDATES, metavar="CANDIDATE",
-                        help="print two candidates seed by seed from the JSON (same CPU per row), run nothing")
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        choices=CANDIDATES,
+        metavar="CANDIDATE",
+        help="print two candidates seed by seed from the JSON (same CPU per row), run nothing",
+    )
     args = parser.parse_args()
     if args.pair:
         print(pair_table(json.loads(args.json.read_text()), args.dataset, *args.pair))
@@ -272,8 +350,25 @@ def main() -> None:
             record = run(candidate, seed, args.data_dir, args.keep, args.dataset, args.patience)
             result["runs"].append(record)
             args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
-            print(json.dumps({k: record.get(k) for k in ("candidate", "seed", "search_s", "retrain_s", "total_s",
-                                                        "val", "test", "exit_code", "disturbed")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: record.get(k)
+                        for k in (
+                            "candidate",
+                            "seed",
+                            "search_s",
+                            "retrain_s",
+                            "total_s",
+                            "val",
+                            "test",
+                            "exit_code",
+                            "disturbed",
+                        )
+                    }
+                ),
+                flush=True,
+            )
     print(table(result, args.dataset))
 
 

@@ -85,8 +85,10 @@ def interval(diffs: list[float]) -> tuple[float, float, float]:
 def table(result: dict) -> str:
     """Markdown: paired differences bf16 − fp32 in points, per configuration and over all."""
     pairs = [p for p in result["pairs"] if "disturbed" not in p["fp32"] and "disturbed" not in p["bf16"]]
-    lines = ["| configuration | seeds | fp32 test (mean) | bf16 − fp32, test (points) | bf16 − fp32, validation "
-             "(points) |", "|---|---|---|---|---|"]
+    lines = [
+        "| configuration | seeds | fp32 test (mean) | bf16 − fp32, test (points) | bf16 − fp32, validation (points) |",
+        "|---|---|---|---|---|",
+    ]
     names = list(dict.fromkeys(p["name"] for p in pairs))
 
     def cells(group: list[dict]) -> str:
@@ -119,20 +121,32 @@ def main() -> None:
     trainers = {p: Trainer(data, split, device, p) for p in ("fp32", "bf16")}
     test = (to_inputs(data.test_images, device), data.test_labels.long())
     result = json.loads(args.json.read_text()) if args.json.exists() else {"pairs": []}
-    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                         "torch": str(torch.__version__), "python": platform.python_version()}
+    result["machine"] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
     for config in configurations(args.storage, args.top):
         hp = Hyperparams.from_params(config["params"])
         for i, seed in enumerate(args.seeds):
             order = ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32")
-            pair = {"name": config["name"], "params": config["params"], "seed": seed,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            pair = {
+                "name": config["name"],
+                "params": config["params"],
+                "seed": seed,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             for precision in order:
                 pair[precision] = train(trainers[precision], hp, seed, test)
             result["pairs"].append(pair)
             args.json.write_text(json.dumps(result, indent=1) + "\n")
-            print(f"{config['name']} seed {seed}: fp32 test {100 * pair['fp32']['test']:.2f}% "
-                  f"bf16 test {100 * pair['bf16']['test']:.2f}%", flush=True)
+            print(
+                f"{config['name']} seed {seed}: fp32 test {100 * pair['fp32']['test']:.2f}% "
+                f"bf16 test {100 * pair['bf16']['test']:.2f}%",
+                flush=True,
+            )
     print(table(result))
 
 

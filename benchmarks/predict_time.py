@@ -30,8 +30,9 @@ RESULTS = Path(__file__).parent / "results" / "predict_time_cpu.json"
 
 def seconds(model: Path, image: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cnn_tune", "predict", str(model), str(image)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cnn_tune", "predict", str(model), str(image)], capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(done.stderr)
     return time.perf_counter() - started
@@ -39,11 +40,17 @@ def seconds(model: Path, image: Path) -> float:
 
 def table(result: dict) -> str:
     pt, onnx = (result["runs"][kind] for kind in ("pt", "onnx"))
-    return "\n".join([
-        "| model | runs | median | fastest | slowest |", "|---|---|---|---|---|",
-        *(f"| `.{kind}` | {len(runs)} | {median(runs):.2f} s | {min(runs):.2f} s | {max(runs):.2f} s |"
-          for kind, runs in (("pt", pt), ("onnx", onnx))),
-        f"| ratio `.pt` / `.onnx` (medians) | | {median(pt) / median(onnx):.1f}x | | |"])
+    return "\n".join(
+        [
+            "| model | runs | median | fastest | slowest |",
+            "|---|---|---|---|---|",
+            *(
+                f"| `.{kind}` | {len(runs)} | {median(runs):.2f} s | {min(runs):.2f} s | {max(runs):.2f} s |"
+                for kind, runs in (("pt", pt), ("onnx", onnx))
+            ),
+            f"| ratio `.pt` / `.onnx` (medians) | | {median(pt) / median(onnx):.1f}x | | |",
+        ]
+    )
 
 
 def main() -> None:

@@ -60,16 +60,23 @@ def curves(url: str, study: str | None) -> tuple[list[list[float]], int, int, in
     loaded = optuna.load_study(study_name=names[0], storage=url)
     protocol = loaded.user_attrs[PROTOCOL_ATTR]
     classes = len(protocol.get("classes") or range(10))
-    out = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)]
-           for t in sorted(loaded.trials, key=lambda t: t.number) if t.state == TrialState.COMPLETE]
+    out = [
+        [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        for t in sorted(loaded.trials, key=lambda t: t.number)
+        if t.state == TrialState.COMPLETE
+    ]
     return out, protocol["epochs"], protocol["n_val"], classes
 
 
 def _frozen(values: list[float], state: TrialState, number: int) -> optuna.trial.FrozenTrial:
     dist = {"x": FloatDistribution(0, 1)}
-    trial = create_trial(params={"x": 0.5}, distributions=dist, state=state,
-                         value=values[-1] if state == TrialState.COMPLETE else None,
-                         intermediate_values={k + 1: v for k, v in enumerate(values)})
+    trial = create_trial(
+        params={"x": 0.5},
+        distributions=dist,
+        state=state,
+        value=values[-1] if state == TrialState.COMPLETE else None,
+        intermediate_values={k + 1: v for k, v in enumerate(values)},
+    )
     trial.number = number
     return trial
 
@@ -85,7 +92,7 @@ def replay(rule: str, runs: list[list[float]], epochs: int, n_val: int, classes:
                 done = j <= i - workers
                 seen = runs[j] if done else runs[j][:epoch]  # a peer in flight is at the same epoch
                 if stopped_after[j] is not None:
-                    seen = seen[:stopped_after[j]]
+                    seen = seen[: stopped_after[j]]
                 # a peer still running is stored as PRUNED (Optuna adds no RUNNING trial): the
                 # rules read both alike, as curves that cannot lead
                 state = TrialState.COMPLETE if done and stopped_after[j] is None else TrialState.PRUNED
@@ -98,20 +105,27 @@ def replay(rule: str, runs: list[list[float]], epochs: int, n_val: int, classes:
     finals = [c[-1] for c in runs]
     top3 = sorted(range(len(runs)), key=lambda k: finals[k], reverse=True)[:3]
     kept = [k for k in range(len(runs)) if stopped_after[k] is None]
-    return {"rule": rule, "epochs_trained": sum(s or epochs for s in stopped_after),
-            "stopped": sum(s is not None for s in stopped_after),
-            "best_final_kept": max(finals[k] for k in kept) if kept else None,
-            "top3_stopped": [k for k in top3 if stopped_after[k] is not None],
-            "stopped_after": stopped_after}
+    return {
+        "rule": rule,
+        "epochs_trained": sum(s or epochs for s in stopped_after),
+        "stopped": sum(s is not None for s in stopped_after),
+        "best_final_kept": max(finals[k] for k in kept) if kept else None,
+        "top3_stopped": [k for k in top3 if stopped_after[k] is not None],
+        "stopped_after": stopped_after,
+    }
 
 
 def table(result: dict) -> str:
     """Markdown, one row per (curves, rule)."""
-    lines = ["| curves | trials | rule | epochs trained | trials stopped | best final kept | top-3 trials stopped |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| curves | trials | rule | epochs trained | trials stopped | best final kept | top-3 trials stopped |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
-        lines.append(f"| {row['label']} | {row['trials']} | {row['rule']} | {row['epochs_trained']} | {row['stopped']} "
-                     f"| {100 * row['best_final_kept']:.2f}% | {len(row['top3_stopped'])} |")
+        lines.append(
+            f"| {row['label']} | {row['trials']} | {row['rule']} | {row['epochs_trained']} | {row['stopped']} "
+            f"| {100 * row['best_final_kept']:.2f}% | {len(row['top3_stopped'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -131,8 +145,10 @@ def main() -> None:
         runs, epochs, n_val, classes = curves(url, args.study)
         label = args.label[k] if args.label and k < len(args.label) else Path(url).name
         kept[label] = {"epochs": epochs, "n_val": n_val, "classes": classes, "curves": runs}  # to replay again
-        rows += [{"label": label, "trials": len(runs), **replay(rule, runs, epochs, n_val, classes, args.workers)}
-                 for rule in RULES]
+        rows += [
+            {"label": label, "trials": len(runs), **replay(rule, runs, epochs, n_val, classes, args.workers)}
+            for rule in RULES
+        ]
     result = {"workers": args.workers, "rows": rows, "curves": kept}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))

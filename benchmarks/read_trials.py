@@ -43,6 +43,7 @@ def main() -> None:
         api_study(url, n=args.trials)
         print(f"built {args.trials} trials in {time.perf_counter() - start:.1f}s", flush=True)
         cli = [sys.executable, "-m", "cnn_tune", "trials", "--storage", url]
+
         def command(*extra: str):
             return lambda: subprocess.run(cli + list(extra), check=True, capture_output=True)
 
@@ -50,17 +51,31 @@ def main() -> None:
             "cnn-tune trials (table, whole command)": timed(command(), args.repeats),
             "cnn-tune trials -f csv (whole command)": timed(command("-f", "csv"), args.repeats),
             "cnn-tune trials -f json (whole command)": timed(command("-f", "json"), args.repeats),
-            "python: load_study + trials_dataframe() (whole process)": timed(lambda: subprocess.run(
-                [sys.executable, "-c", "import optuna; optuna.load_study(study_name='mnist-cnn', "
-                 f"storage='{url}').trials_dataframe().to_csv()"], check=True, capture_output=True), args.repeats),
-            "python: bare interpreter + import optuna (floor)": timed(lambda: subprocess.run(
-                [sys.executable, "-c", "import optuna"], check=True, capture_output=True), args.repeats),
+            "python: load_study + trials_dataframe() (whole process)": timed(
+                lambda: subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import optuna; optuna.load_study(study_name='mnist-cnn', "
+                        f"storage='{url}').trials_dataframe().to_csv()",
+                    ],
+                    check=True,
+                    capture_output=True,
+                ),
+                args.repeats,
+            ),
+            "python: bare interpreter + import optuna (floor)": timed(
+                lambda: subprocess.run([sys.executable, "-c", "import optuna"], check=True, capture_output=True),
+                args.repeats,
+            ),
         }
     for name, seconds in results.items():
         print(f"  {seconds:6.2f}s  {name}")
     if args.json:
-        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "trials": args.trials,
-                                         "median_seconds": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"date": time.strftime("%Y-%m-%d"), "trials": args.trials, "median_seconds": results}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

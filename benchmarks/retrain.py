@@ -75,11 +75,11 @@ def own_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int,
-        test: tuple[torch.Tensor, torch.Tensor, int]) -> dict:
+def run(
+    trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int, test: tuple[torch.Tensor, torch.Tensor, int]
+) -> dict:
     """Train one candidate with one seed; its test accuracy, seconds and what else ran."""
-    style = Style(schedule=recipe.schedule_for(config.optimizer), shift=recipe.shift, ema=recipe.ema,
-                  flip=recipe.flip)
+    style = Style(schedule=recipe.schedule_for(config.optimizer), shift=recipe.shift, ema=recipe.ema, flip=recipe.flip)
     busy, own, started = busy_seconds(), own_seconds(), time.perf_counter()
     members = []
     for k in range(recipe.top):
@@ -90,8 +90,13 @@ def run(trainer: Trainer, config: Hyperparams, recipe: Recipe, seed: int,
     seconds = time.perf_counter() - started
     scores = score(Ensemble(members), *test)
     others = (busy_seconds() - busy) - (own_seconds() - own)
-    record = {"seed": seed, "seconds": round(seconds, 1), "test": scores.accuracy, "test_loss": round(scores.loss, 5),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "test": scores.accuracy,
+        "test_loss": round(scores.loss, 5),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if others > 0.2 * seconds:
         record["disturbed"] = f"other processes used {others:.0f} CPU-s during {seconds:.0f} s"
     return record
@@ -101,8 +106,10 @@ def table(result: dict) -> str:
     """Markdown: per candidate, test accuracy (median, lowest) and minutes. Accuracy counts every
     run (what another process does to the clock does not change what is learned); time only
     the runs on an otherwise idle machine, "—" where there were none."""
-    lines = ["| retrain recipe | seeds | median test accuracy | lowest | highest | median time | vs article |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| retrain recipe | seeds | median test accuracy | lowest | highest | median time | vs article |",
+        "|---|---|---|---|---|---|---|",
+    ]
     base = None
     for name, runs in result["candidates"].items():
         if not runs:
@@ -113,10 +120,17 @@ def table(result: dict) -> str:
         tests = [r["test"] for r in runs]
         shared = len(runs) - len(idle)
         seeds = ", ".join(str(r["seed"]) for r in runs) + (f" ({shared} timed on a shared machine)" if shared else "")
-        timing = (f"{seconds:.0f} s | {seconds / base:.1f}x" if seconds is not None and base
-                  else f"{seconds:.0f} s | —" if seconds is not None else "— | —")
-        lines.append(f"| {name} | {seeds} | {100 * median(tests):.2f}% | {100 * min(tests):.2f}% "
-                     f"| {100 * max(tests):.2f}% | {timing} |")
+        timing = (
+            f"{seconds:.0f} s | {seconds / base:.1f}x"
+            if seconds is not None and base
+            else f"{seconds:.0f} s | —"
+            if seconds is not None
+            else "— | —"
+        )
+        lines.append(
+            f"| {name} | {seeds} | {100 * median(tests):.2f}% | {100 * min(tests):.2f}% "
+            f"| {100 * max(tests):.2f}% | {timing} |"
+        )
     return "\n".join(lines)
 
 
@@ -126,8 +140,12 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    parser.add_argument("--params", type=json.loads, default={},
-                        help="JSON: hyperparameters that differ from the warm start's, e.g. a study's winner")
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="JSON: hyperparameters that differ from the warm start's, e.g. a study's winner",
+    )
     results_options(parser, RESULTS)
     args = parser.parse_args()
     if printed_table(args, table):
@@ -139,21 +157,31 @@ def main() -> None:
     trainer = Trainer.all_training_images(data, device, precision)
     test = (to_inputs(data.test_images, device), data.test_labels.long(), data.n_classes)
     result = json.loads(args.json.read_text()) if args.json.exists() else {"candidates": {}}
-    if result["candidates"] and (result.get("machine", {}).get("config") != asdict(config)
-                                 or result.get("dataset", "mnist") != args.dataset):
+    if result["candidates"] and (
+        result.get("machine", {}).get("config") != asdict(config) or result.get("dataset", "mnist") != args.dataset
+    ):
         parser.error(f"{args.json} holds runs of another configuration or data set; name a new file with --json")
     result["dataset"] = args.dataset
-    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                         "precision": precision, "torch": str(torch.__version__), "python": platform.python_version(),
-                         "config": asdict(config)}
+    result["machine"] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "config": asdict(config),
+    }
     for i, seed in enumerate(args.seeds):
-        names = args.candidates[i % len(args.candidates):] + args.candidates[:i % len(args.candidates)]
+        names = args.candidates[i % len(args.candidates) :] + args.candidates[: i % len(args.candidates)]
         for name in names:
             record = run(trainer, config, CANDIDATES[name], seed, test)
             result["candidates"].setdefault(name, []).append(record)
             args.json.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a crash loses one
-            print(f"seed {seed} {name}: {100 * record['test']:.2f}% in {record['seconds']:.0f} s"
-                  f"{' (' + record['disturbed'] + ')' if 'disturbed' in record else ''}", flush=True)
+            print(
+                f"seed {seed} {name}: {100 * record['test']:.2f}% in {record['seconds']:.0f} s"
+                f"{' (' + record['disturbed'] + ')' if 'disturbed' in record else ''}",
+                flush=True,
+            )
     print(table(result))
 
 

@@ -69,9 +69,15 @@ def per_epoch(data, split, root: Path, epochs: int, seed: int, precision: str) -
             result = next(fit)
             row[name] = {"s": time.perf_counter() - start, "val_acc": result.val_accuracy if result else None}
         rows.append(row)
-        print(f"  epoch {epoch}: " + "  |  ".join(
-            f"{k} {v['s']:5.1f}s" + (f" val {100 * v['val_acc']:.2f}%" if v["val_acc"] is not None else "")
-            for k, v in row.items() if k != "epoch"), flush=True)
+        print(
+            f"  epoch {epoch}: "
+            + "  |  ".join(
+                f"{k} {v['s']:5.1f}s" + (f" val {100 * v['val_acc']:.2f}%" if v["val_acc"] is not None else "")
+                for k, v in row.items()
+                if k != "epoch"
+            ),
+            flush=True,
+        )
     return rows
 
 
@@ -83,8 +89,10 @@ def floor_epochs(data, split, precision: str, seed: int):
     x = to_inputs(data.train_images[split.train], device)
     y = data.train_labels[split.train].long()
     vx = to_inputs(data.train_images[split.val], device)
-    batches = [(x[i:i + CONFIG.batch_size].contiguous(memory_format=torch.channels_last), y[i:i + CONFIG.batch_size])
-               for i in range(0, len(y), CONFIG.batch_size)]
+    batches = [
+        (x[i : i + CONFIG.batch_size].contiguous(memory_format=torch.channels_last), y[i : i + CONFIG.batch_size])
+        for i in range(0, len(y), CONFIG.batch_size)
+    ]
     torch.manual_seed(seed)
     model = build_model(CONFIG).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(CONFIG, model)
@@ -101,7 +109,7 @@ def floor_epochs(data, split, precision: str, seed: int):
         with torch.inference_mode():
             for i in range(0, len(vx), size):
                 with autocast(device, precision):
-                    model(vx[i:i + size])
+                    model(vx[i : i + size])
         yield None
 
 
@@ -120,8 +128,11 @@ class SeedObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         hp = suggest(trial)
         n_val = len(self.data) // 5
-        train, val = random_split(self.data, [len(self.data) - n_val, n_val],
-                                  generator=torch.Generator().manual_seed(self.seed + trial.number))
+        train, val = random_split(
+            self.data,
+            [len(self.data) - n_val, n_val],
+            generator=torch.Generator().manual_seed(self.seed + trial.number),
+        )
         train_loader = DataLoader(train, batch_size=hp.batch_size, shuffle=True)
         val_loader = DataLoader(val, batch_size=hp.batch_size)
         torch.manual_seed(self.seed + trial.number)
@@ -149,11 +160,13 @@ class SeedObjective:
 TARGET = 0.989  # the article's best validation accuracy
 
 
-def seconds_to_target(trials: list[optuna.trial.FrozenTrial], began: datetime,
-                      target: float = TARGET) -> float | None:
+def seconds_to_target(trials: list[optuna.trial.FrozenTrial], began: datetime, target: float = TARGET) -> float | None:
     """From ``began`` until a trial first finished at or above ``target`` (None: never)."""
-    reached = [(t.datetime_complete - began).total_seconds() for t in trials
-               if t.state.name == "COMPLETE" and t.value >= target]
+    reached = [
+        (t.datetime_complete - began).total_seconds()
+        for t in trials
+        if t.state.name == "COMPLETE" and t.value >= target
+    ]
     return min(reached) if reached else None
 
 
@@ -171,40 +184,74 @@ def whole_study(root: Path, limit: int | None, epochs: int, trials: int, seed: i
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     began = datetime.now()  # Optuna stores naive local times
     start = time.perf_counter()
-    seed_study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                     pruner=optuna.pruners.MedianPruner())
+    seed_study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner()
+    )
     seed_study.optimize(SeedObjective(root, limit, epochs, seed), n_trials=trials)
     seed_s = time.perf_counter() - start
-    result = {"trials": trials, "epochs": epochs, "train_limit": limit, "seed_style_s": seed_s,
-              "seed_style_best": seed_study.best_value,
-              "seed_style_pruned": sum(t.state.name == "PRUNED" for t in seed_study.trials),
-              "seed_style_epochs": epochs_trained(seed_study.trials),
-              "seed_style_s_to_target": seconds_to_target(seed_study.trials, began), "target": TARGET, "cnn_tune": []}
-    print(f"  seed-style objective   {trials} trials ({result['seed_style_epochs']} epochs) in {seed_s:.1f}s, "
-          f"best {100 * seed_study.best_value:.2f}%, "
-          f"{reached(result['seed_style_s_to_target'])}", flush=True)
+    result = {
+        "trials": trials,
+        "epochs": epochs,
+        "train_limit": limit,
+        "seed_style_s": seed_s,
+        "seed_style_best": seed_study.best_value,
+        "seed_style_pruned": sum(t.state.name == "PRUNED" for t in seed_study.trials),
+        "seed_style_epochs": epochs_trained(seed_study.trials),
+        "seed_style_s_to_target": seconds_to_target(seed_study.trials, began),
+        "target": TARGET,
+        "cnn_tune": [],
+    }
+    print(
+        f"  seed-style objective   {trials} trials ({result['seed_style_epochs']} epochs) in {seed_s:.1f}s, "
+        f"best {100 * seed_study.best_value:.2f}%, "
+        f"{reached(result['seed_style_s_to_target'])}",
+        flush=True,
+    )
     # cnn-tune as a user runs it: the whole command (start-up and data loading included), once
     # with its defaults and once with one worker per core (--workers) where there are several.
     for extra in ([], ["--workers", str(workers)]) if workers > 1 else ([],):
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/speed.db"
-            cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", str(trials), "--seed", str(seed),
-                   "--epochs", str(epochs), "--storage", url, "--data-dir", str(root),
-                   *(["--train-limit", str(limit)] if limit else []), *extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "cnn_tune",
+                "optimize",
+                "--trials",
+                str(trials),
+                "--seed",
+                str(seed),
+                "--epochs",
+                str(epochs),
+                "--storage",
+                url,
+                "--data-dir",
+                str(root),
+                *(["--train-limit", str(limit)] if limit else []),
+                *extra,
+            ]
             began = datetime.now()
             start = time.perf_counter()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ours_s = time.perf_counter() - start
             ours = optuna.load_study(study_name="mnist-cnn", storage=url)
-            run = {"command": " ".join(["cnn-tune optimize", *extra]), "s": ours_s, "best": ours.best_value,
-                   "pruned": sum(t.state.name == "PRUNED" for t in ours.trials),
-                   "epochs": epochs_trained(ours.trials),
-                   "precision": ours.trials[0].user_attrs.get("precision"), "ratio": seed_s / ours_s,
-                   "s_to_target": seconds_to_target(ours.trials, began)}
+            run = {
+                "command": " ".join(["cnn-tune optimize", *extra]),
+                "s": ours_s,
+                "best": ours.best_value,
+                "pruned": sum(t.state.name == "PRUNED" for t in ours.trials),
+                "epochs": epochs_trained(ours.trials),
+                "precision": ours.trials[0].user_attrs.get("precision"),
+                "ratio": seed_s / ours_s,
+                "s_to_target": seconds_to_target(ours.trials, began),
+            }
         result["cnn_tune"].append(run)
-        print(f"  {run['command']:<22} {trials} trials ({run['epochs']} epochs) in {ours_s:.1f}s, "
-              f"best {100 * run['best']:.2f}% "
-              f"({run['precision']}), {reached(run['s_to_target'])}: {run['ratio']:.2f}x less wall time", flush=True)
+        print(
+            f"  {run['command']:<22} {trials} trials ({run['epochs']} epochs) in {ours_s:.1f}s, "
+            f"best {100 * run['best']:.2f}% "
+            f"({run['precision']}), {reached(run['s_to_target'])}: {run['ratio']:.2f}x less wall time",
+            flush=True,
+        )
     return result
 
 
@@ -228,15 +275,19 @@ def main() -> None:
     names = [k for k in rows[0] if k != "epoch"]
     mean = {n: sum(r[n]["s"] for r in rows) / len(rows) for n in names}
     for n in names[1:-1]:
-        print(f"  {n}: {mean['seed loop'] / mean[n]:.2f}x faster than the seed loop "
-              f"({mean[n]:.1f} vs {mean['seed loop']:.1f} s/epoch)")
+        print(
+            f"  {n}: {mean['seed loop'] / mean[n]:.2f}x faster than the seed loop "
+            f"({mean[n]:.1f} vs {mean['seed loop']:.1f} s/epoch)"
+        )
     # b: warm epochs only where there are some (every loop's first epoch pays oneDNN's one-time
     # kernel creation), the floor taken from the same alternation as the trainer it bounds
     warm = rows[1:] or rows
     ours = sum(r[f"cnn-tune {precision}"]["s"] for r in warm) / len(warm)
     floor = sum(r[FLOOR]["s"] for r in warm) / len(warm)
-    print(f"b. compute floor {floor:.1f}s vs trainer {ours:.1f}s per epoch ({precision}, mean of epochs "
-          f"{warm[0]['epoch']}–{warm[-1]['epoch']}): overhead {100 * (ours / floor - 1):.1f}%")
+    print(
+        f"b. compute floor {floor:.1f}s vs trainer {ours:.1f}s per epoch ({precision}, mean of epochs "
+        f"{warm[0]['epoch']}–{warm[-1]['epoch']}): overhead {100 * (ours / floor - 1):.1f}%"
+    )
 
     study = None
     if not args.skip_study:
@@ -245,11 +296,25 @@ def main() -> None:
         study = whole_study(root, limit, epochs, 20, args.seed, os.cpu_count() or 1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "machine": cpu_model(), "cores": os.cpu_count(),
-            "torch": str(torch.__version__), "auto_precision": precision, "config": CONFIG.as_dict(),
-            "per_epoch": rows, "mean_s_per_epoch": mean, "floor_s": floor,
-            "overhead": ours / floor - 1, "study": study}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": cpu_model(),
+                    "cores": os.cpu_count(),
+                    "torch": str(torch.__version__),
+                    "auto_precision": precision,
+                    "config": CONFIG.as_dict(),
+                    "per_epoch": rows,
+                    "mean_s_per_epoch": mean,
+                    "floor_s": floor,
+                    "overhead": ours / floor - 1,
+                    "study": study,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,28 @@ def scaling(workers: list[int], trials: int, train_limit: int, epochs: int, data
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
-            cmd = [sys.executable, "-m", "cnn_tune", "optimize", "--trials", str(trials), "--workers", str(w),
-                   "--train-limit", str(train_limit), "--epochs", str(epochs), "--pruner", "none", "--seed", "0",
-                   "--device", "cpu", "--storage", url]
+            cmd = [
+                sys.executable,
+                "-m",
+                "cnn_tune",
+                "optimize",
+                "--trials",
+                str(trials),
+                "--workers",
+                str(w),
+                "--train-limit",
+                str(train_limit),
+                "--epochs",
+                str(epochs),
+                "--pruner",
+                "none",
+                "--seed",
+                "0",
+                "--device",
+                "cpu",
+                "--storage",
+                url,
+            ]
             env = {**os.environ, **({"CNN_TUNE_DATA_DIR": data_dir} if data_dir else {})}
             start = time.perf_counter()
             subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -41,12 +60,21 @@ def scaling(workers: list[int], trials: int, train_limit: int, epochs: int, data
 
             study = optuna.load_study(study_name="mnist-cnn", storage=url)
             done = [t for t in study.trials if t.state.name == "COMPLETE"]
-            rows.append({"workers": w, "trials": len(study.trials), "complete": len(done), "seconds": seconds,
-                         "trials_per_min": 60 * len(study.trials) / seconds,
-                         "best_val_accuracy": max(t.value for t in done) if done else None})
-            print(f"  workers {w}: {len(study.trials)} trials in {seconds:6.1f}s = "
-                  f"{rows[-1]['trials_per_min']:.2f} trials/min, best {100 * rows[-1]['best_val_accuracy']:.2f}%",
-                  flush=True)
+            rows.append(
+                {
+                    "workers": w,
+                    "trials": len(study.trials),
+                    "complete": len(done),
+                    "seconds": seconds,
+                    "trials_per_min": 60 * len(study.trials) / seconds,
+                    "best_val_accuracy": max(t.value for t in done) if done else None,
+                }
+            )
+            print(
+                f"  workers {w}: {len(study.trials)} trials in {seconds:6.1f}s = "
+                f"{rows[-1]['trials_per_min']:.2f} trials/min, best {100 * rows[-1]['best_val_accuracy']:.2f}%",
+                flush=True,
+            )
     return rows
 
 
@@ -86,9 +114,15 @@ def storage_overhead(url: str, processes: int, per_process: int) -> dict:
     trials = optuna.load_study(study_name=name, storage=url).trials
     optuna.delete_study(study_name=name, storage=url)  # leave the server's database as it was
     numbers = sorted(t.number for t in trials)
-    return {"storage": url.split(":")[0], "processes": processes, "trials": len(trials), "seconds": seconds,
-            "trials_per_s": len(trials) / seconds, "numbers_exact": numbers == list(range(processes * per_process)),
-            "failed_processes": sum(p.exitcode != 0 for p in procs)}
+    return {
+        "storage": url.split(":")[0],
+        "processes": processes,
+        "trials": len(trials),
+        "seconds": seconds,
+        "trials_per_s": len(trials) / seconds,
+        "numbers_exact": numbers == list(range(processes * per_process)),
+        "failed_processes": sum(p.exitcode != 0 for p in procs),
+    }
 
 
 @contextmanager
@@ -119,16 +153,24 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--storage-processes", type=int, default=8)
     parser.add_argument("--storage-trials", type=int, default=50, help="trivial trials per process")
-    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432",
-                        help="server URL without a database: the benchmark creates one and drops it")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432",
+        help="server URL without a database: the benchmark creates one and drops it",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    print(f"A. --workers scaling: {args.trials} trials, --train-limit {args.train_limit}, {args.epochs} epochs, "
-          f"{os.cpu_count()} cores", flush=True)
+    print(
+        f"A. --workers scaling: {args.trials} trials, --train-limit {args.train_limit}, {args.epochs} epochs, "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
     rows = scaling(args.workers, args.trials, args.train_limit, args.epochs, args.data_dir)
-    print(f"B. storage overhead: trivial objective, {args.storage_processes} processes × {args.storage_trials} trials",
-          flush=True)
+    print(
+        f"B. storage overhead: trivial objective, {args.storage_processes} processes × {args.storage_trials} trials",
+        flush=True,
+    )
     storage_rows = []
     with tempfile.TemporaryDirectory() as tmp:
         targets = [f"sqlite:///{tmp}/overhead.db", args.postgres]
@@ -140,15 +182,28 @@ def main() -> None:
                 print(f"  {url.split(':')[0]}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
                 continue
             storage_rows.append(row)
-            print(f"  {row['storage']:<20} {row['trials']} trials in {row['seconds']:.1f}s = "
-                  f"{row['trials_per_s']:.1f} trials/s, numbers exact: {row['numbers_exact']}, "
-                  f"failed processes: {row['failed_processes']}", flush=True)
+            print(
+                f"  {row['storage']:<20} {row['trials']} trials in {row['seconds']:.1f}s = "
+                f"{row['trials_per_s']:.1f} trials/s, numbers exact: {row['numbers_exact']}, "
+                f"failed processes: {row['failed_processes']}",
+                flush=True,
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "scaling": rows, "storage": storage_rows,
-            "settings": {k: v for k, v in vars(args).items() if k != "json"}}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(),
+                    "scaling": rows,
+                    "storage": storage_rows,
+                    "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def check_writable(path: Path, overwrite: bool = True, option: str = "--output P
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to the folder {folder}: permission denied",
-                          hint="pass --output PATH in a writable folder")
+        raise OutputError(
+            f"cannot write to the folder {folder}: permission denied", hint="pass --output PATH in a writable folder"
+        )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -41,7 +42,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -55,12 +55,13 @@ def verify_sha256(path: Path, expected: str) -> None:
     actual = sha256_of(path)
     if actual != expected:
         path.unlink(missing_ok=True)
-        raise ChecksumMismatch(f"mirror file {path} has sha256 {actual[:12]}…, expected {expected[:12]}…; deleted it",
-                               hint="run the command again to download it afresh")
+        raise ChecksumMismatch(
+            f"mirror file {path} has sha256 {actual[:12]}…, expected {expected[:12]}…; deleted it",
+            hint="run the command again to download it afresh",
+        )
 
 
-def write_checked(blobs: dict[str, bytes], raw_dir: Path, expected_md5: dict[str, str], origin: str,
-                  hint: str) -> None:
+def write_checked(blobs: dict[str, bytes], raw_dir: Path, expected_md5: dict[str, str], origin: str, hint: str) -> None:
     """Write each IDX file's bytes to ``raw_dir`` once every one matches its md5; else write none."""
     for name, blob in blobs.items():
         md5 = hashlib.md5(blob).hexdigest()

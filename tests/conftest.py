@@ -146,7 +146,7 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
     for i, k in enumerate(labels):
         row, col = 3 + (k // 5) * 13, 1 + (k % 5) * 5
-        images[i, row:row + 6, col:col + 6] = 255
+        images[i, row : row + 6, col : col + 6] = 255
     return images, labels
 
 
@@ -239,9 +239,14 @@ def api_study(url: str, n: int, name: str = "mnist-cnn", running: int = 0) -> op
     from cnn_tune.model.space import suggest
 
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=name, storage=url, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=n), load_if_exists=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=url,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=n),
+        load_if_exists=True,
+    )
     for i in range(n + running):
         trial = study.ask()
         hp = suggest(trial)

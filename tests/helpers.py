@@ -39,14 +39,15 @@ def cnn_tune(*args: str) -> list[str]:
 
 def run_cli(data: Path, url: str, *args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
     """Run ``cnn-tune ARGS`` to its end; its output as text."""
-    return subprocess.run(cnn_tune(*args), env=cli_env(data, url, **extra), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        cnn_tune(*args), env=cli_env(data, url, **extra), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def stored_trials(url: str, name: str = "mnist-cnn") -> list[optuna.trial.FrozenTrial]:
     """The study's trials, or [] while its database or the study itself is still being created
     (a SQLite file that is not there yet is not created by looking)."""
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         return []
     try:
         return optuna.load_study(study_name=name, storage=url).get_trials()
@@ -54,8 +55,9 @@ def stored_trials(url: str, name: str = "mnist-cnn") -> list[optuna.trial.Frozen
         return []
 
 
-def wait_for(condition: Callable[[], T], timeout: float, proc: subprocess.Popen | None = None,
-             what: str = "the condition") -> T:
+def wait_for(
+    condition: Callable[[], T], timeout: float, proc: subprocess.Popen | None = None, what: str = "the condition"
+) -> T:
     """``condition()``'s first truthy value; fails when ``proc`` ends first or after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -70,24 +72,34 @@ def wait_for(condition: Callable[[], T], timeout: float, proc: subprocess.Popen 
         time.sleep(POLL_S)
 
 
-def wait_for_complete(url: str, n: int, proc: subprocess.Popen | None = None, timeout: float = 180,
-                      name: str = "mnist-cnn") -> int:
+def wait_for_complete(
+    url: str, n: int, proc: subprocess.Popen | None = None, timeout: float = 180, name: str = "mnist-cnn"
+) -> int:
     """Until study ``name`` has ``n`` complete trials; the count seen."""
-    return wait_for(lambda: (c := sum(t.state == TrialState.COMPLETE for t in stored_trials(url, name))) >= n and c,
-                    timeout, proc, f"{n} complete trial(s)")
+    return wait_for(
+        lambda: (c := sum(t.state == TrialState.COMPLETE for t in stored_trials(url, name))) >= n and c,
+        timeout,
+        proc,
+        f"{n} complete trial(s)",
+    )
 
 
 def wait_training(url: str, proc: subprocess.Popen, n: int = 1, timeout: float = 180) -> None:
     """Until ``n`` trials are RUNNING with at least one epoch stored (mid-trial)."""
-    wait_for(lambda: sum(t.state == TrialState.RUNNING and bool(t.intermediate_values)
-                         for t in stored_trials(url)) >= n, timeout, proc, f"{n} trial(s) training")
+    wait_for(
+        lambda: sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in stored_trials(url)) >= n,
+        timeout,
+        proc,
+        f"{n} trial(s) training",
+    )
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 
 
-def run_in_terminal(args: list[str], env: dict[str, str], columns: int, rows: int = 60,
-                    timeout: float = 300) -> tuple[int, list[str]]:
+def run_in_terminal(
+    args: list[str], env: dict[str, str], columns: int, rows: int = 60, timeout: float = 300
+) -> tuple[int, list[str]]:
     """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal of ``columns`` × ``rows``
     (what a user's terminal window is); its exit code and the lines it left, colour and cursor
     codes removed, each line as the terminal shows it after carriage returns."""
@@ -99,8 +111,9 @@ def run_in_terminal(args: list[str], env: dict[str, str], columns: int, rows: in
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
-                            close_fds=True)
+    proc = subprocess.Popen(
+        args, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"}, close_fds=True
+    )
     os.close(slave)
     out = bytearray()
     deadline = time.monotonic() + timeout
@@ -141,9 +154,21 @@ def chromium() -> str:
 
 def page_text(browser: str, url: str, profile: Path) -> str:
     """The text of ``url`` as a real headless browser renders it (scripts run), tags removed."""
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                           "--virtual-time-budget=15000", "--dump-dom", url], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", done.stdout, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
@@ -157,6 +182,7 @@ def heartbeats_older_than(db: Path, seconds: float) -> bool:
     import sqlite3
 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (age,) = conn.execute("SELECT (julianday('now') - julianday(MAX(heartbeat))) * 86400 "
-                              "FROM trial_heartbeats").fetchone()
+        (age,) = conn.execute(
+            "SELECT (julianday('now') - julianday(MAX(heartbeat))) * 86400 FROM trial_heartbeats"
+        ).fetchone()
     return age is not None and age > seconds + 1

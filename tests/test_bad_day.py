@@ -33,19 +33,22 @@ def _one_error_line(stderr: str, *fragments: str) -> str:
 
 
 def _complete(url: str) -> list:
-    return [t for t in optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
-            if t.state == TrialState.COMPLETE]
+    return [
+        t for t in optuna.load_study(study_name="mnist-cnn", storage=url).get_trials() if t.state == TrialState.COMPLETE
+    ]
 
 
 # --- a disk that fills up --------------------------------------------------------------------
+
 
 @pytest.fixture()
 def tiny_disk(tmp_path):
     """A 600 KB tmpfs: room for a few trials, then SQLite's 'database or disk is full'."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
     try:
@@ -60,9 +63,26 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
     db = tiny_disk / "s.db"
     url = f"sqlite:///{db}"
     # the article's space: its trials keep no network file, so the database is what fills the disk
-    r = subprocess.run(cnn_tune("optimize", "--trials", "200", "--pruner", "none", "--space", "article",
-                                 "--patience", "0", "--workers", workers, *FAST),
-                       env=cli_env(data, url), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            "200",
+            "--pruner",
+            "none",
+            "--space",
+            "article",
+            "--patience",
+            "0",
+            "--workers",
+            workers,
+            *FAST,
+        ),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 1, r.stderr
     line = _one_error_line(r.stderr, "the disk is full", str(db), "free space", "finished trials are safe")
     finished = [ln for ln in r.stdout.splitlines() if ln.startswith("trial")]
@@ -78,8 +98,9 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(tmp_path, tiny_disk, 
         assert f"trial {open_ones[0]} could not be closed" in line
     elif open_ones:
         assert f"trials {', '.join(map(str, open_ones[:-1]))} and {open_ones[-1]} could not be closed" in line
-    listed = subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True,
-                            timeout=120)
+    listed = subprocess.run(
+        cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True, timeout=120
+    )
     assert listed.returncode == 0, listed.stderr  # reading a full disk works
 
 
@@ -90,9 +111,13 @@ def test_a_full_artifact_store_is_one_line_and_leaves_no_partial_file(tmp_path, 
     data = write_mnist(tmp_path / "data")
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = tiny_disk / "store"
-    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--pruner", "none", "--patience", "0",
-                                "--artifacts", str(store), *FAST),
-                       env=cli_env(data, url), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "2", "--pruner", "none", "--patience", "0", "--artifacts", str(store), *FAST),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 1, r.stderr
     _one_error_line(r.stderr, "the disk is full", str(store), "free space", "--artifacts")
     trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
@@ -102,13 +127,14 @@ def test_a_full_artifact_store_is_one_line_and_leaves_no_partial_file(tmp_path, 
 
 # --- a damaged file --------------------------------------------------------------------------
 
+
 def test_a_damaged_database_is_named_and_explained(tmp_path, cli):
     db = tmp_path / "damaged.db"
     url = f"sqlite:///{db}"
     api_study(url, n=40)
     raw = bytearray(db.read_bytes())
     for page in (3, 5, 8):  # overwrite whole pages in the middle of the file
-        raw[page * 4096:(page + 1) * 4096] = os.urandom(4096)
+        raw[page * 4096 : (page + 1) * 4096] = os.urandom(4096)
     db.write_bytes(bytes(raw))
     for command in (["trials"], ["best"], ["studies"], ["optimize", "--trials", "1", *FAST]):
         result = cli(*command, "--storage", url)
@@ -116,6 +142,7 @@ def test_a_damaged_database_is_named_and_explained(tmp_path, cli):
 
 
 # --- a database server that goes away --------------------------------------------------------
+
 
 class Proxy:
     """A TCP relay from a free local port to PostgreSQL's; ``close()`` cuts every connection
@@ -164,10 +191,27 @@ def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_databa
     direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{postgres_database}"
     proxy = Proxy(("127.0.0.1", 5432))
     via_proxy = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{postgres_database}"
-    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "500", "--pruner", "none",
-                                      "--patience", "0", "--epochs", "2",
-                                      "--device", "cpu", "--train-limit", "1000"),
-                            env=cli_env(data, via_proxy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            "500",
+            "--pruner",
+            "none",
+            "--patience",
+            "0",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--train-limit",
+            "1000",
+        ),
+        env=cli_env(data, via_proxy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_complete(direct, 2, proc)
         proxy.close()  # mid-study: the next write finds the connection gone
@@ -176,14 +220,14 @@ def test_a_server_that_goes_away_mid_study_is_one_line(tmp_path, postgres_databa
         proc.kill()
         proxy.close()
     assert proc.returncode == 1, err
-    _one_error_line(err, "connection to the database server failed", f"127.0.0.1:{proxy.port}",
-                    "run the same command again")
+    _one_error_line(
+        err, "connection to the database server failed", f"127.0.0.1:{proxy.port}", "run the same command again"
+    )
     # the two trials seen complete before the cut, and every trial it reported, are stored complete
     # (the cut can fall between a trial's commit and its line: the line is then never printed)
     reported = {int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("trial")}
     stored = {t.number for t in _complete(direct)}
     assert len(stored) >= 2 and reported <= stored
-
 
 
 def test_a_session_left_on_a_lost_connection_is_the_same_one_line(postgres_database):
@@ -214,16 +258,35 @@ def test_a_session_left_on_a_lost_connection_is_the_same_one_line(postgres_datab
     assert f"127.0.0.1:{proxy.port}" in message and "run the same command again" in message, message
     assert "sqlalche.me" not in message and "rollback" not in message, message
 
+
 # --- backup ----------------------------------------------------------------------------------
+
 
 def test_backup_copies_a_study_while_two_workers_write(tmp_path, cli):
     data = write_mnist(tmp_path / "data", n_train=2000)
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
-    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "40", "--workers", "2", "--pruner", "none",
-                                      "--patience", "0",
-                                      "--epochs", "2", "--device", "cpu"),
-                            env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            "40",
+            "--workers",
+            "2",
+            "--pruner",
+            "none",
+            "--patience",
+            "0",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_complete(url, 2, proc)
         before = len(_complete(url))
@@ -249,14 +312,17 @@ def test_backup_refuses_what_it_cannot_copy(tmp_path, cli):
     (tmp_path / "taken.db").write_text("mine")
     assert_one_line_error(cli("backup", str(tmp_path / "taken.db"), "--storage", url), 1, "exists", "--overwrite")
     assert (tmp_path / "taken.db").read_text() == "mine"
-    assert_one_line_error(cli("backup", str(tmp_path / "x.db"), "--storage", "postgresql+psycopg://u@h/db"), 2,
-                          "pg_dump")
-    assert_one_line_error(cli("backup", str(tmp_path / "x.db"), "--storage", f"sqlite:///{tmp_path / 'none.db'}"),
-                          2, "no study database")
+    assert_one_line_error(
+        cli("backup", str(tmp_path / "x.db"), "--storage", "postgresql+psycopg://u@h/db"), 2, "pg_dump"
+    )
+    assert_one_line_error(
+        cli("backup", str(tmp_path / "x.db"), "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 2, "no study database"
+    )
     assert_one_line_error(cli("backup", str(tmp_path / "s.db"), "--storage", url), 2, "overwrite the database itself")
 
 
 # --- the dashboard, in a real browser --------------------------------------------------------
+
 
 def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
     pytest.importorskip("optuna_dashboard")
@@ -264,14 +330,25 @@ def test_dashboard_shows_the_study_a_worker_is_writing(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=2000)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     env = cli_env(data, url)
-    worker = subprocess.Popen(cnn_tune("optimize", "--trials", "200", "--pruner", "none",
-                                        "--patience", "0", "--epochs", "1",
-                                        "--device", "cpu"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        cnn_tune(
+            "optimize", "--trials", "200", "--pruner", "none", "--patience", "0", "--epochs", "1", "--device", "cpu"
+        ),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     dashboard = None
     try:
         wait_for_complete(url, 2, worker)
-        dashboard = subprocess.Popen(cnn_tune("dashboard", "--port", "0"), env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+        dashboard = subprocess.Popen(
+            cnn_tune("dashboard", "--port", "0"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
+        )
         first = dashboard.stderr.readline()
         match = re.search(r"Dashboard on (http://\S+) ", first)
         assert match, first
@@ -317,13 +394,16 @@ def test_new_and_resumed_studies_name_their_metric(cli, db_url):
     assert optuna.load_study(study_name="mnist-cnn", storage=db_url).metric_names == ["validation_accuracy"]
 
 
-@pytest.mark.parametrize("driver_text, what, fix", [
-    ("database or disk is full", "the disk is full", "free space on the disk that holds"),
-    ("disk I/O error", "the disk reported an I/O error", "check the disk that holds"),
-    ("database disk image is malformed", "the file is damaged", ".recover"),
-    ("file is not a database", "the file is damaged", "cnn-tune backup"),
-    ("attempt to write a readonly database", "the database is read-only", "writable"),
-])
+@pytest.mark.parametrize(
+    "driver_text, what, fix",
+    [
+        ("database or disk is full", "the disk is full", "free space on the disk that holds"),
+        ("disk I/O error", "the disk reported an I/O error", "check the disk that holds"),
+        ("database disk image is malformed", "the file is damaged", ".recover"),
+        ("file is not a database", "the file is damaged", "cnn-tune backup"),
+        ("attempt to write a readonly database", "the database is read-only", "writable"),
+    ],
+)
 def test_each_sqlite_fault_is_named_with_its_fix(driver_text, what, fix):
     import sqlite3
 

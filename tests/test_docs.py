@@ -58,7 +58,7 @@ def commands(page: Path) -> list[Command]:
                 continue
             text = shlex.split(shown, comments=True)
             code = 0
-            for after in lines[i + 1:]:
+            for after in lines[i + 1 :]:
                 if after.startswith("$ ") and not after.startswith("$ echo $?"):
                     break
                 match = re.fullmatch(r"\[exit (\d+)\]|(\d+)", after.strip())
@@ -92,8 +92,10 @@ def page_dir(tmp_path, monkeypatch):
     runner = CliRunner()
     # --pruner none: on 400 synthetic images the default narrowing pruner may stop trials the
     # pages need complete (a contour needs two)
-    for setup in (["optimize", "--trials", "3", "--epochs", "1", "--seed", "0", "--pruner", "none"],
-                  ["retrain", "--output", str(tmp_path / "setup.pt")]):
+    for setup in (
+        ["optimize", "--trials", "3", "--epochs", "1", "--seed", "0", "--pruner", "none"],
+        ["retrain", "--output", str(tmp_path / "setup.pt")],
+    ):
         result = runner.invoke(app, setup)
         assert result.exit_code == 0, result.output
     return work, tmp_path / "setup.pt", runner
@@ -108,7 +110,7 @@ def _args(command: str, work: Path, checkpoint: Path) -> list[list[str]]:
         else:
             segments[-1].append(word)
     for segment in segments:
-        words = segment[:segment.index("|")] if "|" in segment else segment
+        words = segment[: segment.index("|")] if "|" in segment else segment
         words = [w for w in words if w != "&"][1:]  # `cmd &` runs in the foreground here
         expanded = [w for word in words for w in (sorted(glob.glob(word)) if any(c in word for c in "*[") else [word])]
         named = len(expanded) > 1 and expanded[1].endswith(".pt")  # `evaluate` alone: the study's kept model
@@ -133,8 +135,7 @@ def test_every_command_on_the_page_runs(page, page_dir):
             continue  # PNG/SVG/PDF need Chromium (`.ci/run` installs it)
         for args in _args(cmd.text, work, checkpoint):
             if "--workers" in args:  # worker processes are spawned: run the real program
-                r = subprocess.run(cnn_tune(*args), capture_output=True, text=True,
-                                   timeout=600, env=os.environ.copy())
+                r = subprocess.run(cnn_tune(*args), capture_output=True, text=True, timeout=600, env=os.environ.copy())
                 code, output = r.returncode, r.stdout + r.stderr
             else:
                 result = runner.invoke(app, args)
@@ -183,18 +184,21 @@ def _benchmark(name: str):
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
-@pytest.mark.parametrize("script, results, in_readme, dataset", [
-    ("retrain", "retrain_cpu.json", False, None),
-    ("retrain", "retrain_adagrad_cpu.json", False, None),
-    ("retrain", "retrain_fashion_cpu.json", False, None),
-    ("precision", "precision_cpu.json", False, None),
-    ("memory", "memory_cpu.json", False, None),
-    ("pruner_replay", "pruner_replay_cpu.json", False, None),
-    ("pipeline", "pipeline_cpu.json", True, "mnist"),
-    ("pipeline", "pipeline_cpu.json", True, "fashion-mnist"),
-    ("pipeline", "pipeline_patience_cpu.json", False, "mnist"),
-    ("pipeline", "pipeline_patience_cpu.json", False, "fashion-mnist"),
-])
+@pytest.mark.parametrize(
+    "script, results, in_readme, dataset",
+    [
+        ("retrain", "retrain_cpu.json", False, None),
+        ("retrain", "retrain_adagrad_cpu.json", False, None),
+        ("retrain", "retrain_fashion_cpu.json", False, None),
+        ("precision", "precision_cpu.json", False, None),
+        ("memory", "memory_cpu.json", False, None),
+        ("pruner_replay", "pruner_replay_cpu.json", False, None),
+        ("pipeline", "pipeline_cpu.json", True, "mnist"),
+        ("pipeline", "pipeline_cpu.json", True, "fashion-mnist"),
+        ("pipeline", "pipeline_patience_cpu.json", False, "mnist"),
+        ("pipeline", "pipeline_patience_cpu.json", False, "fashion-mnist"),
+    ],
+)
 def test_the_model_tables_are_generated_from_the_benchmark_files(script, results, in_readme, dataset):
     """The retrain recipes, the bf16 A/B and the end-to-end table are what each script's
     --table prints from its JSON file: no figure typed by hand."""

@@ -85,12 +85,19 @@ def test_predict_with_onnx_matches_the_checkpoint_without_torch(made, tmp_path):
     from_onnx = json.loads(run("predict", str(root / "one.onnx"), *images, "--format", "json").stdout)
     assert [p["label"] for p in from_onnx] == [p["label"] for p in from_pt]
     assert all(abs(a["probability"] - b["probability"]) < 1e-4 for a, b in zip(from_onnx, from_pt))
-    code = ("import sys\nfrom cnn_tune.cli.main import main\n"
-            "sys.argv = ['cnn-tune', 'predict', sys.argv[1], sys.argv[2]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
-    done = subprocess.run([sys.executable, "-c", code, str(root / "one.onnx"), images[0]], capture_output=True,
-                          text=True, env=cli_env(data, url), timeout=120)
+    code = (
+        "import sys\nfrom cnn_tune.cli.main import main\n"
+        "sys.argv = ['cnn-tune', 'predict', sys.argv[1], sys.argv[2]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root / "one.onnx"), images[0]],
+        capture_output=True,
+        text=True,
+        env=cli_env(data, url),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no torch"), done.stdout
 
@@ -114,8 +121,10 @@ def test_the_final_model_is_kept_with_its_study_and_checked_when_fetched(made, t
     fetched = run("evaluate", "--format", "json")
     assert fetched.exit_code == 0, fetched.output
     assert "sha256 checked" in fetched.stderr
-    assert json.loads(fetched.stdout)["test_accuracy"] == json.loads(run("best", "--format", "json").stdout)[
-        "test_accuracy"]
+    assert (
+        json.loads(fetched.stdout)["test_accuracy"]
+        == json.loads(run("best", "--format", "json").stdout)["test_accuracy"]
+    )
     copy = (Path(store) / artifact).read_bytes()
     try:
         (Path(store) / artifact).write_bytes(copy[:-10] + b"0123456789")  # damaged in the store
@@ -128,8 +137,13 @@ def test_the_dashboard_lists_the_kept_model(made, tmp_path):
     pytest.importorskip("optuna_dashboard")
     browser = chromium()
     root, _, data, url = made
-    dashboard = subprocess.Popen(cnn_tune("dashboard", "--port", "0"), env=cli_env(data, url),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dashboard = subprocess.Popen(
+        cnn_tune("dashboard", "--port", "0"),
+        env=cli_env(data, url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = dashboard.stderr.readline()
         base = line.split("Dashboard on ")[1].split()[0]
@@ -163,8 +177,9 @@ def test_bad_input_is_one_line_and_writes_nothing(made, tmp_path, what):
         assert_one_line_error(run("export", str(tmp_path / "x.pt")), 1, "refused to load it")
         assert not (tmp_path / "ran").exists()
     elif what == "folder-missing":
-        err = assert_one_line_error(run("export", str(root / "one.pt"), "-o", str(tmp_path / "no" / "m.onnx")), 1,
-                                    "does not exist")
+        err = assert_one_line_error(
+            run("export", str(root / "one.pt"), "-o", str(tmp_path / "no" / "m.onnx")), 1, "does not exist"
+        )
         assert "no" in err and not (tmp_path / "no").exists()
     elif what == "format":
         assert_one_line_error(run("export", str(root / "one.pt"), "--format", "tflite"), 2, "tflite")
@@ -172,16 +187,21 @@ def test_bad_input_is_one_line_and_writes_nothing(made, tmp_path, what):
         import onnx
         from onnx import TensorProto, helper
 
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
         onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
-        assert_one_line_error(run("predict", str(tmp_path / "other.onnx"), str(tmp_path / "other.onnx")), 1,
-                              "not one cnn-tune exported")
+        assert_one_line_error(
+            run("predict", str(tmp_path / "other.onnx"), str(tmp_path / "other.onnx")), 1, "not one cnn-tune exported"
+        )
     else:
         (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage" * 10)
-        assert_one_line_error(run("predict", str(tmp_path / "bad.onnx"), str(tmp_path / "bad.onnx")), 1,
-                              "damaged or not an ONNX model")
+        assert_one_line_error(
+            run("predict", str(tmp_path / "bad.onnx"), str(tmp_path / "bad.onnx")), 1, "damaged or not an ONNX model"
+        )
     assert not list(tmp_path.glob("*.part")) and not list(root.glob(".*.part"))
 
 

@@ -90,7 +90,8 @@ def test_trials_filters_and_sorting(cli, db_url):
     pruned = [t.number for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and numbers("--state", "pruned") == pruned
     assert numbers("--state", "pruned", "--state", "fail") == sorted(
-        t.number for t in study.trials if t.state in (TrialState.PRUNED, TrialState.FAIL))
+        t.number for t in study.trials if t.state in (TrialState.PRUNED, TrialState.FAIL)
+    )
     assert numbers("--last", "3") == [9, 10, 11]
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     assert numbers("--top", "3") == [t.number for t in complete[:3]]  # best first
@@ -171,13 +172,16 @@ def test_best_with_only_pruned_trials_says_so(cli, db_url):
     assert_one_line_error(cli("best"), 1, "no complete trial yet", "2 pruned")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--top", "0"], "--top"),
-    (["--last", "0"], "--last"),
-    (["--state", "done"], "--state"),
-    (["--format", "xml"], "--format"),
-    (["--sort", "colour"], "cannot sort by 'colour'"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--top", "0"], "--top"),
+        (["--last", "0"], "--last"),
+        (["--state", "done"], "--state"),
+        (["--format", "xml"], "--format"),
+        (["--sort", "colour"], "cannot sort by 'colour'"),
+    ],
+)
 def test_bad_trials_options(cli, db_url, args, fragment):
     api_study(db_url, n=3)
     assert_one_line_error(cli("trials", *args), 2, fragment)
@@ -206,14 +210,33 @@ def test_reading_while_another_process_writes(tmp_path):
     have finished between the reads; then Ctrl-C stops the writer. Every read parses."""
     data = write_mnist(tmp_path / "data", n_train=600)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    writer = subprocess.Popen(cnn_tune("optimize", "--trials", "100", "--patience", "0", "--epochs", "2",
-                                       "--device", "cpu", "--pruner", "none", "--seed", "0"),
-                              env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            "100",
+            "--patience",
+            "0",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--pruner",
+            "none",
+            "--seed",
+            "0",
+        ),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: list[int] = []  # rows each read returned
 
     def read_once() -> bool:
-        r = subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True, timeout=60
+        )
         if r.returncode != 0:
             assert "no study" in r.stderr, r.stderr  # the writer has not created it yet
             return False
@@ -233,8 +256,12 @@ def test_reading_while_another_process_writes(tmp_path):
 def test_optuna_cli_reads_a_database_written_by_cnn_tune(cli, db_url):
     assert cli(*quick("--trials", "3")).exit_code == 0
     optuna_cli = Path(sys.executable).with_name("optuna")
-    r = subprocess.run([str(optuna_cli), "trials", "--storage", db_url, "--study-name", "mnist-cnn", "-f", "json"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(optuna_cli), "trials", "--storage", db_url, "--study-name", "mnist-cnn", "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [row["number"] for row in rows] == [0, 1, 2]
@@ -268,11 +295,16 @@ def test_terminal_tables_keep_every_value_on_a_narrow_terminal(tmp_path):
     """The rich path (forced here: a test has no TTY) on 80 columns: nothing cut to '…'."""
     url = f"sqlite:///{tmp_path / 'wide.db'}"
     api_study(url, n=6, name="a-rather-long-study-name")
-    env = {**os.environ, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "80", "CNN_TUNE_STORAGE": url,
-           "CNN_TUNE_STUDY": "a-rather-long-study-name"}
+    env = {
+        **os.environ,
+        "FORCE_COLOR": "1",
+        "TTY_COMPATIBLE": "1",
+        "COLUMNS": "80",
+        "CNN_TUNE_STORAGE": url,
+        "CNN_TUNE_STUDY": "a-rather-long-study-name",
+    }
     for command in (["trials"], ["studies"], ["best"]):
-        r = subprocess.run(cnn_tune(*command), env=env, capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(cnn_tune(*command), env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert "\x1b[" in r.stdout, "expected the rich (terminal) rendering"
         assert "…" not in r.stdout
@@ -291,16 +323,26 @@ def _timed_study(url: str, protocol: dict | None = None) -> None:
     study = optuna.create_study(study_name="mnist-cnn", storage=url, direction="maximize")
     t0 = datetime(2026, 1, 1, 12, 0, 0)
     for i, (value, start, end) in enumerate([(0.95, 0, 60), (0.99, 60, 200), (0.992, 200, 500), (0.97, 500, 900)]):
-        study.add_trial(optuna.trial.FrozenTrial(
-            number=i, state=TrialState.COMPLETE, value=value, datetime_start=t0 + timedelta(seconds=start),
-            datetime_complete=t0 + timedelta(seconds=end), params={"x": 0.5},
-            distributions={"x": FloatDistribution(0, 1)},
-            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=i))
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=i,
+                state=TrialState.COMPLETE,
+                value=value,
+                datetime_start=t0 + timedelta(seconds=start),
+                datetime_complete=t0 + timedelta(seconds=end),
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=i,
+            )
+        )
     study.set_user_attr("cnn_tune.protocol", protocol or {"epochs": 10, "train_limit": None})
 
 
 def test_time_to_target_in_studies_and_best(cli, db_url):
-    Path(db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    Path(db_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     _timed_study(db_url)
     listed = json.loads(cli("studies", "-f", "json").stdout)[0]
     assert listed["best_after_s"] == 500 and listed["target"] == 0.989
@@ -318,7 +360,7 @@ def test_time_to_target_in_studies_and_best(cli, db_url):
 def test_the_article_target_is_timed_on_mnist_only(cli, db_url):
     """98.9% is the seed article's MNIST figure: on Fashion-MNIST no default target is timed
     (it would always read "never"); --target still asks for one."""
-    Path(db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    Path(db_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     _timed_study(db_url, {"epochs": 10, "train_limit": None, "dataset": "fashion-mnist"})
     listed = json.loads(cli("studies", "-f", "json").stdout)[0]
     assert listed["dataset"] == "Fashion-MNIST" and listed["target"] is None and listed["target_after_s"] is None

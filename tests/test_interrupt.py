@@ -19,10 +19,10 @@ def test_interrupt_ends_the_running_trial_and_exits_130(tmp_path, sig):
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
     env = {**os.environ, "CNN_TUNE_DATA_DIR": str(data), "CNN_TUNE_STORAGE": url}
-    cmd = cnn_tune("optimize", "--trials", "5", "--epochs", "20",
-           "--device", "cpu", "--pruner", "none", "--seed", "0")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=default_sigint)
+    cmd = cnn_tune("optimize", "--trials", "5", "--epochs", "20", "--device", "cpu", "--pruner", "none", "--seed", "0")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
     try:
         wait_training(url, proc, timeout=120)  # a trial mid-training
         proc.send_signal(sig)

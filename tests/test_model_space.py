@@ -31,8 +31,14 @@ def test_search_space_is_the_articles():
 
 
 def test_hyperparams_rebuild_from_stored_params_only():
-    params = {"dropout_rate": 0.30000000000000004, "fc2_input_dim": 96, "dropout_rate2": 0.1,
-              "optimizer": "Adagrad", "lr": 0.01, "batch_size": 192}
+    params = {
+        "dropout_rate": 0.30000000000000004,
+        "fc2_input_dim": 96,
+        "dropout_rate2": 0.1,
+        "optimizer": "Adagrad",
+        "lr": 0.01,
+        "batch_size": 192,
+    }
     hp = Hyperparams.from_params(params)
     assert hp.as_dict()["fc2_input_dim"] == 96 and hp.optimizer == "Adagrad"
     with pytest.raises(ValueError, match="lr"):

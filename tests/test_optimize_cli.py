@@ -55,8 +55,16 @@ def test_training_learns_the_synthetic_digits(cli, db_url):
     # could stop it early: this tests learning) all end above 90%.
     cli(*quick("--trials", "1", "--epochs", "8"))
     study = load(db_url)
-    study.enqueue_trial({"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0,
-                         "optimizer": "Adam", "lr": 3e-3, "batch_size": 64})
+    study.enqueue_trial(
+        {
+            "dropout_rate": 0.0,
+            "fc2_input_dim": 64,
+            "dropout_rate2": 0.0,
+            "optimizer": "Adam",
+            "lr": 3e-3,
+            "batch_size": 64,
+        }
+    )
     result = cli("optimize", "--trials", "1", "--device", "cpu", "--pruner", "none", "--seed", "0")
     assert result.exit_code == 0, result.output
     assert load(db_url).trials[-1].value > 0.9
@@ -102,10 +110,17 @@ def test_other_data_gets_one_answer_from_every_command(cli, db_url, tmp_path):
     assert cli(*quick("--pruner", "none")).exit_code == 0  # two complete trials: confirm has work
     other = write_mnist(tmp_path / "other", seed=5)
     lines = set()
-    for command in (["optimize", "--trials", "1"], ["confirm", "--top", "1", "--seeds", "1"],
-                    ["retrain", "--output", str(tmp_path / "m.pt")]):
-        line = assert_one_line_error(cli(*command, "--data-dir", str(other)), 1, "differ from those study 'mnist-cnn'",
-                                     "point --data-dir at the study's data")
+    for command in (
+        ["optimize", "--trials", "1"],
+        ["confirm", "--top", "1", "--seeds", "1"],
+        ["retrain", "--output", str(tmp_path / "m.pt")],
+    ):
+        line = assert_one_line_error(
+            cli(*command, "--data-dir", str(other)),
+            1,
+            "differ from those study 'mnist-cnn'",
+            "point --data-dir at the study's data",
+        )
         lines.add(line.split(" differ from ")[1])
     assert len(lines) == 1, lines
     assert len(load(db_url).trials) == 2 and not (tmp_path / "m.pt").exists()
@@ -122,8 +137,18 @@ def test_every_pruner_runs(cli, db_url, pruner):
         assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
-@pytest.mark.parametrize("sampler,needs", [("tpe", None), ("tpe-mv", None), ("random", None), ("nsgaii", None),
-                                            ("qmc", "scipy"), ("gp", "scipy"), ("cmaes", "cmaes")])
+@pytest.mark.parametrize(
+    "sampler,needs",
+    [
+        ("tpe", None),
+        ("tpe-mv", None),
+        ("random", None),
+        ("nsgaii", None),
+        ("qmc", "scipy"),
+        ("gp", "scipy"),
+        ("cmaes", "cmaes"),
+    ],
+)
 def test_every_sampler_runs_or_names_its_missing_package(cli, db_url, tmp_path, sampler, needs):
     from importlib.util import find_spec
 
@@ -174,11 +199,12 @@ def test_every_command_summary_is_one_line_on_80_columns():
 
     from cnn_tune.cli.main import app
 
-    done = subprocess.run(cnn_tune("--help"), capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "80", "TERM": "xterm"})
+    done = subprocess.run(
+        cnn_tune("--help"), capture_output=True, text=True, env={**os.environ, "COLUMNS": "80", "TERM": "xterm"}
+    )
     lines = done.stdout.splitlines()
     start = next(i for i, ln in enumerate(lines) if "Commands" in ln)
-    rows = [ln for ln in lines[start + 1:] if ln.startswith("│")]
+    rows = [ln for ln in lines[start + 1 :] if ln.startswith("│")]
     assert max(len(ln) for ln in lines) <= 80
     names = list(get_command(app).commands)
     assert [ln.split()[1] for ln in rows] == names, rows  # one row per command: no summary wraps
@@ -193,14 +219,36 @@ def test_python_dash_m_runs_the_cli():
 
 def test_trials_that_ran_every_epoch_are_never_pruned(cli, db_url):
     # With --epochs 1 the pruner would only ever see the final epoch.
-    assert cli("optimize", "--trials", "8", "--epochs", "1", "--device", "cpu", "--pruner", "halving",
-               "--patience", "0").exit_code == 0
+    assert (
+        cli(
+            "optimize", "--trials", "8", "--epochs", "1", "--device", "cpu", "--pruner", "halving", "--patience", "0"
+        ).exit_code
+        == 0
+    )
     assert [t.state for t in load(db_url).trials] == [TrialState.COMPLETE] * 8
 
 
 def test_pruned_trials_record_where_they_stopped(cli, db_url):
-    assert cli("optimize", "--trials", "12", "--epochs", "3", "--device", "cpu", "--seed", "2",
-               "--pruner", "median", "--patience", "0", "--space", "article").exit_code == 0
+    assert (
+        cli(
+            "optimize",
+            "--trials",
+            "12",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--seed",
+            "2",
+            "--pruner",
+            "median",
+            "--patience",
+            "0",
+            "--space",
+            "article",
+        ).exit_code
+        == 0
+    )
     pruned = [t for t in load(db_url).trials if t.state == TrialState.PRUNED]
     assert pruned, "the median pruner prunes some of 12 trials"
     for t in pruned:
@@ -242,8 +290,9 @@ def test_leader_pruner_stops_hopeless_trials_from_the_first_one():
     running.report(0.11, 1)  # near chance after a whole epoch: hopeless, even as the first trial
     assert pruner.prune(study, study.trials[0])
     study.tell(running, state=TrialState.PRUNED)
-    study.add_trial(create_trial(value=0.99, intermediate_values={1: 0.97, 2: 0.98, 3: 0.99}, params={},
-                                 distributions={}))
+    study.add_trial(
+        create_trial(value=0.99, intermediate_values={1: 0.97, 2: 0.98, 3: 0.99}, params={}, distributions={})
+    )
     behind, close = study.ask(), study.ask()
     behind.report(0.94, 1)  # more than 2 points behind the leader at epoch 1
     close.report(0.96, 1)  # within 2 points: may still catch up
@@ -277,10 +326,14 @@ def test_narrowing_pruner_gap_shrinks_with_epochs_down_to_the_noise():
     from cnn_tune.search.samplers import LeaderPruner, NarrowingPruner
 
     study = optuna.create_study(direction="maximize")
-    study.add_trial(create_trial(value=0.990, intermediate_values={1: 0.975, 2: 0.98, 5: 0.989, 9: 0.99},
-                                 params={}, distributions={}))
-    study.add_trial(create_trial(value=0.985, intermediate_values={1: 0.99, 2: 0.99, 5: 0.99, 9: 0.99},
-                                 params={}, distributions={}))  # not the leader: its curve is not the reference
+    study.add_trial(
+        create_trial(
+            value=0.990, intermediate_values={1: 0.975, 2: 0.98, 5: 0.989, 9: 0.99}, params={}, distributions={}
+        )
+    )
+    study.add_trial(
+        create_trial(value=0.985, intermediate_values={1: 0.99, 2: 0.99, 5: 0.99, 9: 0.99}, params={}, distributions={})
+    )  # not the leader: its curve is not the reference
     pruner = NarrowingPruner(n_val=12000)
     assert pruner.gap(1, 0.975) == pytest.approx(0.02) and pruner.gap(2, 0.98) == pytest.approx(0.01)
     assert pruner.gap(9, 0.989) == pytest.approx(3 * (2 * 0.989 * 0.011 / 12000) ** 0.5)  # 0.40 points
@@ -305,8 +358,7 @@ def test_narrowing_pruners_median_rule_allows_the_noise():
 
     study = optuna.create_study(direction="maximize")
     for first in (0.832, 0.857, 0.860, 0.854, 0.855):
-        study.add_trial(create_trial(value=0.91, intermediate_values={1: first, 10: 0.91}, params={},
-                                     distributions={}))
+        study.add_trial(create_trial(value=0.91, intermediate_values={1: first, 10: 0.91}, params={}, distributions={}))
     pruner = NarrowingPruner(n_val=12000, floor=hopeless_below(10))
     assert not pruner.prune(study, _asked(study, {1: 0.851}))
     assert pruner.prune(study, _asked(study, {1: 0.825}))

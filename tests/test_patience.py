@@ -21,13 +21,24 @@ from cnn_tune.storage.patience import STOP_ATTR, noise, search_status, stop_text
 T0 = datetime(2026, 12, 3, 12, 0, 0)
 
 
-def done(number: int, value: float | None, minute: int, state: TrialState = TrialState.COMPLETE,
-         **attrs) -> FrozenTrial:
+def done(
+    number: int, value: float | None, minute: int, state: TrialState = TrialState.COMPLETE, **attrs
+) -> FrozenTrial:
     """A finished trial: ``value`` for a complete one, its last epoch's accuracy for a pruned one."""
-    return FrozenTrial(number=number, state=state, value=value if state == TrialState.COMPLETE else None,
-                       datetime_start=T0, datetime_complete=T0 + timedelta(minutes=minute), params={},
-                       distributions={}, user_attrs=attrs, system_attrs={},
-                       intermediate_values={1: value} if value is not None else {}, trial_id=number, values=None)
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        datetime_start=T0,
+        datetime_complete=T0 + timedelta(minutes=minute),
+        params={},
+        distributions={},
+        user_attrs=attrs,
+        system_attrs={},
+        intermediate_values={1: value} if value is not None else {},
+        trial_id=number,
+        values=None,
+    )
 
 
 def test_noise_is_two_binomial_standard_errors():
@@ -39,10 +50,12 @@ def test_noise_is_two_binomial_standard_errors():
 
 def test_only_a_gain_beyond_the_noise_restarts_the_count():
     n_val = 12_000  # noise at 91%: ±0.52 points
-    trials = [done(0, 0.910, 1),
-              done(1, 0.914, 2),  # the new best, but within the noise: no gain
-              done(2, 0.80, 3, TrialState.PRUNED),  # pruned trials count too
-              done(3, 0.905, 4)]
+    trials = [
+        done(0, 0.910, 1),
+        done(1, 0.914, 2),  # the new best, but within the noise: no gain
+        done(2, 0.80, 3, TrialState.PRUNED),  # pruned trials count too
+        done(3, 0.905, 4),
+    ]
     s = search_status(trials, n_val)
     assert (s.best, s.last_gain, s.without_gain, s.last) == (1, 0, 3, 3)
     assert s.plateaued(3) and not s.plateaued(4) and not s.plateaued(0)
@@ -64,8 +77,14 @@ def test_nothing_counts_before_the_first_complete_trial():
 
 
 def test_standing_names_the_trials_within_the_noise_of_the_best():
-    trials = [done(0, 0.90, 1), done(1, 0.95, 2), done(2, 0.948, 3), done(3, 0.60, 4, TrialState.PRUNED),
-              done(4, 0.93, 5), done(5, 0.9499, 6)]
+    trials = [
+        done(0, 0.90, 1),
+        done(1, 0.95, 2),
+        done(2, 0.948, 3),
+        done(3, 0.60, 4, TrialState.PRUNED),
+        done(4, 0.93, 5),
+        done(5, 0.9499, 6),
+    ]
     s = search_status(trials, 1_000)  # ±1.38 points at 95% on 1,000 images
     assert s.since_best == 4 and s.close == (2, 5)
     text = s.since_text()
@@ -75,16 +94,20 @@ def test_standing_names_the_trials_within_the_noise_of_the_best():
 
 
 def _budget(patience: int, n_val: int) -> TrialBudget:
-    plan = SimpleNamespace(timeout=None, enqueued_only=False, max_trials=None, patience=patience,
-                           protocol=SimpleNamespace(n_val=n_val))
+    plan = SimpleNamespace(
+        timeout=None, enqueued_only=False, max_trials=None, patience=patience, protocol=SimpleNamespace(n_val=n_val)
+    )
     return TrialBudget(plan, 0, lambda event: None, local_counter(100))
 
 
 def _add(study: optuna.Study, value: float, pruned: bool = False) -> None:
     x = FloatDistribution(0, 1)
     if pruned:
-        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={1: value}, params={"x": 0.5},
-                                     distributions={"x": x}))
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED, intermediate_values={1: value}, params={"x": 0.5}, distributions={"x": x}
+            )
+        )
     else:
         study.add_trial(create_trial(value=value, params={"x": 0.5}, distributions={"x": x}))
 
@@ -117,8 +140,23 @@ def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
     about 15 points) stop long before --trials 50; the stop is stored and shown, and the same
     command again runs nothing."""
     data, url = write_mnist(tmp_path / "data", n_train=200, n_test=20), f"sqlite:///{tmp_path / 'p.db'}"
-    args = ("optimize", "--trials", "50", "--workers", "2", "--patience", "4", "--epochs", "1", "--pruner", "none",
-            "--device", "cpu", "--seed", "3")
+    args = (
+        "optimize",
+        "--trials",
+        "50",
+        "--workers",
+        "2",
+        "--patience",
+        "4",
+        "--epochs",
+        "1",
+        "--pruner",
+        "none",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    )
     r = run_cli(data, url, *args)
     assert r.returncode == 0, r.stderr
     trials = optuna.load_study(study_name="mnist-cnn", storage=url).get_trials()
@@ -128,7 +166,7 @@ def test_two_workers_stop_on_a_plateau_and_a_second_run_says_so(tmp_path):
     assert stop["rule"] == "patience" and stop["patience"] == 4 and stop["without_gain"] >= 4
     assert stop["after_trial"] in {t.number for t in trials}
     line = stop_text(stop)
-    assert f"Stopped by --patience 4: {line[len('stopped: '):]}." in r.stdout
+    assert f"Stopped by --patience 4: {line[len('stopped: ') :]}." in r.stdout
     assert "patience 4" in r.stderr  # the start line
 
     best = run_cli(data, url, "best")
@@ -162,13 +200,18 @@ def test_the_summary_fits_80_columns_and_says_where_the_search_stands(tmp_path, 
     data = write_mnist(tmp_path / "data", n_train=200, n_test=20)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CNN_TUNE_DATA_DIR", str(data))
-    result = CliRunner().invoke(app, ["optimize", "--trials", "3", "--epochs", "1", "--device", "cpu",
-                                      "--storage", "sqlite:///s.db", "--seed", "1"])
+    result = CliRunner().invoke(
+        app,
+        ["optimize", "--trials", "3", "--epochs", "1", "--device", "cpu", "--storage", "sqlite:///s.db", "--seed", "1"],
+    )
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="mnist-cnn", storage="sqlite:///s.db")
     where = search_status(study.get_trials(), 40)
     assert where.since_text().splitlines()[0] in result.stdout
     # piped, a finished trial's line keeps every field; the data's path is the user's; the rest is short
-    lines = [ln for ln in (result.stdout + result.stderr).splitlines()
-             if not ln.startswith(("trial ", "Reading MNIST from "))]
+    lines = [
+        ln
+        for ln in (result.stdout + result.stderr).splitlines()
+        if not ln.startswith(("trial ", "Reading MNIST from "))
+    ]
     assert lines and all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]

@@ -93,7 +93,7 @@ def test_report_has_every_view_and_plotly_once(cli, shared_db, tmp_path):
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert text.count("plotly.js v") <= 2  # the library's banner, once (it mentions itself twice at most)
-    size_one = (tmp_path / "one.html")
+    size_one = tmp_path / "one.html"
     cli("plot", "history", "--storage", shared_db, "-o", str(size_one))
     assert len(text) < 2 * size_one.stat().st_size  # nine figures, one copy of plotly.js
     for view in VIEWS.values():
@@ -141,8 +141,12 @@ def test_svg_and_pdf(cli, shared_db, tmp_path, suffix, magic):
 def test_no_chrome_is_one_line_and_no_file(cli, shared_db, tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chrome"))
     out = tmp_path / "h.png"
-    assert_one_line_error(cli("plot", "history", "--storage", shared_db, "-o", str(out)), 1,
-                          "need Chrome or Chromium", "apt-get install -y chromium")
+    assert_one_line_error(
+        cli("plot", "history", "--storage", shared_db, "-o", str(out)),
+        1,
+        "need Chrome or Chromium",
+        "apt-get install -y chromium",
+    )
     assert list(tmp_path.glob("*h.png*")) == []
 
 
@@ -150,15 +154,18 @@ def test_unknown_kind(cli, shared_db):
     assert_one_line_error(cli("plot", "pie", "--storage", shared_db), 2, "pie")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["contour", "--params", "lr"], "exactly two"),
-    (["contour", "--params", "lr", "--params", "momentum"], "no parameter 'momentum'"),
-    (["slice", "--params", "colour"], "no parameter 'colour'"),
-    (["history", "--params", "lr"], "does not take --params"),
-    (["history", "-o", "out.jpg"], "unsupported extension .jpg"),
-    (["history", "-o", "out"], "unsupported extension (none)"),
-    (["report", "-o", "r.png"], "HTML page"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["contour", "--params", "lr"], "exactly two"),
+        (["contour", "--params", "lr", "--params", "momentum"], "no parameter 'momentum'"),
+        (["slice", "--params", "colour"], "no parameter 'colour'"),
+        (["history", "--params", "lr"], "does not take --params"),
+        (["history", "-o", "out.jpg"], "unsupported extension .jpg"),
+        (["history", "-o", "out"], "unsupported extension (none)"),
+        (["report", "-o", "r.png"], "HTML page"),
+    ],
+)
 def test_bad_plot_options(cli, shared_db, tmp_path, monkeypatch, args, fragment):
     work = tmp_path / "work"
     work.mkdir()
@@ -170,8 +177,9 @@ def test_bad_plot_options(cli, shared_db, tmp_path, monkeypatch, args, fragment)
 def test_unwritable_output_folder(cli, shared_db, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_one_line_error(cli("plot", "history", "--storage", shared_db, "-o", str(blocker / "h.html")), 1,
-                          "cannot write to the folder")
+    assert_one_line_error(
+        cli("plot", "history", "--storage", shared_db, "-o", str(blocker / "h.html")), 1, "cannot write to the folder"
+    )
 
 
 def test_views_that_cannot_be_drawn_yet_say_why(cli, db_url):

@@ -44,10 +44,15 @@ def small(tmp_path) -> tuple[Path, str]:
 
 # --- the parent dies without a word ----------------------------------------------------------
 
+
 def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
     data, url = small
-    parent = subprocess.Popen(cnn_tune("optimize", "--workers", "2", *LONG), env=cli_env(data, url),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        cnn_tune("optimize", "--workers", "2", *LONG),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_training(url, parent, n=2)
         workers = [c.pid for c in psutil.Process(parent.pid).children(recursive=True)]
@@ -61,9 +66,13 @@ def test_workers_die_with_a_killed_parent_and_fail_their_trials(small):
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.user_attrs.get("stop_reason") for t in failed] == [PARENT_GONE, PARENT_GONE]
-    again = subprocess.run(cnn_tune("optimize", "--trials", "1", "--epochs", "30", "--pruner", "none",
-                                     "--device", "cpu"), env=cli_env(data, url), capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        cnn_tune("optimize", "--trials", "1", "--epochs", "30", "--pruner", "none", "--device", "cpu"),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert stored_trials(url)[-1].state == TrialState.COMPLETE
 
@@ -87,6 +96,7 @@ print(stop_request.reason)
 
 
 # --- a hang-up -------------------------------------------------------------------------------
+
 
 def _pty(columns: int = 80, rows: int = 24) -> tuple[int, int]:
     master, slave = pty.openpty()
@@ -125,8 +135,15 @@ def test_a_hang_up_stops_cleanly_with_129(small, tmp_path, workers):
     master, slave = _pty()
     err = (tmp_path / "stderr").open("w")
     # a session and process group of its own on the terminal, as a login shell starts a job
-    proc = subprocess.Popen(cnn_tune("optimize", "--workers", workers, *LONG), env=cli_env(data, url, TERM="xterm"),
-                            stdin=slave, stdout=slave, stderr=err, start_new_session=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        cnn_tune("optimize", "--workers", workers, *LONG),
+        env=cli_env(data, url, TERM="xterm"),
+        stdin=slave,
+        stdout=slave,
+        stderr=err,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     os.close(slave)
     reader = _Reader(master)
     try:
@@ -151,10 +168,15 @@ def test_nohup_keeps_running_through_a_hang_up(small):
     """SIGHUP ignored (``nohup cnn-tune …``): the run is meant to outlive the terminal."""
     data, url = small
     # 20 epochs: with 3 a fast machine finished the trial between two polls of _wait_training
-    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "1", "--epochs", "20", "--device", "cpu"),
-                            env=cli_env(data, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc = subprocess.Popen(
+        cnn_tune("optimize", "--trials", "1", "--epochs", "20", "--device", "cpu"),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
     try:
         wait_training(url, proc)
         os.killpg(proc.pid, signal.SIGHUP)
@@ -170,8 +192,9 @@ def test_a_pipe_closed_early_is_no_crash(tmp_path, small):
     api_study(url, n=30)
     read, write = os.pipe()
     os.close(read)  # `cnn-tune trials | head -0`: nobody reads
-    done = subprocess.run(cnn_tune("trials"), env=cli_env(data, url), stdout=write, stderr=subprocess.PIPE,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        cnn_tune("trials"), env=cli_env(data, url), stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+    )
     os.close(write)
     assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
     assert done.returncode == 0
@@ -185,9 +208,27 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 def test_the_live_view_shows_every_worker_within_80_columns(small):
     data, url = small
     master, slave = _pty(columns=80)
-    proc = subprocess.Popen(cnn_tune("optimize", "--trials", "4", "--workers", "2", "--epochs", "4",
-                                      "--pruner", "none", "--device", "cpu", "--seed", "1"),
-                            env=cli_env(data, url, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        cnn_tune(
+            "optimize",
+            "--trials",
+            "4",
+            "--workers",
+            "2",
+            "--epochs",
+            "4",
+            "--pruner",
+            "none",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+        ),
+        env=cli_env(data, url, TERM="xterm"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     reader = _Reader(master)
     try:

@@ -20,8 +20,14 @@ from cnn_tune.cli.main import app
 from cnn_tune.storage.backup import backup
 from cnn_tune.storage.protocol import RETRAIN_ATTR_PREFIX
 
-GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
-        "batch_size": 64}
+GOOD = {
+    "dropout_rate": 0.0,
+    "fc2_input_dim": 64,
+    "dropout_rate2": 0.0,
+    "optimizer": "Adam",
+    "lr": 3e-3,
+    "batch_size": 64,
+}
 
 
 class Env:
@@ -45,8 +51,12 @@ class Env:
         return other
 
     def __call__(self, *args: str, **env: str):
-        base = {"CNN_TUNE_DATA_DIR": str(self.data), "CNN_TUNE_STORAGE": self.url, "CNN_TUNE_STUDY": "mnist-cnn",
-                "CNN_TUNE_DEBUG": ""}
+        base = {
+            "CNN_TUNE_DATA_DIR": str(self.data),
+            "CNN_TUNE_STORAGE": self.url,
+            "CNN_TUNE_STUDY": "mnist-cnn",
+            "CNN_TUNE_DEBUG": "",
+        }
         return self.runner.invoke(app, list(args), env={**base, **env})
 
 
@@ -55,13 +65,39 @@ def env(tmp_path_factory) -> Env:
     """A study whose trial 0 is a good configuration (enqueued) and trial 1 is pruned-looking
     junk; trial 0 retrained once into ``best.pt``."""
     e = Env(tmp_path_factory.mktemp("retrain"))
-    assert e("optimize", "--trials", "1", "--epochs", "3", "--device", "cpu", "--seed", "0", "--space", "article",
-             "--no-warm-start").exit_code == 0  # trial 0: a random configuration, not the article's
+    assert (
+        e(
+            "optimize",
+            "--trials",
+            "1",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--seed",
+            "0",
+            "--space",
+            "article",
+            "--no-warm-start",
+        ).exit_code
+        == 0
+    )  # trial 0: a random configuration, not the article's
     study = optuna.load_study(study_name="mnist-cnn", storage=e.url)
     study.enqueue_trial(GOOD)
     assert e("optimize", "--trials", "1", "--device", "cpu", "--seed", "0").exit_code == 0
-    result = e("retrain", "--trial", "1", "--recipe", "article", "--output", str(e.root / "best.pt"),
-               "--format", "json", "--device", "cpu")
+    result = e(
+        "retrain",
+        "--trial",
+        "1",
+        "--recipe",
+        "article",
+        "--output",
+        str(e.root / "best.pt"),
+        "--format",
+        "json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     e.retrained = json.loads(result.stdout)
     return e
@@ -77,18 +113,32 @@ def test_retrain_reports_and_saves_everything(env):
     seed = optuna.load_study(study_name="mnist-cnn", storage=env.url).trials[1].user_attrs["seed"]
     assert r["seed"] == seed  # the trial's own training seed by default
 
-    assert r["recipe"] == {"epochs": None, "schedule": "constant", "shift": 0, "average": "none", "top": 1,
-                           "flip": False, "erasing": 0.0, "label_smoothing": 0.0, "tuned": False,
-                           "searched": False}
-    assert r["members"] == [1] and r["test_ci95"] == pytest.approx(1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"])
-                                                                           / 200) ** 0.5)
+    assert r["recipe"] == {
+        "epochs": None,
+        "schedule": "constant",
+        "shift": 0,
+        "average": "none",
+        "top": 1,
+        "flip": False,
+        "erasing": 0.0,
+        "label_smoothing": 0.0,
+        "tuned": False,
+        "searched": False,
+    }
+    assert r["members"] == [1] and r["test_ci95"] == pytest.approx(
+        1.96 * (r["test_accuracy"] * (1 - r["test_accuracy"]) / 200) ** 0.5
+    )
     payload = torch.load(env.root / "best.pt", weights_only=True)
     assert payload["format"] == "cnn-tune-checkpoint" and payload["architecture"] == "ConvNet-v1"
     assert payload["hyperparams"] == GOOD and payload["trial"] == 1 and payload["study"] == "mnist-cnn"
     assert [(m["trial"], m["hyperparams"]) for m in payload["members"]] == [(1, GOOD)]
     assert payload["metrics"]["test_accuracy"] == r["test_accuracy"]
-    assert set(payload["data_md5"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert set(payload["data_md5"]) == {
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    }
     assert payload["protocol"]["epochs"] == 3 and payload["versions"]["torch"] == str(torch.__version__)
 
 
@@ -125,8 +175,20 @@ def test_retrain_is_seeded(env, tmp_path):
     """The same trial retrained again gives the same weights, bit for bit; another seed other ones."""
     mine = env.copy(tmp_path)
     for name, seed in (("again.pt", []), ("other.pt", ["--seed", "12345"])):
-        result = mine("retrain", "--trial", "1", "--recipe", "article", "--output", str(tmp_path / name), *seed,
-                      "-f", "json", "--device", "cpu")
+        result = mine(
+            "retrain",
+            "--trial",
+            "1",
+            "--recipe",
+            "article",
+            "--output",
+            str(tmp_path / name),
+            *seed,
+            "-f",
+            "json",
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output
     first = _weights(env.root / "best.pt")
     assert all(torch.equal(a, b) for a, b in zip(first, _weights(tmp_path / "again.pt")))
@@ -162,8 +224,9 @@ def test_predict_resizes_other_sizes(env, tmp_path):
     Image.fromarray(img[0]).save(tmp_path / "small.png")
     # twice as large, each pixel a 2×2 block: resized back to 28×28 it is the original image again
     Image.fromarray(img[0]).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "big.png")
-    result = env("predict", str(env.root / "best.pt"), str(tmp_path / "small.png"), str(tmp_path / "big.png"),
-                 "-f", "json")
+    result = env(
+        "predict", str(env.root / "best.pt"), str(tmp_path / "small.png"), str(tmp_path / "big.png"), "-f", "json"
+    )
     assert result.exit_code == 0, result.output
     small, big = json.loads(result.stdout)
     assert big["label"] == small["label"] == int(label[0])
@@ -188,11 +251,14 @@ def test_no_complete_trials(tmp_path):
     assert not list(tmp_path.rglob("*.pt"))
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--trial", "99"], "has no trial 99"),
-    (["--trial", "0", "--epochs", "0"], "--epochs"),
-    (["--trial", "-1"], "--trial"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--trial", "99"], "has no trial 99"),
+        (["--trial", "0", "--epochs", "0"], "--epochs"),
+        (["--trial", "-1"], "--trial"),
+    ],
+)
 def test_bad_trial_options(env, args, fragment):
     assert_one_line_error(env("retrain", *args), 2, fragment)
 
@@ -205,8 +271,9 @@ def test_trial_that_is_not_complete(env):
         trial.report(0.1, 1)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         pruned = [trial.number]
-    assert_one_line_error(env("retrain", "--trial", str(pruned[0])), 2, f"trial {pruned[0]}", "is pruned",
-                          "--state complete")
+    assert_one_line_error(
+        env("retrain", "--trial", str(pruned[0])), 2, f"trial {pruned[0]}", "is pruned", "--state complete"
+    )
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     assert_one_line_error(env("retrain", "--trial", str(failed.number)), 2, "is fail")
@@ -234,49 +301,63 @@ class _RunsCode:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.marker}",))
 
 
 def _bad_checkpoints(env: Env, folder: Path) -> dict[str, Path]:
     good = (env.root / "best.pt").read_bytes()
     files = {"truncated": good[: len(good) // 2], "text": b"hello, not a checkpoint\n"}
-    names = ("truncated", "text", "tensor", "arch", "shapes", "code", "empty", "no-members", "mixed", "member",
-             "member-shapes")
+    names = (
+        "truncated",
+        "text",
+        "tensor",
+        "arch",
+        "shapes",
+        "code",
+        "empty",
+        "no-members",
+        "mixed",
+        "member",
+        "member-shapes",
+    )
     out = {name: folder / f"{name}.pt" for name in names}
     for name, data in files.items():
         out[name].write_bytes(data)
     torch.save(torch.zeros(3), out["tensor"])
     payload = torch.load(env.root / "best.pt", weights_only=True)
     member = payload["members"][0]
-    torch.save({**payload, "architecture": "ResNet-18", "members": [{**member, "architecture": "ResNet-18"}]},
-               out["arch"])
+    torch.save(
+        {**payload, "architecture": "ResNet-18", "members": [{**member, "architecture": "ResNet-18"}]}, out["arch"]
+    )
     wide = {**member, "hyperparams": {**member["hyperparams"], "fc2_input_dim": 128}}
     torch.save({**payload, "members": [wide]}, out["shapes"])
     torch.save({**payload, "members": [member, {**wide, "state_dict": member["state_dict"]}]}, out["member-shapes"])
     torch.save({**payload, "members": []}, out["empty"])
     torch.save({k: v for k, v in payload.items() if k != "members"}, out["no-members"])
     torch.save({**payload, "members": [member, {**member, "architecture": "ConvNet-v2"}]}, out["mixed"])
-    torch.save({**payload, "members": [member, {k: v for k, v in member.items() if k != "state_dict"}]},
-               out["member"])
+    torch.save({**payload, "members": [member, {k: v for k, v in member.items() if k != "state_dict"}]}, out["member"])
     with out["code"].open("wb") as fh:  # a torch.save-shaped zip whose pickle would run a command
-        torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(folder / "pwned")}, fh,
-                   pickle_module=pickle)
+        torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(folder / "pwned")}, fh, pickle_module=pickle)
     return out
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("truncated", "damaged or not a checkpoint"),
-    ("text", "damaged or not a checkpoint"),
-    ("tensor", "not a cnn-tune checkpoint"),
-    ("arch", "'ResNet-18' network"),
-    ("shapes", "weights do not fit"),
-    ("code", "refused to load it"),
-    ("empty", "holds no model (its list of members is empty)"),
-    ("no-members", "holds no model (its list of members is missing)"),
-    ("mixed", "mixes network architectures (ConvNet-v1, ConvNet-v2)"),
-    ("member", "member 1: lacks or has malformed fields: state_dict"),
-    ("member-shapes", "(member 1): the weights do not fit"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("truncated", "damaged or not a checkpoint"),
+        ("text", "damaged or not a checkpoint"),
+        ("tensor", "not a cnn-tune checkpoint"),
+        ("arch", "'ResNet-18' network"),
+        ("shapes", "weights do not fit"),
+        ("code", "refused to load it"),
+        ("empty", "holds no model (its list of members is empty)"),
+        ("no-members", "holds no model (its list of members is missing)"),
+        ("mixed", "mixes network architectures (ConvNet-v1, ConvNet-v2)"),
+        ("member", "member 1: lacks or has malformed fields: state_dict"),
+        ("member-shapes", "(member 1): the weights do not fit"),
+    ],
+)
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_bad_checkpoints_are_refused(env, tmp_path, name, fragment, command):
     path = _bad_checkpoints(env, tmp_path)[name]
@@ -313,10 +394,19 @@ def test_a_refused_checkpoint_prints_only_our_line(env, tmp_path):
 
     path = tmp_path / "protocol4.pt"
     with path.open("wb") as fh:  # pickle protocol 4: torch warns about it before refusing the file
-        torch.save({"format": "cnn-tune-checkpoint", "evil": _RunsCode(tmp_path / "pwned")}, fh, pickle_module=pickle,
-                   pickle_protocol=4)
-    r = subprocess.run(cnn_tune("evaluate", str(path)), capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "CNN_TUNE_DEBUG": "", "PYTHONWARNINGS": "default"})
+        torch.save(
+            {"format": "cnn-tune-checkpoint", "evil": _RunsCode(tmp_path / "pwned")},
+            fh,
+            pickle_module=pickle,
+            pickle_protocol=4,
+        )
+    r = subprocess.run(
+        cnn_tune("evaluate", str(path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNN_TUNE_DEBUG": "", "PYTHONWARNINGS": "default"},
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error:")]
     assert len(r.stderr.strip().splitlines()) == 1 and "not a cnn-tune checkpoint" in r.stderr, r.stderr
@@ -332,8 +422,18 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     result = env("retrain", "--trial", "1", "-o", str(out), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert r["recipe"] == {"epochs": 20, "schedule": "cosine", "shift": 2, "average": "none", "top": 1, "flip": False,
-                           "erasing": 0.0, "label_smoothing": 0.0, "tuned": False, "searched": False}
+    assert r["recipe"] == {
+        "epochs": 20,
+        "schedule": "cosine",
+        "shift": 2,
+        "average": "none",
+        "top": 1,
+        "flip": False,
+        "erasing": 0.0,
+        "label_smoothing": 0.0,
+        "tuned": False,
+        "searched": False,
+    }
     assert r["epochs"] == 20 and r["since_first_trial_s"] > 0
     assert r["test_accuracy"] > 0.9
     table = env("evaluate", str(out), "--device", "cpu")
@@ -341,12 +441,18 @@ def test_the_default_recipe_trains_longer_with_cosine_lr_and_shifts(env, tmp_pat
     assert f"Test accuracy {100 * r['test_accuracy']:.2f}% ± {100 * r['test_ci95']:.2f}" in table.stdout
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--recipe", "article", "--epochs", "2"], {"epochs": 2, "schedule": "constant", "shift": 0, "average": "none"}),
-    (["--recipe", "article", "--schedule", "cosine"], {"epochs": None, "schedule": "cosine"}),
-    (["--recipe", "article", "--shift", "1"], {"shift": 1, "schedule": "constant"}),
-    (["--epochs", "2", "--average", "ema"], {"epochs": 2, "average": "ema", "schedule": "cosine", "shift": 2}),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--recipe", "article", "--epochs", "2"],
+            {"epochs": 2, "schedule": "constant", "shift": 0, "average": "none"},
+        ),
+        (["--recipe", "article", "--schedule", "cosine"], {"epochs": None, "schedule": "cosine"}),
+        (["--recipe", "article", "--shift", "1"], {"shift": 1, "schedule": "constant"}),
+        (["--epochs", "2", "--average", "ema"], {"epochs": 2, "average": "ema", "schedule": "cosine", "shift": 2}),
+    ],
+)
 def test_each_option_overrides_one_part_of_the_recipe(env, tmp_path, args, expected):
     env = env.copy(tmp_path / "study")
     out = tmp_path / "x.pt"
@@ -398,8 +504,11 @@ def test_a_checkpoint_of_format_1_still_loads(env, tmp_path):
     """Checkpoints written before ensembles: one network, its weights at the top."""
     payload = torch.load(env.root / "best.pt", weights_only=True)
     member = payload.pop("members")[0]
-    old = {**{k: v for k, v in payload.items() if k != "recipe"}, "format_version": 1,
-           "state_dict": member["state_dict"]}
+    old = {
+        **{k: v for k, v in payload.items() if k != "recipe"},
+        "format_version": 1,
+        "state_dict": member["state_dict"],
+    }
     torch.save(old, tmp_path / "old.pt")
     result = env("evaluate", str(tmp_path / "old.pt"), "-f", "json", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -414,16 +523,19 @@ def _a_digit(folder: Path) -> Path:
     return folder / "digit.png"
 
 
-@pytest.mark.parametrize("args, code, fragment", [
-    (["--shift", "9"], 2, "--shift"),
-    (["--top", "0"], 2, "--top"),
-    (["--top", "11"], 2, "--top"),
-    (["--top", "9"], 2, "--top 9 needs 9 complete trials"),
-    (["--top", "2", "--trial", "1"], 2, "--trial and --top K > 1 cannot be combined"),
-    (["--schedule", "linear"], 2, "--schedule"),
-    (["--average", "swa"], 2, "--average"),
-    (["--recipe", "fast"], 2, "--recipe"),
-])
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["--shift", "9"], 2, "--shift"),
+        (["--top", "0"], 2, "--top"),
+        (["--top", "11"], 2, "--top"),
+        (["--top", "9"], 2, "--top 9 needs 9 complete trials"),
+        (["--top", "2", "--trial", "1"], 2, "--trial and --top K > 1 cannot be combined"),
+        (["--schedule", "linear"], 2, "--schedule"),
+        (["--average", "swa"], 2, "--average"),
+        (["--recipe", "fast"], 2, "--recipe"),
+    ],
+)
 def test_bad_recipe_options(env, tmp_path, args, code, fragment):
     assert_one_line_error(env("retrain", *args, "-o", str(tmp_path / "x.pt")), code, fragment)
     assert not (tmp_path / "x.pt").exists()
@@ -433,8 +545,13 @@ def test_recipe_values_are_checked_in_the_library():
     from cnn_tune.errors import UsageError
     from cnn_tune.model.recipe import Recipe
 
-    for bad in ({"epochs": 0}, {"epochs": 1, "shift": -1}, {"epochs": 1, "schedule": "step"},
-                {"epochs": 1, "average": "swa"}, {"epochs": 1, "top": 0}):
+    for bad in (
+        {"epochs": 0},
+        {"epochs": 1, "shift": -1},
+        {"epochs": 1, "schedule": "step"},
+        {"epochs": 1, "average": "swa"},
+        {"epochs": 1, "top": 0},
+    ):
         with pytest.raises(UsageError):
             Recipe(**bad)
 
@@ -452,8 +569,9 @@ def test_the_default_schedule_keeps_adagrad_constant(tmp_path):
     assert e("optimize", "--trials", "2", *quick).exit_code == 0
 
     def retrain(name: str, *args: str) -> dict:
-        result = e("retrain", *args, "--epochs", "2", "-o", str(tmp_path / f"{name}.pt"), "-f", "json",
-                   "--device", "cpu")
+        result = e(
+            "retrain", *args, "--epochs", "2", "-o", str(tmp_path / f"{name}.pt"), "-f", "json", "--device", "cpu"
+        )
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 

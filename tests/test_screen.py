@@ -31,16 +31,23 @@ def _fits(lines: list[str], width: int) -> None:
 
 def test_every_view_fits_80_columns_and_120_shows_more(study):
     root, env = study
-    code, lines = run_in_terminal(cnn_tune("optimize", "--dataset", "fashion-mnist", "--trials", "3", "--epochs",
-                                           "1", "--seed", "1", "--device", "cpu"), env, 80)
+    code, lines = run_in_terminal(
+        cnn_tune(
+            "optimize", "--dataset", "fashion-mnist", "--trials", "3", "--epochs", "1", "--seed", "1", "--device", "cpu"
+        ),
+        env,
+        80,
+    )
     assert code == 0, "\n".join(lines)
-    _fits(lines[next(i for i, ln in enumerate(lines) if ln.startswith("Finished")):], 80)  # the summary
+    _fits(lines[next(i for i, ln in enumerate(lines) if ln.startswith("Finished")) :], 80)  # the summary
     image = root / "a-picture-with-a-long-name-of-a-shirt-or-perhaps-a-coat-from-the-catalogue.png"
     Image.new("L", (28, 28), 200).save(image)
     views = {
         "retrain": ["retrain", "--device", "cpu", "--output", str(root / "m.pt")],
         "confirm": ["confirm", "--top", "2", "--seeds", "1", "--workers", "1", "--device", "cpu"],
-        "studies": ["studies"], "trials": ["trials"], "best": ["best"],
+        "studies": ["studies"],
+        "trials": ["trials"],
+        "best": ["best"],
         "evaluate": ["evaluate", str(root / "m.pt"), "--device", "cpu"],
         "predict": ["predict", str(root / "m.pt"), str(image)],
     }
@@ -64,14 +71,18 @@ def test_every_view_fits_80_columns_and_120_shows_more(study):
 
     # piped: every column, exactly as the formatter writes plain text
     piped = subprocess.run(cnn_tune("trials"), env=env, capture_output=True, text=True, timeout=120)
-    rows = json.loads(subprocess.run(cnn_tune("trials", "--format", "json"), env=env, capture_output=True,
-                                     text=True, timeout=120).stdout)
+    rows = json.loads(
+        subprocess.run(
+            cnn_tune("trials", "--format", "json"), env=env, capture_output=True, text=True, timeout=120
+        ).stdout
+    )
     header = piped.stdout.splitlines()[0].split()
     assert all(name in header for name in rows[0]["params"]) and "size" in header
 
 
 def _header(lines: list[str], first: str) -> list[str]:
     """The column names of the table whose first column is ``first`` (not its title line)."""
-    line = next(ln for ln in lines
-                if ln.split()[:1] == [first] and "trials" in ln or ln.split()[:2] == [first, "state"])
+    line = next(
+        ln for ln in lines if ln.split()[:1] == [first] and "trials" in ln or ln.split()[:2] == [first, "state"]
+    )
     return line.split()

@@ -36,10 +36,12 @@ OLD = Path(__file__).parent / "data" / "v0.7.1"  # written by cnn-tune 0.7.1 (be
 
 # --- the space -------------------------------------------------------------------------------
 
+
 def test_clothes_may_be_mirrored_digits_may_not():
     assert "flip" not in distributions(WideHyperparams, "mnist")
-    assert "flip" in distributions(WideHyperparams, "fashion-mnist") and "flip" in distributions(WideHyperparams,
-                                                                                                "folder")
+    assert "flip" in distributions(WideHyperparams, "fashion-mnist") and "flip" in distributions(
+        WideHyperparams, "folder"
+    )
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     hp = suggest(trial, WideHyperparams, "mnist")
     assert "flip" not in trial.params and hp.flip is False
@@ -56,9 +58,13 @@ def test_warm_starts_suit_the_images():
 
 
 def test_every_network_is_as_large_as_its_record_says():
-    for hp in (Hyperparams(), Hyperparams(fc2_input_dim=32), WideHyperparams(),
-               WideHyperparams(width=16, blocks=2, batch_norm=False, fc2_input_dim=256),
-               WideHyperparams(width=48, blocks=3, fc2_input_dim=64)):
+    for hp in (
+        Hyperparams(),
+        Hyperparams(fc2_input_dim=32),
+        WideHyperparams(),
+        WideHyperparams(width=16, blocks=2, batch_norm=False, fc2_input_dim=256),
+        WideHyperparams(width=48, blocks=3, fc2_input_dim=64),
+    ):
         for classes in (3, 10, 100):
             assert n_params(hp, classes) == count_params(build_model(hp, classes)), (hp, classes)
 
@@ -109,10 +115,11 @@ def test_random_erasing_blanks_one_rectangle_where_asked():
     assert torch.equal(half, random_erasing(x, 0.5, torch.Generator().manual_seed(1)))  # seeded
     rows = (out[0, 0] == 0).any(1).nonzero().flatten()
     cols = (out[0, 0] == 0).any(0).nonzero().flatten()
-    assert (out[0, 0, rows.min():rows.max() + 1, cols.min():cols.max() + 1] == 0).all()  # one rectangle
+    assert (out[0, 0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] == 0).all()  # one rectangle
 
 
 # --- pruning, judged in images seen ------------------------------------------------------------
+
 
 def _study_with(curves: list[list[float]], warm: int | None = None) -> optuna.Study:
     study = optuna.create_study(direction="maximize")
@@ -167,6 +174,7 @@ def test_halving_keeps_the_top_half_at_each_rung_within_the_noise():
 
 # --- the real command ----------------------------------------------------------------------------
 
+
 def test_small_data_ends_with_complete_trials_and_stops_on_patience(cli, db_url):
     result = cli(*quick("--train-limit", "400", "--trials", "40", "--patience", "4", "--seed", "3"))
     assert result.exit_code == 0, result.output
@@ -212,7 +220,8 @@ def test_the_search_keeps_its_networks_and_retrain_hands_them_over(cli, db_url, 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for t in complete:  # each complete trial kept its network, as an artifact of the trial
         assert [m.artifact_id for m in get_all_artifact_meta(t, storage=study._storage)] == [
-            t.user_attrs[MODEL_ATTR]["artifact_id"]]
+            t.user_attrs[MODEL_ATTR]["artifact_id"]
+        ]
 
     out = tmp_path / "searched.pt"
     result = cli("retrain", "--output", str(out), "--format", "json")  # the wide space's default: searched
@@ -229,8 +238,9 @@ def test_the_search_keeps_its_networks_and_retrain_hands_them_over(cli, db_url, 
     assert again["test_accuracy"] == done["test_accuracy"]  # a v3 checkpoint loads and scores the same
     assert "network size" in cli("best").stdout
 
-    assert_one_line_error(cli("retrain", "--recipe", "searched", "--epochs", "3"), 2,
-                          "cannot change --recipe searched", "--recipe tuned")
+    assert_one_line_error(
+        cli("retrain", "--recipe", "searched", "--epochs", "3"), 2, "cannot change --recipe searched", "--recipe tuned"
+    )
     trains = json.loads(cli("retrain", "--epochs", "1", "--output", str(tmp_path / "e.pt"), "-f", "json").stdout)
     assert trains["epochs"] == 1 and trains["recipe"]["tuned"] is True  # a training option asks for training
     tuned = json.loads(cli("retrain", "--recipe", "tuned", "--output", str(tmp_path / "t.pt"), "-f", "json").stdout)
@@ -251,8 +261,9 @@ def test_size_plot_marks_the_unbeaten_trials(cli, tmp_path):
 
 # --- what 0.7.1 wrote ------------------------------------------------------------------------------
 
+
 def test_a_study_of_0_7_1_resumes_in_its_own_space(cli, db_url):
-    path = Path(db_url[len("sqlite:///"):])
+    path = Path(db_url[len("sqlite:///") :])
     path.parent.mkdir(parents=True)
     shutil.copy(OLD / "v071.db", path)
     before = load(db_url).user_attrs[PROTOCOL_ATTR]

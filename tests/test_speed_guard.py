@@ -30,7 +30,7 @@ def hard_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     for i, k in enumerate(labels):
         row = 3 + (k // 5) * 13 + rng.integers(-3, 4)
         col = 1 + (k % 5) * 5 + rng.integers(-1, 2)
-        images[i, max(row, 0):row + 6, max(col, 0):col + 6] += 60
+        images[i, max(row, 0) : row + 6, max(col, 0) : col + 6] += 60
     return torch.from_numpy(images.clip(0, 255).astype(np.uint8)), torch.from_numpy(labels.astype(np.uint8))
 
 
@@ -57,7 +57,7 @@ def reference_val_accuracy(data: Images, epochs: int) -> float:
         model.train()
         perm = torch.randperm(len(y), generator=order)
         for start in range(0, len(y), HP.batch_size):
-            idx = perm[start:start + HP.batch_size]
+            idx = perm[start : start + HP.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -90,12 +90,15 @@ def test_forced_bf16_matches_the_plain_loop(data, reference):
     assert abs(fast_val_accuracy(data, 2, "bf16") - reference) <= 0.005
 
 
-@pytest.mark.parametrize("flags, fast", [
-    ("fpu sse2 avx2 fma", False),
-    ("fpu avx2 avx512f avx512_bf16", True),
-    ("fpu avx2 amx_bf16 amx_tile", True),
-    ("fpu avx512f avx512bw", False),
-])
+@pytest.mark.parametrize(
+    "flags, fast",
+    [
+        ("fpu sse2 avx2 fma", False),
+        ("fpu avx2 avx512f avx512_bf16", True),
+        ("fpu avx2 amx_bf16 amx_tile", True),
+        ("fpu avx512f avx512bw", False),
+    ],
+)
 def test_bf16_detection_reads_cpu_flags(flags, fast):
     assert cpu_has_fast_bf16(f"processor : 0\nflags\t\t: {flags}\n") is fast
 

@@ -12,10 +12,11 @@ def test_simultaneous_first_opens_of_a_new_sqlite_file_all_succeed(tmp_path):
     # Optuna creates its schema on first open; two processes doing it at once collide
     # ("UNIQUE constraint failed: alembic_version…") unless the opener retries.
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = ("import sys; from cnn_tune.storage.engine import open_storage, prepare_storage; "
-            "open_storage(prepare_storage(sys.argv[1]))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
-             for _ in range(8)]
+    code = (
+        "import sys; from cnn_tune.storage.engine import open_storage, prepare_storage; "
+        "open_storage(prepare_storage(sys.argv[1]))"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e]
     assert optuna.study.get_all_study_names(url) == []
@@ -31,7 +32,11 @@ def test_no_command_shows_the_storage_password(tmp_path, postgres_database, cli,
     report = tmp_path / "report.html"
     commands = [
         ["optimize", "--trials", "2", "--epochs", "1", "--device", "cpu", "--patience", "0"],
-        ["studies"], ["trials"], ["best"], ["best", "--format", "json"], ["studies", "--format", "csv"],
+        ["studies"],
+        ["trials"],
+        ["best"],
+        ["best", "--format", "json"],
+        ["studies", "--format", "csv"],
         ["plot", "report", "--output", str(report)],
         ["retrain", "--output", str(tmp_path / "m.pt")],
         ["confirm", "--top", "1", "--seeds", "1", "--workers", "1"],

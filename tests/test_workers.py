@@ -39,8 +39,13 @@ def small(tmp_path) -> tuple[Path, str]:
 
 def test_workers_run_exactly_the_trials_asked_in_total(small):
     data, url = small
-    r = subprocess.run(cnn_tune("optimize", "--trials", "6", "--workers", "4", "--seed", "5", *FAST),
-                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "6", "--workers", "4", "--seed", "5", *FAST),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     _assert_exact(stored_trials(url), 6)
     assert "by 4 workers" in r.stdout and "Starting 4 workers" in r.stderr
@@ -48,7 +53,7 @@ def test_workers_run_exactly_the_trials_asked_in_total(small):
     # piped: one plain line per trial, every field (a terminal's view cuts them to its width)
     assert len(lines) == 6 and all(" best " in ln and " ep " in ln for ln in lines)
     assert "\x1b[" not in r.stdout + r.stderr
-    with sqlite3.connect(url[len("sqlite:///"):]) as db:  # read-only check of the file's mode
+    with sqlite3.connect(url[len("sqlite:///") :]) as db:  # read-only check of the file's mode
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # cores shared out, no oversubscription: trials start on a quarter of the cores each; a worker
     # whose peers have already exited (no trial left for them) may start its next on theirs
@@ -64,8 +69,13 @@ def test_threads_option(cli, db_url):
 
 def test_more_workers_than_trials_says_how_many_run(small):
     data, url = small
-    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--workers", "5", *FAST),
-                       env=cli_env(data, url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "2", "--workers", "5", *FAST),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "starting 2 worker(s)" in r.stderr
     assert len(stored_trials(url)) == 2
@@ -73,9 +83,16 @@ def test_more_workers_than_trials_says_how_many_run(small):
 
 def test_separately_started_commands_share_one_sqlite_file(small):
     data, url = small
-    procs = [subprocess.Popen(cnn_tune("optimize", "--trials", "2", "--seed", str(i), "--patience", "0",
-                                        *FAST), env=cli_env(data, url),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            cnn_tune("optimize", "--trials", "2", "--seed", str(i), "--patience", "0", *FAST),
+            env=cli_env(data, url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -108,8 +125,12 @@ def test_processes_never_take_the_same_waiting_trial(tmp_path):
     for i in range(40):
         study.enqueue_trial({"x": i})
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, url, str(go)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, url, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
     wait_for(lambda: len(list(tmp_path.glob("go.ready.*"))) == 8, 120, what="8 processes with the study open")
     go.touch()  # all 8 ask for waiting trials at once
     taken = []
@@ -134,10 +155,22 @@ def test_core_share_gives_a_lone_worker_the_freed_cores():
     assert CoreShare(2, mp.get_context("spawn").Value("i", 4)).threads() == 1  # never under one
 
 
-HOPELESS = {"dropout_rate": 0.0, "fc2_input_dim": 32, "dropout_rate2": 0.0, "optimizer": "Adadelta", "lr": 1e-5,
-            "batch_size": 256}  # near chance after an epoch: the leader pruner's floor stops it there
-GOOD = {"dropout_rate": 0.0, "fc2_input_dim": 64, "dropout_rate2": 0.0, "optimizer": "Adam", "lr": 3e-3,
-        "batch_size": 64}
+HOPELESS = {
+    "dropout_rate": 0.0,
+    "fc2_input_dim": 32,
+    "dropout_rate2": 0.0,
+    "optimizer": "Adadelta",
+    "lr": 1e-5,
+    "batch_size": 256,
+}  # near chance after an epoch: the leader pruner's floor stops it there
+GOOD = {
+    "dropout_rate": 0.0,
+    "fc2_input_dim": 64,
+    "dropout_rate2": 0.0,
+    "optimizer": "Adam",
+    "lr": 3e-3,
+    "batch_size": 64,
+}
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to share out")
@@ -155,12 +188,30 @@ def test_the_last_worker_takes_the_cores_of_the_one_that_left(tmp_path, threads)
     url = f"sqlite:///{tmp_path / 'h.db'}"
     mnist = read_folder(data)
     protocol = make_protocol(8, None, len(mnist.train_labels), mnist.fingerprint)  # as `optimize --epochs 8` makes it
-    study, _ = create_or_load(open_storage(url, write=True), "mnist-cnn", protocol, optuna.samplers.RandomSampler(),
-                              optuna.pruners.NopPruner())
+    study, _ = create_or_load(
+        open_storage(url, write=True),
+        "mnist-cnn",
+        protocol,
+        optuna.samplers.RandomSampler(),
+        optuna.pruners.NopPruner(),
+    )
     study.enqueue_trial(HOPELESS)
     study.enqueue_trial(GOOD)
-    args = ["--trials", "2", "--workers", "2", "--epochs", "8", "--device", "cpu", "--pruner", "leader",
-            "--seed", "0", *(["--threads", threads] if threads else [])]
+    args = [
+        "--trials",
+        "2",
+        "--workers",
+        "2",
+        "--epochs",
+        "8",
+        "--device",
+        "cpu",
+        "--pruner",
+        "leader",
+        "--seed",
+        "0",
+        *(["--threads", threads] if threads else []),
+    ]
     r = subprocess.run(cnn_tune("optimize", *args), env=cli_env(data, url), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     hopeless, good = sorted(stored_trials(url), key=lambda t: t.params["optimizer"] == "Adam")
@@ -177,8 +228,13 @@ def test_max_trials_caps_the_study(small):
     data, url = small
     env = cli_env(data, url)
     assert subprocess.run(cnn_tune("optimize", "--trials", "3", *FAST), env=env, timeout=300).returncode == 0
-    r = subprocess.run(cnn_tune("optimize", "--trials", "5", "--max-trials", "4", *FAST), env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "5", "--max-trials", "4", *FAST),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "reached --max-trials" in r.stdout
     assert len(stored_trials(url)) == 4
@@ -200,8 +256,13 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     url = f"sqlite:///{db}"
     # 10 epochs: seconds between seeing the trial train and the kill, even on a loaded machine
     beat = ["--heartbeat", "1", "--grace", "3", "--epochs", "10", "--device", "cpu", "--pruner", "none", "--seed", "1"]
-    victim = subprocess.Popen(cnn_tune("optimize", "--trials", "1", *beat), env=cli_env(data, url),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        cnn_tune("optimize", "--trials", "1", *beat),
+        env=cli_env(data, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         running = wait_for(lambda: _running_with_epochs(url, db), 120, victim)
     finally:
@@ -211,17 +272,26 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     assert [t.state for t in stored_trials(url)] == [TrialState.RUNNING]
 
     wait_for(lambda: heartbeats_older_than(db, 3), 60, what="a stale heartbeat")  # older than --grace 3
-    r = subprocess.run(cnn_tune("optimize", "--trials", "1", *beat), env=cli_env(data, url),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "1", *beat),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     trials = stored_trials(url)
     assert trials[original.number].state == TrialState.FAIL
-    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
-               == original.number]
+    retries = [
+        t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == original.number
+    ]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == original.params
-    rows = json.loads(subprocess.run(cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True,
-                                     text=True, timeout=120).stdout)
+    rows = json.loads(
+        subprocess.run(
+            cnn_tune("trials", "-f", "json"), env=cli_env(data, url), capture_output=True, text=True, timeout=120
+        ).stdout
+    )
     assert rows[retries[0].number]["retry_of"] == original.number
 
 
@@ -229,10 +299,16 @@ def test_ctrl_c_stops_every_worker(tmp_path):
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=20)
     db = tmp_path / "c.db"
     url = f"sqlite:///{db}"
-    parent = subprocess.Popen(cnn_tune("optimize", "--trials", "6", "--workers", "2", "--epochs", "20",
-                                        "--device", "cpu", "--pruner", "none"),
-                              env=cli_env(data, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=default_sigint)
+    parent = subprocess.Popen(
+        cnn_tune(
+            "optimize", "--trials", "6", "--workers", "2", "--epochs", "20", "--device", "cpu", "--pruner", "none"
+        ),
+        env=cli_env(data, url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         wait_for(lambda: _running_with_epochs(url, db), 180, parent)
         parent.send_signal(signal.SIGINT)  # to the parent only: it must stop its workers itself
@@ -247,6 +323,7 @@ def test_ctrl_c_stops_every_worker(tmp_path):
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
+
 
 def _server_answers(port: int) -> bool:
     try:
@@ -263,29 +340,39 @@ def postgres_url(postgres_database):
 
 def test_postgresql_three_workers_exact_counts(small, postgres_url):
     data, _ = small
-    r = subprocess.run(cnn_tune("optimize", "--trials", "6", "--workers", "3", "--seed", "2", *FAST),
-                       env=cli_env(data, postgres_url), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "6", "--workers", "3", "--seed", "2", *FAST),
+        env=cli_env(data, postgres_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     _assert_exact(stored_trials(postgres_url), 6)
-    listed = subprocess.run(cnn_tune("studies", "-f", "json"), env=cli_env(data, postgres_url),
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        cnn_tune("studies", "-f", "json"), env=cli_env(data, postgres_url), capture_output=True, text=True, timeout=120
+    )
     assert json.loads(listed.stdout)[0]["complete"] == 6
 
 
 # --- bad input ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--workers", "0"], "--workers"),
-    (["--workers", "many"], "--workers"),
-    (["--workers", "auto", "--threads", "999"], "--threads 999 is more than"),
-    (["--heartbeat", "10", "--grace", "10"], "must be longer than --heartbeat"),
-    (["--heartbeat", "10", "--grace", "5"], "must be longer than --heartbeat"),
-    (["--max-trials", "0"], "--max-trials"),
-    (["--preset", "quickest"], "'quickest' is not one of 'fast', 'article'"),
-])
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--workers", "many"], "--workers"),
+        (["--workers", "auto", "--threads", "999"], "--threads 999 is more than"),
+        (["--heartbeat", "10", "--grace", "10"], "must be longer than --heartbeat"),
+        (["--heartbeat", "10", "--grace", "5"], "must be longer than --heartbeat"),
+        (["--max-trials", "0"], "--max-trials"),
+        (["--preset", "quickest"], "'quickest' is not one of 'fast', 'article'"),
+    ],
+)
 def test_bad_worker_options(cli, db_url, args, fragment):
     assert_one_line_error(cli("optimize", "--trials", "2", *args), 2, fragment)
-    assert not Path(db_url[len("sqlite:///"):]).exists()
+    assert not Path(db_url[len("sqlite:///") :]).exists()
 
 
 def test_read_only_database_is_one_line(cli, tmp_path):
@@ -294,8 +381,17 @@ def test_read_only_database_is_one_line(cli, tmp_path):
     before = db.read_bytes()
     # SQLite's own read-only mode: the same refusal a read-only file or mount gives (root
     # ignores file permissions, so chmod cannot show it in CI)
-    result = cli("optimize", "--trials", "1", "--epochs", "1", "--device", "cpu",
-                 "--storage", f"sqlite:///file:{db}?mode=ro&uri=true")
+    result = cli(
+        "optimize",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--storage",
+        f"sqlite:///file:{db}?mode=ro&uri=true",
+    )
     assert_one_line_error(result, 1, "readonly database")
     assert db.read_bytes() == before
 
@@ -328,6 +424,7 @@ def test_read_only_file_is_refused_before_any_work(cli, tmp_path):
 
 # --- a worker's failure keeps its kind; --debug shows the worker's traceback -----------------
 
+
 def _fail_in_worker(monkeypatch, exc: Exception) -> None:
     def broken(*_args, **_kwargs):
         raise exc
@@ -337,8 +434,9 @@ def _fail_in_worker(monkeypatch, exc: Exception) -> None:
 
 def test_a_worker_bug_is_one_line_and_debug_shows_its_traceback(cli, monkeypatch):
     _fail_in_worker(monkeypatch, RuntimeError("boom"))
-    assert_one_line_error(cli("optimize", "--trials", "1", *FAST), 1, "worker 0: unexpected RuntimeError: boom",
-                          "--debug")
+    assert_one_line_error(
+        cli("optimize", "--trials", "1", *FAST), 1, "worker 0: unexpected RuntimeError: boom", "--debug"
+    )
     result = cli("--debug", "optimize", "--trials", "1", *FAST)
     assert type(result.exception).__name__ == "WorkerCrashed"
     cause = result.exception.__cause__
@@ -367,8 +465,13 @@ def test_workers_auto_starts_one_worker_per_core(small):
 
     data, url = small
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
-    r = subprocess.run(cnn_tune("optimize", "--trials", "3", "--workers", "auto", *FAST), env=cli_env(data, url),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "3", "--workers", "auto", *FAST),
+        env=cli_env(data, url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert (f"Starting {expected} workers" in r.stderr) if expected > 1 else ("Starting" not in r.stderr)
     _assert_exact(stored_trials(url), 3)
@@ -382,8 +485,9 @@ def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     data, url = small
     env = {k: v for k, v in cli_env(data, url).items() if k != "CNN_TUNE_WORKERS"}
     bare = ["--epochs", "1", "--device", "cpu"]  # one epoch: never pruned, whatever the pruner
-    r = subprocess.run(cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "3", *bare), env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert "tpe-mv sampler, halving pruner, warm start" in r.stderr
     expected = min(3, auto_workers("cpu", None, os.cpu_count() or 1, available_memory_gb()))
@@ -392,11 +496,15 @@ def test_the_default_is_the_fast_preset_and_the_article_is_one_flag_away(small):
     _assert_exact(trials, 3)
     assert trials[0].params == warm_start("wide", "mnist") and trials[0].user_attrs["cnn_tune.warm_start"] is True
 
-    r = subprocess.run(cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cnn_tune("optimize", "--trials", "2", "--study", "article", "--preset", "article", *bare),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "tpe sampler, median pruner" in r.stderr and "warm start" not in r.stderr and "Starting" not in r.stderr
     article = stored_trials(url, "article")
     assert not any("cnn_tune.warm_start" in t.user_attrs for t in article)
     assert all(set(t.params) == set(Hyperparams().as_dict()) for t in article)  # the seed article's space
-

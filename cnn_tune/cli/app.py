@@ -37,8 +37,14 @@ def debug_requested(args: Sequence[str]) -> bool:
 class OneLineErrors(TyperGroup):
     """Every failure is one line on stderr and an exit code: 2 usage, 1 runtime, 130 Ctrl-C."""
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         debug = debug_requested(args)
         try:
@@ -68,18 +74,22 @@ class OneLineErrors(TyperGroup):
                 failure = storage_failure(exc)
                 typer.echo(f"Error: {failure.one_line()}", err=True)
                 sys.exit(failure.exit_code)
-            typer.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
-                       err=True)
+            typer.echo(
+                f"Error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)", err=True
+            )
             sys.exit(1)
         finally:
             close_all()
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(cls=OneLineErrors,
-                  help="Tune a PyTorch CNN on MNIST, Fashion-MNIST or your images with Optuna; every study lives in "
-                       "one database.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Tune a PyTorch CNN on MNIST, Fashion-MNIST or your images with Optuna; every study lives in one database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def _version(value: bool) -> None:
@@ -91,9 +101,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     quiet_optuna(debug or debug_requested([]))
-
-

@@ -12,16 +12,29 @@ from cnn_tune.cli.study_commands import backup, best, dashboard, plot, studies, 
 from cnn_tune.processes.streams import guard
 
 # The commands, in the order `cnn-tune --help` lists them.
-for _callback in (optimize, best, trials, studies, plot, retrain, evaluate, predict, export, confirm, backup,
-                  dashboard):
+for _callback in (
+    optimize,
+    best,
+    trials,
+    studies,
+    plot,
+    retrain,
+    evaluate,
+    predict,
+    export,
+    confirm,
+    backup,
+    dashboard,
+):
     app.command()(_callback)
 
 
 def reflow(doc: str) -> str:
     """A docstring's paragraphs as single lines, so the help formatter wraps them to the
     terminal: docstrings are hard-wrapped for the source, and rich keeps single line breaks."""
-    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines())
-                       for paragraph in inspect.cleandoc(doc).split("\n\n"))
+    return "\n\n".join(
+        " ".join(line.strip() for line in paragraph.splitlines()) for paragraph in inspect.cleandoc(doc).split("\n\n")
+    )
 
 
 for _command in app.registered_commands:

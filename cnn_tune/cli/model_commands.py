@@ -33,41 +33,80 @@ from cnn_tune.storage.urls import DEFAULT_STORAGE
 
 # Long: one parameter per option of `retrain`; the body itself is a dozen lines.
 def retrain(
-    trial: Annotated[Optional[int], typer.Option(
-        "--trial", min=0, metavar="N", help="Trial to retrain. \\[default: the best complete one]")] = None,
-    recipe: Annotated[Optional[RecipeName], typer.Option(
-        "--recipe", help="tuned: the trial's own training again, as the search ran it; best: what won per minute "
-                         "in benchmarks/retrain.py for the article's space (20 epochs, cosine lr, shifts on MNIST); "
-                         "article: the article's plain training (the study's epochs, constant lr, no augmentation). "
-                         "\\[default: tuned for the wide space, best for the article's]", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", min=1, help="Epochs. \\[default: the recipe's]")] = None,
-    schedule: Annotated[Optional[Schedule], typer.Option(
-        "--schedule", help="Learning rate: the trial's throughout (constant), cosine decay from it to 0, warmup "
-                           "(a linear rise over the first tenth, then cosine), or auto: cosine, but constant for "
-                           "Adagrad, whose steps already shrink. "
-                           "\\[default: the recipe's]")] = None,
-    shift: Annotated[Optional[int], typer.Option(
-        "--shift", min=0, max=MAX_SHIFT, metavar="PX",
-        help="Shift each training image at random by up to PX pixels; 0: no augmentation. "
-             "\\[default: the recipe's]")] = None,
-    flip: Annotated[Optional[bool], typer.Option(
-        "--flip/--no-flip", help="Mirror training images left-right at random (clothes, not digits). "
-                                 "\\[default: the recipe's]", show_default=False)] = None,
-    average: Annotated[Optional[Average], typer.Option(
-        "--average", help="ema: keep an exponential moving average of the weights. \\[default: the recipe's]")] = None,
-    top: Annotated[Optional[int], typer.Option(
-        "--top", min=1, max=MAX_TOP, metavar="K",
-        help="Retrain the K best trials into one checkpoint that averages their probabilities. \\[default: 1]")] = None,
-    seed: Annotated[Optional[int], typer.Option(
-        "--seed", min=0, help="Training seed. \\[default: each trial's own]")] = None,
+    trial: Annotated[
+        Optional[int],
+        typer.Option("--trial", min=0, metavar="N", help="Trial to retrain. \\[default: the best complete one]"),
+    ] = None,
+    recipe: Annotated[
+        Optional[RecipeName],
+        typer.Option(
+            "--recipe",
+            help="tuned: the trial's own training again, as the search ran it; best: what won per minute "
+            "in benchmarks/retrain.py for the article's space (20 epochs, cosine lr, shifts on MNIST); "
+            "article: the article's plain training (the study's epochs, constant lr, no augmentation). "
+            "\\[default: tuned for the wide space, best for the article's]",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs. \\[default: the recipe's]")] = None,
+    schedule: Annotated[
+        Optional[Schedule],
+        typer.Option(
+            "--schedule",
+            help="Learning rate: the trial's throughout (constant), cosine decay from it to 0, warmup "
+            "(a linear rise over the first tenth, then cosine), or auto: cosine, but constant for "
+            "Adagrad, whose steps already shrink. "
+            "\\[default: the recipe's]",
+        ),
+    ] = None,
+    shift: Annotated[
+        Optional[int],
+        typer.Option(
+            "--shift",
+            min=0,
+            max=MAX_SHIFT,
+            metavar="PX",
+            help="Shift each training image at random by up to PX pixels; 0: no augmentation. "
+            "\\[default: the recipe's]",
+        ),
+    ] = None,
+    flip: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--flip/--no-flip",
+            help="Mirror training images left-right at random (clothes, not digits). \\[default: the recipe's]",
+            show_default=False,
+        ),
+    ] = None,
+    average: Annotated[
+        Optional[Average],
+        typer.Option(
+            "--average", help="ema: keep an exponential moving average of the weights. \\[default: the recipe's]"
+        ),
+    ] = None,
+    top: Annotated[
+        Optional[int],
+        typer.Option(
+            "--top",
+            min=1,
+            max=MAX_TOP,
+            metavar="K",
+            help="Retrain the K best trials into one checkpoint that averages their probabilities. \\[default: 1]",
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", min=0, help="Training seed. \\[default: each trial's own]")
+    ] = None,
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", metavar="PATH",
-        help="Checkpoint file. \\[default: STUDY-trialN.pt beside the database]")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="Checkpoint file. \\[default: STUDY-trialN.pt beside the database]"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint file.")] = False,
     fmt: FormatOpt = Format.table,
     data_dir: DataDirOpt = None,
@@ -91,13 +130,28 @@ def retrain(
     from cnn_tune.model.retrain import RetrainSettings
     from cnn_tune.model.retrain import retrain as run_retrain
 
-    changes = {"epochs": epochs, "schedule": schedule and schedule.value, "shift": shift,
-               "average": average and average.value, "top": top, "flip": flip}
-    settings = RetrainSettings(study=study, storage=storage, trial=trial, recipe=recipe and recipe.value,
-                               changes={k: v for k, v in changes.items() if v is not None}, seed=seed,
-                               artifacts=artifacts,
-                               device=device.value, precision=precision.value, output=output, overwrite=overwrite,
-                               data_dir=data_dir)
+    changes = {
+        "epochs": epochs,
+        "schedule": schedule and schedule.value,
+        "shift": shift,
+        "average": average and average.value,
+        "top": top,
+        "flip": flip,
+    }
+    settings = RetrainSettings(
+        study=study,
+        storage=storage,
+        trial=trial,
+        recipe=recipe and recipe.value,
+        changes={k: v for k, v in changes.items() if v is not None},
+        seed=seed,
+        artifacts=artifacts,
+        device=device.value,
+        precision=precision.value,
+        output=output,
+        overwrite=overwrite,
+        data_dir=data_dir,
+    )
     progress = EpochProgress(terminal())
     try:
         result = run_retrain(settings, progress.epoch, progress.info, progress.images)
@@ -107,9 +161,15 @@ def retrain(
 
 
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        metavar="[CHECKPOINT]", help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
-                                     "model, from its artifact store]", show_default=False)] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[CHECKPOINT]",
+            help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
+            "model, from its artifact store]",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = Device.auto,
     fmt: FormatOpt = Format.table,
     data_dir: DataDirOpt = None,
@@ -141,12 +201,18 @@ def evaluate(
 
 
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(
-        metavar="MODEL", help="A .pt checkpoint written by `cnn-tune retrain`, or a .onnx file written by "
-                              "`cnn-tune export` (run without PyTorch).")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODEL",
+            help="A .pt checkpoint written by `cnn-tune retrain`, or a .onnx file written by "
+            "`cnn-tune export` (run without PyTorch).",
+        ),
+    ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="PNG/JPEG files, one object each.")],
-    invert: Annotated[bool, typer.Option(
-        "--invert", help="Invert the images first (a dark digit on white paper for an MNIST model).")] = False,
+    invert: Annotated[
+        bool, typer.Option("--invert", help="Invert the images first (a dark digit on white paper for an MNIST model).")
+    ] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Classify images with a checkpoint or an exported ONNX model.
@@ -170,15 +236,32 @@ def predict(
 
 # Long: one parameter per option of `export`; the body itself is a dozen lines.
 def export(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        metavar="[CHECKPOINT]", help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
-                                     "model, from its artifact store]", show_default=False)] = None,
-    to: Annotated[ExportFormat, typer.Option(
-        "--format", "-f", help="onnx (onnxruntime, OpenCV, TensorRT, browsers; needs the onnx extra) or "
-                               "torchscript (libtorch, C++).")] = ExportFormat.onnx,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", metavar="PATH",
-        help="File to write. \\[default: beside the checkpoint, .onnx or .torchscript.pt]")] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[CHECKPOINT]",
+            help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
+            "model, from its artifact store]",
+            show_default=False,
+        ),
+    ] = None,
+    to: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="onnx (onnxruntime, OpenCV, TensorRT, browsers; needs the onnx extra) or torchscript (libtorch, C++).",
+        ),
+    ] = ExportFormat.onnx,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="File to write. \\[default: beside the checkpoint, .onnx or .torchscript.pt]",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
     data_dir: DataDirOpt = None,
     study: StudyOpt = None,
@@ -208,5 +291,7 @@ def export(
             log(f"The study's final model, from {where} (sha256 checked)")
             output = output or results_folder(storage) / default_output(checkpoint, to.value).name
         done = run_export(checkpoint, to.value, output, overwrite, data_dir, log)
-    typer.echo(f"Wrote {done.output} ({done.format}): its classes agree with the checkpoint's on all "
-               f"{done.agree} {done.images_from} images; largest probability difference {done.max_difference:.1e}")
+    typer.echo(
+        f"Wrote {done.output} ({done.format}): its classes agree with the checkpoint's on all "
+        f"{done.agree} {done.images_from} images; largest probability difference {done.max_difference:.1e}"
+    )

@@ -47,54 +47,113 @@ SpaceName = _choice("SpaceName", SPACES)
 ExportFormat = _choice("ExportFormat", ("onnx", "torchscript"))  # model.export.FORMATS (torch-free here)
 
 # Options shared by several commands, declared once.
-StorageOpt = Annotated[str, typer.Option(
-    "--storage", envvar=STORAGE_ENV, metavar="URL",
-    help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).")]
-StudyOpt = Annotated[Optional[str], typer.Option(
-    "--study", envvar=STUDY_ENV, metavar="NAME",
-    help="Study name. \\[default: optimize: named after the data set (mnist-cnn); other commands: the "
-         "database's only study, else mnist-cnn]", show_default=False)]
-DataDirOpt = Annotated[Optional[Path], typer.Option(
-    "--data-dir", envvar=DATA_DIR_ENV, metavar="DIR",
-    help="Where MNIST and Fashion-MNIST are kept, and a folder's converted images (default: ~/.cache/cnn-tune).")]
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        envvar=STORAGE_ENV,
+        metavar="URL",
+        help="SQLAlchemy URL of the study database (relative SQLite paths are from the current folder).",
+    ),
+]
+StudyOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--study",
+        envvar=STUDY_ENV,
+        metavar="NAME",
+        help="Study name. \\[default: optimize: named after the data set (mnist-cnn); other commands: the "
+        "database's only study, else mnist-cnn]",
+        show_default=False,
+    ),
+]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        envvar=DATA_DIR_ENV,
+        metavar="DIR",
+        help="Where MNIST and Fashion-MNIST are kept, and a folder's converted images (default: ~/.cache/cnn-tune).",
+    ),
+]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when available, else CPU.")]
-PrecisionOpt = Annotated[Precision, typer.Option(
-    "--precision", help="auto = bf16 autocast where the hardware runs it natively (CUDA, CPUs with AMX/AVX512-BF16), "
-                        "else fp32.")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto = bf16 autocast where the hardware runs it natively (CUDA, CPUs with AMX/AVX512-BF16), else fp32.",
+    ),
+]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (plain text when piped), json or csv.")]
+
+
 def _target(value: float | None) -> float | None:
     if value is not None and not 0 < value < 1:
         raise typer.BadParameter(f"{value} is not between 0 and 1 (exclusive), e.g. 0.989 for 98.9%")
     return value
 
 
-TargetOpt = Annotated[Optional[float], typer.Option(
-    "--target", callback=_target, metavar="ACCURACY",
-    help="Report when validation accuracy first reached this (wall time from the first trial). "
-         "\\[default: the seed article's 0.989 on MNIST studies; none on other data sets]")]
+TargetOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--target",
+        callback=_target,
+        metavar="ACCURACY",
+        help="Report when validation accuracy first reached this (wall time from the first trial). "
+        "\\[default: the seed article's 0.989 on MNIST studies; none on other data sets]",
+    ),
+]
+
+
 def _workers(value: str | None) -> str | None:
     if value is None or value == "auto" or (value.isdigit() and int(value) >= 1):
         return value
     raise typer.BadParameter(f"{value!r} is neither a number of workers (at least 1) nor 'auto'")
 
 
-WorkersOpt = Annotated[Optional[str], typer.Option(
-    "--workers", "-w", callback=_workers, metavar="N|auto", envvar=WORKERS_ENV,
-    help="Worker processes on this machine sharing the work; auto = one per core, as memory allows.")]
-HeartbeatOpt = Annotated[int, typer.Option(
-    "--heartbeat", min=1, metavar="SECONDS", help="How often a running trial tells the database it is alive.")]
-GraceOpt = Annotated[int, typer.Option(
-    "--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued.")]
-OutputOpt = Annotated[Optional[Path], typer.Option(
-    "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")]
-ArtifactsOpt = Annotated[Optional[Path], typer.Option(
-    "--artifacts", envvar=ARTIFACTS_ENV, metavar="DIR",
-    help="The study's artifact store: where the search keeps the networks of its complete trials and retrain "
-         "the final model. \\[default: artifacts/ beside a SQLite database; none for a server database]",
-    show_default=False)]
-WideOpt = Annotated[bool, typer.Option(
-    "--wide", help="On a terminal, every column, however wide (by default the columns that fit; piped output "
-                   "and --format csv always have them all).")]
+WorkersOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--workers",
+        "-w",
+        callback=_workers,
+        metavar="N|auto",
+        envvar=WORKERS_ENV,
+        help="Worker processes on this machine sharing the work; auto = one per core, as memory allows.",
+    ),
+]
+HeartbeatOpt = Annotated[
+    int,
+    typer.Option(
+        "--heartbeat", min=1, metavar="SECONDS", help="How often a running trial tells the database it is alive."
+    ),
+]
+GraceOpt = Annotated[
+    int,
+    typer.Option("--grace", min=1, metavar="SECONDS", help="A running trial silent this long is failed and re-queued."),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+]
+ArtifactsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--artifacts",
+        envvar=ARTIFACTS_ENV,
+        metavar="DIR",
+        help="The study's artifact store: where the search keeps the networks of its complete trials and retrain "
+        "the final model. \\[default: artifacts/ beside a SQLite database; none for a server database]",
+        show_default=False,
+    ),
+]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="On a terminal, every column, however wide (by default the columns that fit; piped output "
+        "and --format csv always have them all).",
+    ),
+]
 
 
 RankBy = _choice("RankBy", ("value", "mean"))

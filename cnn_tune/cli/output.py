@@ -27,6 +27,7 @@ FORMATS = ("table", "json", "csv")
 
 # --- values, as people read them -------------------------------------------------------------
 
+
 def cell(value: Any) -> str:
     """0.3, not 0.30000000000000004 (Optuna's float steps); ``—`` for missing."""
     if value is None:
@@ -50,6 +51,7 @@ def csv_cell(value: Any) -> str:
 
 
 # --- views -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Table:
@@ -110,8 +112,12 @@ def rich_table(table: Table, columns: list[int] | None = None, fold: bool = Fals
     out = RichTable(title=table.title, show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     shown = columns if columns is not None else list(range(len(table.headers)))
     for i in shown:
-        out.add_column(table.headers[i], justify="right" if i in table.right else "left",
-                       no_wrap=not (fold and i in table.wrap), overflow="fold")
+        out.add_column(
+            table.headers[i],
+            justify="right" if i in table.right else "left",
+            no_wrap=not (fold and i in table.wrap),
+            overflow="fold",
+        )
     for row in table.rows:
         out.add_row(*(row[i] for i in shown))
     return out
@@ -158,8 +164,12 @@ def print_rich(view: View, console: Console, wide: bool = False) -> None:
         console.print(rendered, width=console.width)
         hidden = len(block.headers) - len(columns)
         if hidden:
-            console.print(f"{hidden} more column{'s' if hidden != 1 else ''} with --wide (all with --format csv)",
-                          style="dim", highlight=False, markup=False)
+            console.print(
+                f"{hidden} more column{'s' if hidden != 1 else ''} with --wide (all with --format csv)",
+                style="dim",
+                highlight=False,
+                markup=False,
+            )
 
 
 def terminal() -> Console | None:

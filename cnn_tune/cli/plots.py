@@ -84,12 +84,16 @@ def check_params(study: optuna.Study, kind: str, params: list[str] | None) -> li
         space = (study.user_attrs.get(PROTOCOL_ATTR) or {}).get("space", ARTICLE)
         params = params or contour_default(SPACES.get(space, SPACES[ARTICLE]))
         if len(params) != 2:
-            raise UsageError(f"a contour needs exactly two parameters, got {len(params)}",
-                             hint="pass e.g. --params batch_size --params lr")
+            raise UsageError(
+                f"a contour needs exactly two parameters, got {len(params)}",
+                hint="pass e.g. --params batch_size --params lr",
+            )
     unknown = [p for p in params or [] if p not in known]
     if unknown:
-        raise UsageError(f"study {study.study_name!r} has no parameter {', '.join(map(repr, unknown))}",
-                         hint=f"it has: {', '.join(known) or 'none yet'}")
+        raise UsageError(
+            f"study {study.study_name!r} has no parameter {', '.join(map(repr, unknown))}",
+            hint=f"it has: {', '.join(known) or 'none yet'}",
+        )
     return params or None
 
 
@@ -101,8 +105,10 @@ def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | N
         return f"study {study.study_name!r} has no trials yet"
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < view.min_complete:
-        return (f"the {kind} view needs at least {view.min_complete} complete trial(s); "
-                f"study {study.study_name!r} has {len(complete)} ({counts_text(state_counts(trials))})")
+        return (
+            f"the {kind} view needs at least {view.min_complete} complete trial(s); "
+            f"study {study.study_name!r} has {len(complete)} ({counts_text(state_counts(trials))})"
+        )
     if kind == "intermediate" and not any(t.intermediate_values for t in trials):
         return f"no trial of study {study.study_name!r} reported per-epoch values"
     if kind == "size" and not any("n_params" in t.user_attrs for t in complete):
@@ -112,11 +118,15 @@ def why_not(study: optuna.Study, kind: str, params: list[str] | None) -> str | N
         varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
         need = 2 if kind == "contour" else 1
         if len(varying) < need:
-            return (f"the {kind} view needs complete trials whose parameters differ; "
-                    f"in study {study.study_name!r} {'only ' + ', '.join(varying) if varying else 'none'} vary")
+            return (
+                f"the {kind} view needs complete trials whose parameters differ; "
+                f"in study {study.study_name!r} {'only ' + ', '.join(varying) if varying else 'none'} vary"
+            )
         if kind == "importance" and len({t.value for t in complete}) < 2:
-            return (f"the importance view needs complete trials whose validation accuracies differ; all "
-                    f"{len(complete)} of study {study.study_name!r} scored {complete[0].value:.2%}")
+            return (
+                f"the importance view needs complete trials whose validation accuracies differ; all "
+                f"{len(complete)} of study {study.study_name!r} scored {complete[0].value:.2%}"
+            )
     return None
 
 
@@ -130,8 +140,9 @@ def figure(study: optuna.Study, kind: str, params: list[str] | None = None, eval
     target_name = "validation accuracy"
     draw: dict[str, Callable[[], Any]] = {
         "history": lambda: vis.plot_optimization_history(study, target_name=target_name),
-        "importance": lambda: vis.plot_param_importances(study, evaluator=make_evaluator(evaluator), params=params,
-                                                         target_name=target_name),
+        "importance": lambda: vis.plot_param_importances(
+            study, evaluator=make_evaluator(evaluator), params=params, target_name=target_name
+        ),
         "contour": lambda: vis.plot_contour(study, params=params, target_name=target_name),
         "parallel": lambda: vis.plot_parallel_coordinate(study, params=params, target_name=target_name),
         "slice": lambda: vis.plot_slice(study, params=params, target_name=target_name),
@@ -150,8 +161,9 @@ def figure(study: optuna.Study, kind: str, params: list[str] | None = None, eval
 def unbeaten(points: list[tuple[int, float, int]]) -> set[int]:
     """Of (size, accuracy, trial) points, the trials that no other is as small and as accurate
     as, and strictly better on one of the two (the Pareto front)."""
-    return {n for size, acc, n in points
-            if not any(s <= size and a >= acc and (s < size or a > acc) for s, a, _ in points)}
+    return {
+        n for size, acc, n in points if not any(s <= size and a >= acc and (s < size or a > acc) for s, a, _ in points)
+    }
 
 
 def size_figure(study: optuna.Study):
@@ -159,13 +171,31 @@ def size_figure(study: optuna.Study):
     trials no other beats on both are joined by a line."""
     import plotly.graph_objects as go
 
-    points = [(t.user_attrs["n_params"], t.value, t.number) for t in study.get_trials(deepcopy=False)
-              if t.state == TrialState.COMPLETE and "n_params" in t.user_attrs]
+    points = [
+        (t.user_attrs["n_params"], t.value, t.number)
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE and "n_params" in t.user_attrs
+    ]
     front = sorted(p for p in points if p[2] in unbeaten(points))
-    fig = go.Figure(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers",
-                               name="trial", text=[f"trial {p[2]}" for p in points], marker={"color": "#999"}))
-    fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers",
-                             name="no other trial is smaller and as accurate", text=[f"trial {p[2]}" for p in front]))
+    fig = go.Figure(
+        go.Scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="markers",
+            name="trial",
+            text=[f"trial {p[2]}" for p in points],
+            marker={"color": "#999"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in front],
+            y=[p[1] for p in front],
+            mode="lines+markers",
+            name="no other trial is smaller and as accurate",
+            text=[f"trial {p[2]}" for p in front],
+        )
+    )
     fig.update_layout(xaxis={"title": "parameters", "type": "log"}, yaxis={"title": "validation accuracy"})
     return fig
 
@@ -173,8 +203,10 @@ def size_figure(study: optuna.Study):
 def output_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise UsageError(f"cannot write {path.name!r}: unsupported extension {suffix or '(none)'}",
-                         hint=f"use one of: {', '.join(FORMATS)}")
+        raise UsageError(
+            f"cannot write {path.name!r}: unsupported extension {suffix or '(none)'}",
+            hint=f"use one of: {', '.join(FORMATS)}",
+        )
     return suffix
 
 
@@ -201,7 +233,8 @@ def render(fig, suffix: str) -> bytes:
                 raise DependencyMissing(
                     f"{suffix[1:].upper()} images need Chrome or Chromium, which kaleido did not find",
                     hint="install it (Debian/Ubuntu: apt-get install -y chromium; or run kaleido_get_chrome), "
-                         "or write .html") from None
+                    "or write .html",
+                ) from None
             # Seen on a loaded 2-core machine: kaleido evaluated its script before Chromium had
             # loaded the page ("ReferenceError: kaleido_scopes is not defined", a JavascriptError,
             # itself a RuntimeError). Each to_image starts a fresh browser: try again.
@@ -210,8 +243,15 @@ def render(fig, suffix: str) -> bytes:
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def write_plot(study: optuna.Study, url: str, kind: str, output: Path | None, params: list[str] | None,
-               evaluator: str, target: float | None = None) -> Path:
+def write_plot(
+    study: optuna.Study,
+    url: str,
+    kind: str,
+    output: Path | None,
+    params: list[str] | None,
+    evaluator: str,
+    target: float | None = None,
+) -> Path:
     """Draw one view (or the report) of ``study`` into ``output``; returns the path written."""
     path = output if output is not None else default_path(url, study.study_name, kind)
     suffix = output_format(path)
@@ -240,14 +280,24 @@ def confirmed_figure(study: optuna.Study):
     names = [f"trial {n}" for n, _ in ranked]
     means = [r["mean"] for _, r in ranked]
     up = [(r["ci95"][1] - r["mean"]) if r.get("ci95") else 0 for _, r in ranked]
-    fig = go.Figure(go.Bar(x=names, y=means, name="mean",
-                           error_y={"type": "data", "array": up, "visible": True}))
+    fig = go.Figure(go.Bar(x=names, y=means, name="mean", error_y={"type": "data", "array": up, "visible": True}))
     for name, (_, r) in zip(names, ranked):
-        fig.add_trace(go.Scatter(x=[name] * len(r["values"]), y=r["values"], mode="markers", showlegend=False,
-                                 marker={"color": "black", "size": 6}, name=f"{name} runs"))
+        fig.add_trace(
+            go.Scatter(
+                x=[name] * len(r["values"]),
+                y=r["values"],
+                mode="markers",
+                showlegend=False,
+                marker={"color": "black", "size": 6},
+                name=f"{name} runs",
+            )
+        )
     low = min(v for _, r in ranked for v in r["values"])
-    fig.update_layout(title=f"Confirmed: mean validation accuracy and 95% interval — study {study.study_name}",
-                      yaxis={"title": "validation accuracy", "range": [low - 0.003, 1.0]}, xaxis={"title": ""})
+    fig.update_layout(
+        title=f"Confirmed: mean validation accuracy and 95% interval — study {study.study_name}",
+        yaxis={"title": "validation accuracy", "range": [low - 0.003, 1.0]},
+        xaxis={"title": ""},
+    )
     return fig
 
 
@@ -258,8 +308,11 @@ def confirmed_section(study: optuna.Study) -> list[str]:
     rows = select_rows(study)
     confirmed = [r for r in rows if r.confirmed_mean is not None]
     confirmed.sort(key=lambda r: r.confirmed_mean, reverse=True)
-    return ["<h2>Confirmed configurations (cnn-tune confirm)</h2>",
-            fig.to_html(include_plotlyjs=False, full_html=False), html_table(trials_table(confirmed))]
+    return [
+        "<h2>Confirmed configurations (cnn-tune confirm)</h2>",
+        fig.to_html(include_plotlyjs=False, full_html=False),
+        html_table(trials_table(confirmed)),
+    ]
 
 
 def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", target: float | None = None) -> str:
@@ -271,12 +324,16 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", tar
     if not sum(counts.values()):
         raise NothingToShow(f"study {study.study_name!r} has no trials yet", hint="run `cnn-tune optimize` first")
     protocol = study.user_attrs.get(PROTOCOL_ATTR) or {}
-    parts = [f"<h1>cnn-tune study {html.escape(study.study_name)}</h1>",
-             f"<p>Storage {html.escape(display_url(url))} · report made "
-             f"{datetime.now().isoformat(timespec='seconds')} · {counts_text(counts)}</p>"]
+    parts = [
+        f"<h1>cnn-tune study {html.escape(study.study_name)}</h1>",
+        f"<p>Storage {html.escape(display_url(url))} · report made "
+        f"{datetime.now().isoformat(timespec='seconds')} · {counts_text(counts)}</p>",
+    ]
     if protocol:
-        parts.append("<h2>Protocol</h2>" + html_table(pairs_table([(k, cell(v)) for k, v in protocol.items()],
-                                                                  ("setting", "value"))))
+        parts.append(
+            "<h2>Protocol</h2>"
+            + html_table(pairs_table([(k, cell(v)) for k, v in protocol.items()], ("setting", "value")))
+        )
     try:
         best = best_record(study, url, target=target)
     except NothingToShow as exc:
@@ -293,8 +350,12 @@ def report_html(study: optuna.Study, url: str, evaluator: str = "ped-anova", tar
             continue
         parts.append(fig.to_html(include_plotlyjs=False, full_html=False))
     parts.append("<h2>Trials</h2>" + html_table(trials_table(select_rows(study))))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.why{color:#a60}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cnn-tune: {html.escape(study.study_name)}"
-            f"</title><style>{style}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(parts)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.why{color:#a60}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cnn-tune: {html.escape(study.study_name)}"
+        f"</title><style>{style}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )

@@ -29,20 +29,30 @@ def start_line(plan: Plan) -> str:
     """What is about to run, on short lines (each fits 80 columns for a study name of ordinary
     length): what and how long, on which images and device, how it searches."""
     p = plan.protocol
-    images = (f"  {p.n_train} train / {p.n_val} validation images of {p.ref.short}; "
-              f"device {plan.device}, {plan.precision}")
+    images = (
+        f"  {p.n_train} train / {p.n_val} validation images of {p.ref.short}; device {plan.device}, {plan.precision}"
+    )
     if plan.enqueued_only:
         return f"Confirming in study {plan.study!r}: {plan.trials} run(s) of {p.epochs} epochs\n{images}"
     verb = "Resuming" if plan.resumed else "Creating"
     warm = ", warm start" if plan.warm_start and not plan.resumed else ""
     patience = f", patience {plan.patience}" if plan.patience else ""
-    return (f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs\n{images}\n"
-            f"  {plan.sampler} sampler, {plan.pruner} pruner{warm}{patience}")
+    return (
+        f"{verb} study {plan.study!r}: {plan.trials} trial(s) of {p.epochs} epochs\n{images}\n"
+        f"  {plan.sampler} sampler, {plan.pruner} pruner{warm}{patience}"
+    )
 
 
 def _bar(console: Console, unit: str, total: int) -> tuple[Progress, object]:
-    progress = Progress(SpinnerColumn(), TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[status]}"), console=console)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(unit),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
     task = progress.add_task(unit, total=total, status="")
     progress.start()
     return progress, task
@@ -119,9 +129,17 @@ class RichReporter(ImagesBar):
     def start(self, plan: Plan) -> None:
         self.console.print(start_line(plan), highlight=False, markup=False)
         self.epochs, self.trials, self.workers = plan.protocol.epochs, plan.trials, plan.workers
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
-                            TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
-                            console=self.console, speed_estimate_period=SPEED_WINDOW_S)
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TimeElapsedColumn(),
+            TextColumn("elapsed,"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=self.console,
+            speed_estimate_period=SPEED_WINDOW_S,
+        )
         self.task = self.bar.add_task(self._description(), total=plan.trials * plan.protocol.epochs)
         self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
         self.live.start()
@@ -138,8 +156,10 @@ class RichReporter(ImagesBar):
         if self.bar is None:
             return
         who = f"worker {worker}: " if self.workers > 1 else ""
-        self.rows[worker] = (f"  {who}trial {trial_number} · epoch {result.epoch}/{epochs} · "
-                             f"val {pct(result.val_accuracy)} · {result.seconds:.1f} s/epoch")
+        self.rows[worker] = (
+            f"  {who}trial {trial_number} · epoch {result.epoch}/{epochs} · "
+            f"val {pct(result.val_accuracy)} · {result.seconds:.1f} s/epoch"
+        )
         counted = self.seen.get(trial_number, 0)
         self.seen[trial_number] = max(counted, result.epoch)
         self.bar.advance(self.task, self.seen[trial_number] - counted)

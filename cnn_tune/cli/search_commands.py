@@ -37,62 +37,120 @@ from cnn_tune.storage.urls import DEFAULT_STORAGE
 # Long: one parameter per option of `optimize`; the body itself is a dozen lines.
 def optimize(
     trials: Annotated[int, typer.Option("--trials", "-n", min=1, help="Trials to run in this invocation.")] = 20,
-    timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", min=1, metavar="SECONDS", help="Stop starting new trials after this long.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", min=1,
-        help="Epochs per trial. \\[default: the space's (wide 20, article 10), or the study's when resuming]")] = None,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", min=1, metavar="SECONDS", help="Stop starting new trials after this long."),
+    ] = None,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Epochs per trial. \\[default: the space's (wide 20, article 10), or the study's when resuming]",
+        ),
+    ] = None,
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed for sampler and training.")] = None,
-    train_limit: Annotated[Optional[int], typer.Option(
-        "--train-limit", min=10, metavar="N",
-        help="Use only N training images (80/20 split of those). \\[default: all 60000, or the study's]")] = None,
+    train_limit: Annotated[
+        Optional[int],
+        typer.Option(
+            "--train-limit",
+            min=10,
+            metavar="N",
+            help="Use only N training images (80/20 split of those). \\[default: all 60000, or the study's]",
+        ),
+    ] = None,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
-    preset: Annotated[Preset, typer.Option(
-        "--preset", help="fast: the wide space, tpe-mv, the space's pruner and patience (halving and 5; for the "
-                         "article space narrowing and 8), --warm-start, --workers auto; article: the seed article's "
-                         "search (its space, tpe, median, one worker, no patience). Options given here override "
-                         "it.")] = Preset(DEFAULT_PRESET),
-    space: Annotated[Optional[SpaceName], typer.Option(
-        "--space", help="wide: conv width and depth, batch norm, weight decay, label smoothing, lr schedule, "
-                        "augmentation, each trial trained as its final model will be; article: the seed "
-                        "article's six parameters. \\[default: the study's, or the preset's]",
-        show_default=False)] = None,
+    preset: Annotated[
+        Preset,
+        typer.Option(
+            "--preset",
+            help="fast: the wide space, tpe-mv, the space's pruner and patience (halving and 5; for the "
+            "article space narrowing and 8), --warm-start, --workers auto; article: the seed article's "
+            "search (its space, tpe, median, one worker, no patience). Options given here override "
+            "it.",
+        ),
+    ] = Preset(DEFAULT_PRESET),
+    space: Annotated[
+        Optional[SpaceName],
+        typer.Option(
+            "--space",
+            help="wide: conv width and depth, batch norm, weight decay, label smoothing, lr schedule, "
+            "augmentation, each trial trained as its final model will be; article: the seed "
+            "article's six parameters. \\[default: the study's, or the preset's]",
+            show_default=False,
+        ),
+    ] = None,
     artifacts: ArtifactsOpt = None,
-    max_params: Annotated[Optional[int], typer.Option(
-        "--max-params", min=1, metavar="N",
-        help="No trial trains a network with more than N parameters (the sampler learns the bound).")] = None,
-    sampler: Annotated[Optional[Sampler], typer.Option(
-        "--sampler", help="Optuna sampler. \\[default: the preset's]", show_default=False)] = None,
-    pruner: Annotated[Optional[Pruner], typer.Option(
-        "--pruner", help="Optuna pruner. \\[default: the preset's]", show_default=False)] = None,
+    max_params: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-params",
+            min=1,
+            metavar="N",
+            help="No trial trains a network with more than N parameters (the sampler learns the bound).",
+        ),
+    ] = None,
+    sampler: Annotated[
+        Optional[Sampler],
+        typer.Option("--sampler", help="Optuna sampler. \\[default: the preset's]", show_default=False),
+    ] = None,
+    pruner: Annotated[
+        Optional[Pruner], typer.Option("--pruner", help="Optuna pruner. \\[default: the preset's]", show_default=False)
+    ] = None,
     data_dir: DataDirOpt = None,
     workers: WorkersOpt = None,
-    threads: Annotated[Optional[int], typer.Option(
-        "--threads", min=1, metavar="N", help="CPU threads per worker. \\[default: the cores shared out]")] = None,
-    max_trials: Annotated[Optional[int], typer.Option(
-        "--max-trials", min=1, metavar="N",
-        help="Study-wide cap for a fleet of independent workers: start no trial once the study has N complete, "
-             "pruned or running trials (failed ones do not count).")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, metavar="N", help="CPU threads per worker. \\[default: the cores shared out]"),
+    ] = None,
+    max_trials: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-trials",
+            min=1,
+            metavar="N",
+            help="Study-wide cap for a fleet of independent workers: start no trial once the study has N complete, "
+            "pruned or running trials (failed ones do not count).",
+        ),
+    ] = None,
     heartbeat: HeartbeatOpt = 10,
     grace: GraceOpt = 60,
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", "-d", metavar="NAME|PATH",
-        help="What to learn: MNIST, Fashion-MNIST, or a folder of your images (train/<class>/*, optionally "
-             "test/<class>/*). \\[default: the study's, or mnist]", show_default=False)] = None,
-    patience: Annotated[Optional[int], typer.Option(
-        "--patience", min=0, metavar="N",
-        help="Start no new trial once N finished trials in a row (complete or pruned, all workers and "
-             "processes) have not beaten the study's best by more than the noise: two binomial standard "
-             "errors of the best's accuracy on the validation images (±0.18 points at 99% on 12,000). "
-             "Running trials finish. 0: never stop early. \\[default: the preset's]", show_default=False)] = None,
-    warm_start: Annotated[Optional[bool], typer.Option(
-        "--warm-start/--no-warm-start",
-        help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
-             "so pruning has a strong reference from the start. \\[default: the preset's]",
-        show_default=False)] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dataset",
+            "-d",
+            metavar="NAME|PATH",
+            help="What to learn: MNIST, Fashion-MNIST, or a folder of your images (train/<class>/*, optionally "
+            "test/<class>/*). \\[default: the study's, or mnist]",
+            show_default=False,
+        ),
+    ] = None,
+    patience: Annotated[
+        Optional[int],
+        typer.Option(
+            "--patience",
+            min=0,
+            metavar="N",
+            help="Start no new trial once N finished trials in a row (complete or pruned, all workers and "
+            "processes) have not beaten the study's best by more than the noise: two binomial standard "
+            "errors of the best's accuracy on the validation images (±0.18 points at 99% on 12,000). "
+            "Running trials finish. 0: never stop early. \\[default: the preset's]",
+            show_default=False,
+        ),
+    ] = None,
+    warm_start: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--warm-start/--no-warm-start",
+            help="A new study's first trial is the article's configuration (Adam, lr 1e-3, batch 128), "
+            "so pruning has a strong reference from the start. \\[default: the preset's]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials on it.
 
@@ -116,13 +174,30 @@ def optimize(
     from cnn_tune.search.plan import OptimizeOptions
 
     options = OptimizeOptions(
-        trials=trials, timeout=timeout, epochs=epochs, train_limit=train_limit, study=study, storage=storage,
-        seed=seed, device=device.value, precision=precision.value, preset=preset.value,
-        sampler=sampler and sampler.value, pruner=pruner and pruner.value, data_dir=data_dir,
-        workers=workers if workers in (None, "auto") else int(workers), threads=threads,
-        max_trials=max_trials, heartbeat=Heartbeat(heartbeat, grace), warm_start=warm_start,
+        trials=trials,
+        timeout=timeout,
+        epochs=epochs,
+        train_limit=train_limit,
+        study=study,
+        storage=storage,
+        seed=seed,
+        device=device.value,
+        precision=precision.value,
+        preset=preset.value,
+        sampler=sampler and sampler.value,
+        pruner=pruner and pruner.value,
+        data_dir=data_dir,
+        workers=workers if workers in (None, "auto") else int(workers),
+        threads=threads,
+        max_trials=max_trials,
+        heartbeat=Heartbeat(heartbeat, grace),
+        warm_start=warm_start,
         dataset=parse_dataset(dataset) if dataset is not None else None,
-        patience=patience, space=space and space.value, max_params=max_params, artifacts=artifacts)
+        patience=patience,
+        space=space and space.value,
+        max_params=max_params,
+        artifacts=artifacts,
+    )
     report = reporter(terminal())
     try:
         result = run_optimize(options, report)
@@ -140,8 +215,10 @@ def confirm(
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     workers: WorkersOpt = "auto",
-    threads: Annotated[Optional[int], typer.Option(
-        "--threads", min=1, metavar="N", help="CPU threads per worker. \\[default: the cores shared out]")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, metavar="N", help="CPU threads per worker. \\[default: the cores shared out]"),
+    ] = None,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     data_dir: DataDirOpt = None,
@@ -165,10 +242,18 @@ def confirm(
     from cnn_tune.cli.progress import reporter
     from cnn_tune.search.confirm import ConfirmOptions, run_confirm
 
-    options = ConfirmOptions(study=study, storage=storage, top=top, seeds=seeds,
-                             workers=workers if workers == "auto" else int(workers), threads=threads,
-                             device=device.value, precision=precision.value, data_dir=data_dir,
-                             heartbeat=Heartbeat(heartbeat, grace))
+    options = ConfirmOptions(
+        study=study,
+        storage=storage,
+        top=top,
+        seeds=seeds,
+        workers=workers if workers == "auto" else int(workers),
+        threads=threads,
+        device=device.value,
+        precision=precision.value,
+        data_dir=data_dir,
+        heartbeat=Heartbeat(heartbeat, grace),
+    )
     report = reporter(terminal() if fmt == Format.table else None, stderr_only=fmt != Format.table)
     try:
         result = run_confirm(options, report)

@@ -26,12 +26,17 @@ from cnn_tune.cli.options import (
 from cnn_tune.storage.urls import DEFAULT_STORAGE
 
 
-def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
-         fmt: FormatOpt = Format.table,
-         by: Annotated[RankBy, typer.Option(
-             "--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`).")] = (
-             RankBy.value),
-         target: TargetOpt = None, wide: WideOpt = False) -> None:
+def best(
+    study: StudyOpt = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    fmt: FormatOpt = Format.table,
+    by: Annotated[
+        RankBy,
+        typer.Option("--by", help="value: the best single run; mean: the best confirmed mean (`cnn-tune confirm`)."),
+    ] = (RankBy.value),
+    target: TargetOpt = None,
+    wide: WideOpt = False,
+) -> None:
     """Show the best trial, its parameters and test accuracy.
 
     Validation accuracy, epochs, duration, seed and parameters; the test accuracy and checkpoint
@@ -49,14 +54,21 @@ def best(study: StudyOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
 def trials(
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    state: Annotated[Optional[list[State]], typer.Option(
-        "--state", "-s", help="Only trials in this state (repeatable).")] = None,
-    last: Annotated[Optional[int], typer.Option(
-        "--last", min=1, metavar="N", help="Only the N most recent trials.")] = None,
-    top: Annotated[Optional[int], typer.Option(
-        "--top", min=1, metavar="N", help="Only the N best complete trials, best first.")] = None,
-    sort: Annotated[Optional[str], typer.Option(
-        "--sort", metavar="KEY", help="Sort by number, value, epochs, duration, started or a parameter name.")] = None,
+    state: Annotated[
+        Optional[list[State]], typer.Option("--state", "-s", help="Only trials in this state (repeatable).")
+    ] = None,
+    last: Annotated[
+        Optional[int], typer.Option("--last", min=1, metavar="N", help="Only the N most recent trials.")
+    ] = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", min=1, metavar="N", help="Only the N best complete trials, best first.")
+    ] = None,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort", metavar="KEY", help="Sort by number, value, epochs, duration, started or a parameter name."
+        ),
+    ] = None,
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
@@ -77,8 +89,12 @@ def trials(
     render(trials_view(rows, opened.study_name), fmt, output, wide)
 
 
-def studies(storage: StorageOpt = DEFAULT_STORAGE, fmt: FormatOpt = Format.table,
-            target: TargetOpt = None, wide: WideOpt = False) -> None:
+def studies(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    fmt: FormatOpt = Format.table,
+    target: TargetOpt = None,
+    wide: WideOpt = False,
+) -> None:
     """List every study in the database with its counts and best.
 
     Direction, trials by state, best value and the protocol (epochs, train limit) of each.
@@ -96,16 +112,32 @@ def plot(
     kind: Annotated[Kind, typer.Argument(help="The view, or `report` for one HTML page with all of them.")],
     study: StudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", metavar="PATH",
-        help="File to write; .html, .png, .svg or .pdf. \\[default: STUDY-KIND.html beside the database]")] = None,
-    params: Annotated[Optional[list[str]], typer.Option(
-        "--params", "-p", metavar="NAME",
-        help="Parameters to draw (repeatable); contour takes exactly two \\[default: lr and batch_size, or "
-             "width in the wide space].")] = None,
-    evaluator: Annotated[Evaluator, typer.Option(
-        "--evaluator", help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or "
-                            "mean decrease impurity.")] = Evaluator["ped-anova"],
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="File to write; .html, .png, .svg or .pdf. \\[default: STUDY-KIND.html beside the database]",
+        ),
+    ] = None,
+    params: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--params",
+            "-p",
+            metavar="NAME",
+            help="Parameters to draw (repeatable); contour takes exactly two \\[default: lr and batch_size, or "
+            "width in the wide space].",
+        ),
+    ] = None,
+    evaluator: Annotated[
+        Evaluator,
+        typer.Option(
+            "--evaluator",
+            help="Importance evaluator: Optuna's default PED-ANOVA, fANOVA (the article's) or mean decrease impurity.",
+        ),
+    ] = Evaluator["ped-anova"],
     target: TargetOpt = None,
 ) -> None:
     """Draw a view of a study, or the whole report, to a file.
@@ -120,8 +152,9 @@ def plot(
     from cnn_tune.cli.plots import write_plot
     from cnn_tune.storage.engine import read_study
 
-    typer.echo(str(write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value,
-                              target)))
+    typer.echo(
+        str(write_plot(read_study(storage, study), storage, kind.value, output, params, evaluator.value, target))
+    )
 
 
 def backup(
@@ -140,15 +173,18 @@ def backup(
 
     done = run_backup(storage, dest, overwrite)
     trials = sum(done.studies.values())
-    typer.echo(f"Copied {done.source} to {done.dest}: {len(done.studies)} study(ies), {trials} trial(s), "
-               f"{done.bytes / 1e6:.1f} MB; every study reopened with Optuna")
+    typer.echo(
+        f"Copied {done.source} to {done.dest}: {len(done.studies)} study(ies), {trials} trial(s), "
+        f"{done.bytes / 1e6:.1f} MB; every study reopened with Optuna"
+    )
 
 
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(
-        "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = 8080,
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Serve optuna-dashboard on the study database.

@@ -18,8 +18,18 @@ FOLDER = "folder"  # the user's own images: train/<class>/*, optionally test/<cl
 BUILTIN = (MNIST, FASHION)
 DIGITS = tuple("0123456789")
 # Fashion-MNIST's labels 0-9, as its authors name them
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 BUILTIN_CLASSES = {MNIST: DIGITS, FASHION: FASHION_CLASSES}
 TITLES = {MNIST: "MNIST", FASHION: "Fashion-MNIST"}
 
@@ -50,5 +60,6 @@ def default_study_name(ref: DatasetRef) -> str:
     """``mnist-cnn``, ``fashion-mnist-cnn``, or ``<folder name>-cnn``."""
     stem = ref.name if ref.source is None else Path(ref.source).name
     return f"{stem}-cnn"
+
 
 DATA_DIR_ENV = "CNN_TUNE_DATA_DIR"  # default for --data-dir

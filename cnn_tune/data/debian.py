@@ -43,12 +43,12 @@ def ar_members(path: Path) -> dict[str, bytes]:
         raise MirrorError(f"{path} is not a Debian archive (no ar header)", hint="delete it and run again")
     members, pos = {}, 8
     while pos + 60 <= len(raw):
-        header = raw[pos:pos + 60]
+        header = raw[pos : pos + 60]
         if header[58:60] != b"`\n":
             raise MirrorError(f"{path} is a damaged Debian archive", hint="delete it and run again")
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         size = int(header[48:58].decode("ascii").strip() or 0)
-        members[name] = raw[pos + 60:pos + 60 + size]
+        members[name] = raw[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size % 2)
     return members
 
@@ -66,15 +66,17 @@ def idx_from_deb(path: Path) -> dict[str, bytes]:
             for member in tar.getmembers():
                 name = member.name.removeprefix("./")
                 if member.isfile() and name.startswith(MEMBER_DIR) and name.endswith(".gz"):
-                    stem = name[len(MEMBER_DIR):-3]
+                    stem = name[len(MEMBER_DIR) : -3]
                     if stem in CANONICAL_MD5:
                         found[stem] = gzip.decompress(tar.extractfile(member).read())  # type: ignore[union-attr]
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise MirrorError(f"cannot unpack {path}: {exc}", hint="delete it and run again") from None
     missing = sorted(set(CANONICAL_MD5) - set(found))
     if missing:
-        raise MirrorError(f"{path} lacks {', '.join(missing)} under {MEMBER_DIR}",
-                          hint="it is not the Fashion-MNIST archive; supply the IDX files by hand")
+        raise MirrorError(
+            f"{path} lacks {', '.join(missing)} under {MEMBER_DIR}",
+            hint="it is not the Fashion-MNIST archive; supply the IDX files by hand",
+        )
     return found
 
 
@@ -86,21 +88,30 @@ def download_deb(dest: Path, log: Log) -> None:
     log(f"Fetching Fashion-MNIST with: apt-get download {spec}")
     with tempfile.TemporaryDirectory(prefix="cnn-tune-deb-") as tmp:
         try:
-            done = subprocess.run(["apt-get", "download", "-q", spec], cwd=tmp, capture_output=True, text=True,
-                                  timeout=APT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                ["apt-get", "download", "-q", spec],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=APT_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise MirrorError(f"apt-get download {spec} failed: {exc}") from None
         debs = sorted(Path(tmp).glob("*.deb"))
         if done.returncode != 0 or not debs:
-            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.startswith("E:")] or \
-                    [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-            raise MirrorError(f"apt-get download {spec} failed: "
-                              f"{lines[-1].strip() if lines else f'exit {done.returncode}'}")
+            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.startswith("E:")] or [
+                ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()
+            ]
+            raise MirrorError(
+                f"apt-get download {spec} failed: {lines[-1].strip() if lines else f'exit {done.returncode}'}"
+            )
         write_atomic(dest, debs[0].read_bytes())
 
 
-def install_from_debian(raw_dir: Path, cache_dir: Path, log: Log, sha256: str = SHA256,
-                        expected_md5: dict[str, str] = CANONICAL_MD5) -> None:
+def install_from_debian(
+    raw_dir: Path, cache_dir: Path, log: Log, sha256: str = SHA256, expected_md5: dict[str, str] = CANONICAL_MD5
+) -> None:
     """Make the four IDX files in ``raw_dir`` from the Debian archive, keeping the ``.deb`` in
     ``cache_dir`` only until they are written."""
     deb = cache_dir / f"{PACKAGE}.deb"
@@ -109,11 +120,15 @@ def install_from_debian(raw_dir: Path, cache_dir: Path, log: Log, sha256: str = 
     log(f"Verifying sha256 of {deb}")
     verify_sha256(deb, sha256)
     log("Unpacking the IDX files (checking Fashion-MNIST's md5s)")
-    write_checked(idx_from_deb(deb), raw_dir, expected_md5, "from the Debian archive",
-                  "the archive is not canonical Fashion-MNIST; supply the IDX files by hand")
+    write_checked(
+        idx_from_deb(deb),
+        raw_dir,
+        expected_md5,
+        "from the Debian archive",
+        "the archive is not canonical Fashion-MNIST; supply the IDX files by hand",
+    )
     deb.unlink(missing_ok=True)
     try:
         cache_dir.rmdir()
     except OSError:  # not empty: something of the user's is there
         pass
-

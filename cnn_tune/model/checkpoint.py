@@ -33,9 +33,21 @@ from cnn_tune.model.space import ARTICLE, WIDE, Hyperparams, Space, WideHyperpar
 
 FORMAT = "cnn-tune-checkpoint"
 FORMAT_VERSION = 2
-REQUIRED = {"format": str, "format_version": int, "architecture": str, "hyperparams": dict,
-            "protocol": dict, "metrics": dict, "data_md5": dict, "versions": dict, "created": str,
-            "study": str, "trial": int, "epochs": int, "seed": int}
+REQUIRED = {
+    "format": str,
+    "format_version": int,
+    "architecture": str,
+    "hyperparams": dict,
+    "protocol": dict,
+    "metrics": dict,
+    "data_md5": dict,
+    "versions": dict,
+    "created": str,
+    "study": str,
+    "trial": int,
+    "epochs": int,
+    "seed": int,
+}
 MEMBER_REQUIRED = {"architecture": str, "trial": int, "seed": int, "hyperparams": dict, "state_dict": dict}
 
 
@@ -64,16 +76,30 @@ def save(path: Path, members: list[Member], meta: dict[str, Any], classes: tuple
     """Write atomically: a crash never leaves half a checkpoint under ``path``."""
     if not members:
         raise ValueError("a checkpoint needs at least one member")
-    architecture = architecture_for(len(classes), WIDE if isinstance(members[0].hyperparams, WideHyperparams)
-                                    else ARTICLE)
+    architecture = architecture_for(
+        len(classes), WIDE if isinstance(members[0].hyperparams, WideHyperparams) else ARTICLE
+    )
     # contiguous CPU copies: channels_last weights would otherwise be saved in that layout
-    stored = [{"architecture": architecture, **m.as_meta(),
-               "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()}}
-              for m in members]
+    stored = [
+        {
+            "architecture": architecture,
+            **m.as_meta(),
+            "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in m.model.state_dict().items()},
+        }
+        for m in members
+    ]
     first = members[0]
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
-               **meta, "classes": list(classes), "members": stored, "hyperparams": first.hyperparams.as_dict(),
-               "trial": first.trial, "seed": first.seed}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        **meta,
+        "classes": list(classes),
+        "members": stored,
+        "hyperparams": first.hyperparams.as_dict(),
+        "trial": first.trial,
+        "seed": first.seed,
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_atomic(path, buffer.getvalue())
@@ -83,8 +109,9 @@ def load(path: Path) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}", hint="run `cnn-tune retrain` to make one")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint",
-                              hint="give the .pt file `cnn-tune retrain` wrote")
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint", hint="give the .pt file `cnn-tune retrain` wrote"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -92,17 +119,27 @@ def load(path: Path) -> Checkpoint:
         # any opcode outside its subset (files that are not pickles of plain data at all)
         reason = _refusal(exc)
         verdict = "refused to load it" if "GLOBAL" in reason.upper() else "cannot read it"
-        raise CheckpointError(f"{path} is not a cnn-tune checkpoint; {verdict} ({reason})",
-                              hint="only load checkpoints written by `cnn-tune retrain`") from None
+        raise CheckpointError(
+            f"{path} is not a cnn-tune checkpoint; {verdict} ({reason})",
+            hint="only load checkpoints written by `cnn-tune retrain`",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of a weights-only load means a bad file
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path} is damaged or not a checkpoint ({type(exc).__name__}: {first[:160]})",
-                              hint="run `cnn-tune retrain` again to rewrite it") from None
+        raise CheckpointError(
+            f"{path} is damaged or not a checkpoint ({type(exc).__name__}: {first[:160]})",
+            hint="run `cnn-tune retrain` again to rewrite it",
+        ) from None
     return _validate(path, payload)
 
 
-_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
-                "In PyTorch 2.6")
+_BOILERPLATE = (
+    "Weights only load failed",
+    "Please file an issue",
+    "Check the documentation",
+    "(1)",
+    "(2)",
+    "In PyTorch 2.6",
+)
 
 
 def _refusal(exc: Exception) -> str:
@@ -116,37 +153,51 @@ def _refusal(exc: Exception) -> str:
     return type(exc).__name__
 
 
+# Long: one check per field of a checkpoint, in the order they are read, each with its own message.
 def _validate(path: Path, payload: Any) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a PyTorch file but not a cnn-tune checkpoint",
-                              hint="give a file written by `cnn-tune retrain`")
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a cnn-tune checkpoint", hint="give a file written by `cnn-tune retrain`"
+        )
     _require(path, payload, REQUIRED, "")
     if payload["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer cnn-tune (format {payload['format_version']})",
-                              hint="upgrade cnn-tune")
+        raise CheckpointError(
+            f"{path} was written by a newer cnn-tune (format {payload['format_version']})", hint="upgrade cnn-tune"
+        )
     if payload["format_version"] < 2:  # format 1: one network, its weights at the top
         _require(path, payload, {"state_dict": dict}, "")
-        stored = [{"architecture": payload["architecture"], "trial": payload["trial"], "seed": payload["seed"],
-                   "hyperparams": payload["hyperparams"], "state_dict": payload["state_dict"]}]
+        stored = [
+            {
+                "architecture": payload["architecture"],
+                "trial": payload["trial"],
+                "seed": payload["seed"],
+                "hyperparams": payload["hyperparams"],
+                "state_dict": payload["state_dict"],
+            }
+        ]
     else:
         stored = payload.get("members")
         if not isinstance(stored, list) or not stored:
-            raise CheckpointError(f"{path} holds no model (its list of members is "
-                                  f"{'empty' if isinstance(stored, list) else 'missing'})",
-                                  hint="run `cnn-tune retrain` again to rewrite it")
+            raise CheckpointError(
+                f"{path} holds no model (its list of members is {'empty' if isinstance(stored, list) else 'missing'})",
+                hint="run `cnn-tune retrain` again to rewrite it",
+            )
     for i, member in enumerate(stored):
         if not isinstance(member, dict):
             raise CheckpointError(f"{path}: member {i} is not a model", hint="run `cnn-tune retrain` again")
         _require(path, member, MEMBER_REQUIRED, f"member {i}: ")
     kinds = sorted({m["architecture"] for m in stored})
     if len(kinds) > 1:
-        raise CheckpointError(f"{path} mixes network architectures ({', '.join(kinds)}); an ensemble needs one",
-                              hint="run `cnn-tune retrain` again to rewrite it")
+        raise CheckpointError(
+            f"{path} mixes network architectures ({', '.join(kinds)}); an ensemble needs one",
+            hint="run `cnn-tune retrain` again to rewrite it",
+        )
     foreign = [a for a in (payload["architecture"], kinds[0]) if a not in ARCHITECTURES]
     if foreign:
-        raise CheckpointError(f"{path} holds a {foreign[0]!r} network; this cnn-tune builds "
-                              f"{' and '.join(map(repr, ARCHITECTURES))}",
-                              hint="evaluate it with the cnn-tune version that wrote it")
+        raise CheckpointError(
+            f"{path} holds a {foreign[0]!r} network; this cnn-tune builds {' and '.join(map(repr, ARCHITECTURES))}",
+            hint="evaluate it with the cnn-tune version that wrote it",
+        )
     classes = _classes(path, payload)
     space = WideHyperparams if kinds[0] == ARCHITECTURE_WIDE else Hyperparams
     members = [_member(path, m, i if len(stored) > 1 else None, len(classes), space) for i, m in enumerate(stored)]
@@ -166,16 +217,19 @@ def _classes(path: Path, payload: dict) -> tuple[str, ...]:
         return DIGITS
     ok = isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
     if not ok or (payload["architecture"] == ARCHITECTURE and len(classes) != len(DIGITS)):
-        raise CheckpointError(f"{path}: lacks or has malformed fields: classes",
-                              hint="run `cnn-tune retrain` again to rewrite it")
+        raise CheckpointError(
+            f"{path}: lacks or has malformed fields: classes", hint="run `cnn-tune retrain` again to rewrite it"
+        )
     return tuple(classes)
 
 
 def _require(path: Path, fields: dict, required: dict[str, type], where: str) -> None:
     wrong = [k for k, kind in required.items() if not isinstance(fields.get(k), kind)]
     if wrong:
-        raise CheckpointError(f"{path}: {where}lacks or has malformed fields: {', '.join(wrong)}",
-                              hint="run `cnn-tune retrain` again to rewrite it")
+        raise CheckpointError(
+            f"{path}: {where}lacks or has malformed fields: {', '.join(wrong)}",
+            hint="run `cnn-tune retrain` again to rewrite it",
+        )
 
 
 def _member(path: Path, stored: dict, index: int | None, n_classes: int, space: type[Space]) -> Member:
@@ -184,16 +238,19 @@ def _member(path: Path, stored: dict, index: int | None, n_classes: int, space: 
     try:
         hp = space.from_params(stored["hyperparams"])  # type: ignore[attr-defined]
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{where} has invalid hyperparameters: {exc}",
-                              hint="run `cnn-tune retrain` again") from None
+        raise CheckpointError(
+            f"{where} has invalid hyperparameters: {exc}", hint="run `cnn-tune retrain` again"
+        ) from None
     model = build_model(hp, n_classes)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = stored["state_dict"]
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if got != expected or len(state) != len(expected):
-        raise CheckpointError(f"{where}: the weights do not fit a {stored['architecture']} network of "
-                              f"{short_text(hp.as_dict())} and {n_classes} classes",
-                              hint="the file was altered; run `cnn-tune retrain` again")
+        raise CheckpointError(
+            f"{where}: the weights do not fit a {stored['architecture']} network of "
+            f"{short_text(hp.as_dict())} and {n_classes} classes",
+            hint="the file was altered; run `cnn-tune retrain` again",
+        )
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError(f"{where} holds non-finite weights", hint="run `cnn-tune retrain` again")
     model.load_state_dict(state)

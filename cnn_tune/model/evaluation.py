@@ -58,15 +58,29 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         s = self.scores
-        return {"checkpoint": str(self.checkpoint), "study": self.study, "trial": self.trial,
-                "epochs": self.epochs, "seed": self.seed, "hyperparams": self.hyperparams.as_dict(),
-                "members": [m["trial"] for m in self.members] or [self.trial], "recipe": self.recipe,
-                "dataset": self.dataset, "classes": list(self.classes),
-                "test_accuracy": s and s.accuracy, "test_ci95": self.ci95, "test_loss": s and s.loss,
-                "n_test": self.n_test, "per_class_accuracy": s and s.per_class,
-                "confusion": s and s.confusion, "val_accuracy": self.val_accuracy,
-                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-                "since_first_trial_s": self.since_first_trial_s, "kept_at": self.kept_at}
+        return {
+            "checkpoint": str(self.checkpoint),
+            "study": self.study,
+            "trial": self.trial,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "hyperparams": self.hyperparams.as_dict(),
+            "members": [m["trial"] for m in self.members] or [self.trial],
+            "recipe": self.recipe,
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "test_accuracy": s and s.accuracy,
+            "test_ci95": self.ci95,
+            "test_loss": s and s.loss,
+            "n_test": self.n_test,
+            "per_class_accuracy": s and s.per_class,
+            "confusion": s and s.confusion,
+            "val_accuracy": self.val_accuracy,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "since_first_trial_s": self.since_first_trial_s,
+            "kept_at": self.kept_at,
+        }
 
 
 def test_ci95(accuracy: float, n: int) -> float:
@@ -116,15 +130,31 @@ def score_checkpoint(path: Path, data_dir: Path | None, device_name: str, log: L
     device = torch.device(resolve_device(device_name))
     data, ref = checkpoint_data(loaded, data_dir, log)
     if not data.n_test_images:
-        raise NothingToShow(f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
-                            hint="add test/<class>/ images to the folder")
+        raise NothingToShow(
+            f"{ref.source if ref else data.folder} has no test images: nothing to score {path} on",
+            hint="add test/<class>/ images to the folder",
+        )
     notes = []
     test_files = (FILES["test_images"], FILES["test_labels"])
     if any(loaded.meta["data_md5"].get(f) not in (None, data.md5.get(f)) for f in test_files):
         notes.append(f"the test files in {data.folder} differ from those the checkpoint was scored on")
     scores, seconds = score_test_set(loaded.model.to(device, memory_format=torch.channels_last), data, device)
     meta = loaded.meta
-    return Evaluation(path, scores, data.n_test_images, loaded.hyperparams, meta["study"], meta["trial"],
-                      meta["epochs"], meta["seed"], None, seconds, meta["metrics"].get("val_accuracy"), notes,
-                      members=meta["members"], recipe=meta.get("recipe"), classes=tuple(meta["classes"]),
-                      dataset=data.ref.short)
+    return Evaluation(
+        path,
+        scores,
+        data.n_test_images,
+        loaded.hyperparams,
+        meta["study"],
+        meta["trial"],
+        meta["epochs"],
+        meta["seed"],
+        None,
+        seconds,
+        meta["metrics"].get("val_accuracy"),
+        notes,
+        members=meta["members"],
+        recipe=meta.get("recipe"),
+        classes=tuple(meta["classes"]),
+        dataset=data.ref.short,
+    )

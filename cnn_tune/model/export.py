@@ -72,9 +72,17 @@ class Exported:
     meta: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "output": str(self.output), "format": self.format,
-                "verified_on": self.images, "verified_images": self.images_from, "agree": self.agree,
-                "max_probability_difference": self.max_difference, "seconds": self.seconds, "metadata": self.meta}
+        return {
+            "checkpoint": str(self.checkpoint),
+            "output": str(self.output),
+            "format": self.format,
+            "verified_on": self.images,
+            "verified_images": self.images_from,
+            "agree": self.agree,
+            "max_probability_difference": self.max_difference,
+            "seconds": self.seconds,
+            "metadata": self.meta,
+        }
 
 
 def default_output(checkpoint: Path, fmt: str) -> Path:
@@ -86,12 +94,20 @@ def metadata(loaded: ckpt.Checkpoint) -> dict[str, Any]:
     """What an exported model says about itself (see :data:`META_KEY`)."""
     meta = loaded.meta
     protocol = meta.get("protocol") or {}
-    return {"format": "cnn-tune-model", "format_version": 1, "cnn_tune": __version__,
-            "classes": list(meta["classes"]), "study": meta["study"], "trial": meta["trial"],
-            "members": [m["trial"] for m in meta["members"]], "dataset": protocol.get("dataset", "mnist"),
-            "architecture": meta["architecture"], "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy"),
-            "input": "images N x 1 x 28 x 28, float32 in [0, 1] (white on black for digits)",
-            "output": "class probabilities N x C, in the order of classes"}
+    return {
+        "format": "cnn-tune-model",
+        "format_version": 1,
+        "cnn_tune": __version__,
+        "classes": list(meta["classes"]),
+        "study": meta["study"],
+        "trial": meta["trial"],
+        "members": [m["trial"] for m in meta["members"]],
+        "dataset": protocol.get("dataset", "mnist"),
+        "architecture": meta["architecture"],
+        "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy"),
+        "input": "images N x 1 x 28 x 28, float32 in [0, 1] (white on black for digits)",
+        "output": "class probabilities N x C, in the order of classes",
+    }
 
 
 def check_format(fmt: str) -> None:
@@ -134,9 +150,12 @@ def export(path: Path, fmt: str, output: Path | None, overwrite: bool, data_dir:
         (_write_onnx if fmt == "onnx" else _write_torchscript)(model, tmp, meta)
         agree, difference = _verify(model, tmp, fmt, images)
         if agree < len(images):
-            raise ExportError(f"the {fmt} export of {path} disagrees with it on {len(images) - agree} of "
-                              f"{len(images)} {which} images (largest probability difference {difference:.2g}); "
-                              "nothing was written", hint="report this with the checkpoint attached")
+            raise ExportError(
+                f"the {fmt} export of {path} disagrees with it on {len(images) - agree} of "
+                f"{len(images)} {which} images (largest probability difference {difference:.2g}); "
+                "nothing was written",
+                hint="report this with the checkpoint attached",
+            )
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
@@ -152,9 +171,17 @@ def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     import onnx
 
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(model, (_example(),), input_names=["images"], output_names=["probabilities"],
-                                dynamic_shapes={"x": {0: batch}}, opset_version=OPSET, dynamo=True,
-                                external_data=False, verbose=False)
+    program = torch.onnx.export(
+        model,
+        (_example(),),
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes={"x": {0: batch}},
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
     proto = program.model_proto
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -191,9 +218,8 @@ def _verify(model: nn.Module, path: Path, fmt: str, images: np.ndarray) -> tuple
         run = lambda x: loaded(x)  # noqa: E731
     agree, difference = 0, 0.0
     for start in range(0, len(images), BATCH):
-        x = to_inputs(torch.from_numpy(images[start:start + BATCH]), torch.device("cpu"))  # (B, 1, 28, 28)
+        x = to_inputs(torch.from_numpy(images[start : start + BATCH]), torch.device("cpu"))  # (B, 1, 28, 28)
         expected, got = model(x), run(x)
         agree += int((expected.argmax(1) == got.argmax(1)).sum())
         difference = max(difference, float((expected - got).abs().max()))
     return agree, difference
-

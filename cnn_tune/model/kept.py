@@ -32,22 +32,47 @@ MODEL_ATTR = "cnn_tune.model"  # a trial's kept network: {artifact_id, artifact_
 def versions() -> dict[str, str]:
     """The library versions a checkpoint records."""
     # str(): torch.__version__ is a TorchVersion, which a weights-only load would refuse
-    return {"torch": str(torch.__version__), "optuna": str(optuna.__version__), "cnn_tune": __version__,
-            "numpy": str(np.__version__)}
+    return {
+        "torch": str(torch.__version__),
+        "optuna": str(optuna.__version__),
+        "cnn_tune": __version__,
+        "numpy": str(np.__version__),
+    }
 
 
-def keep_trial_model(trial: optuna.Trial, hp: Space, seed: int, model: torch.nn.Module, value: float,
-                     protocol: StudyProtocol, data_md5: dict[str, str], classes: tuple[str, ...],
-                     folder: Path) -> None:
+def keep_trial_model(
+    trial: optuna.Trial,
+    hp: Space,
+    seed: int,
+    model: torch.nn.Module,
+    value: float,
+    protocol: StudyProtocol,
+    data_md5: dict[str, str],
+    classes: tuple[str, ...],
+    folder: Path,
+) -> None:
     """Keep the network ``trial`` trained (all its epochs, validation accuracy ``value``)."""
     meta: dict[str, Any] = {
-        "hyperparams": hp.as_dict(), "protocol": protocol.to_attr(),
-        "metrics": {"test_accuracy": None, "test_loss": None, "per_class_accuracy": None, "confusion": None,
-                    "train_seconds": None, "val_accuracy": value},
-        "data_md5": dict(data_md5), "versions": versions(),
+        "hyperparams": hp.as_dict(),
+        "protocol": protocol.to_attr(),
+        "metrics": {
+            "test_accuracy": None,
+            "test_loss": None,
+            "per_class_accuracy": None,
+            "confusion": None,
+            "train_seconds": None,
+            "val_accuracy": value,
+        },
+        "data_md5": dict(data_md5),
+        "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "study": trial.study.study_name, "trial": trial.number, "epochs": protocol.epochs, "seed": seed,
-        "recipe": {"searched": True, "top": 1}, "trained_on": f"the study's {protocol.n_train} training images"}
+        "study": trial.study.study_name,
+        "trial": trial.number,
+        "epochs": protocol.epochs,
+        "seed": seed,
+        "recipe": {"searched": True, "top": 1},
+        "trained_on": f"the study's {protocol.n_train} training images",
+    }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".kept-") as tmp:
@@ -70,9 +95,11 @@ def kept_members(trials: list[FrozenTrial], folder: Path) -> list[ckpt.Member]:
     for trial in trials:
         record = trial.user_attrs.get(MODEL_ATTR)
         if not isinstance(record, dict):
-            raise UsageError(f"trial {trial.number} kept no network (a study made before 0.8, a server database "
-                             "searched without --artifacts, or the article's space)",
-                             hint="retrain it with --recipe tuned")
+            raise UsageError(
+                f"trial {trial.number} kept no network (a study made before 0.8, a server database "
+                "searched without --artifacts, or the article's space)",
+                hint="retrain it with --recipe tuned",
+            )
         loaded = ckpt.load(fetch(record, folder / f"trial{trial.number}.pt"))
         members.append(ckpt.Member(trial.number, loaded.meta["seed"], loaded.hyperparams, loaded.model.members[0]))
     return members

@@ -13,8 +13,9 @@ from cnn_tune.model.space import Hyperparams, Space, WideHyperparams
 class ConvNet(nn.Module):
     """conv(1→16,k5) → pool → relu → conv(16→32,k5) → pool → relu → dropout2d → fc → relu → dropout → fc(C)."""
 
-    def __init__(self, fc2_input_dim: int = 128, dropout_rate: float = 0.2, dropout_rate2: float = 0.1,
-                 n_classes: int = 10) -> None:
+    def __init__(
+        self, fc2_input_dim: int = 128, dropout_rate: float = 0.2, dropout_rate2: float = 0.1, n_classes: int = 10
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, kernel_size=5, padding=2)  # (B,1,28,28) → (B,16,28,28)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=5, padding=2)  # (B,16,14,14) → (B,32,14,14)
@@ -43,13 +44,21 @@ class WideNet(nn.Module):
     channels) that trained 6,300 images/s against 3,400 for conv → norm → ReLU → pool, where
     norm, pool and ReLU at full resolution took ~80% of a step and the convolutions 17%."""
 
-    def __init__(self, width: int = 32, blocks: int = 3, batch_norm: bool = True, fc2_input_dim: int = 128,
-                 dropout_rate: float = 0.2, dropout_rate2: float = 0.1, n_classes: int = 10) -> None:
+    def __init__(
+        self,
+        width: int = 32,
+        blocks: int = 3,
+        batch_norm: bool = True,
+        fc2_input_dim: int = 128,
+        dropout_rate: float = 0.2,
+        dropout_rate2: float = 0.1,
+        n_classes: int = 10,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels, size = 1, 28
         for block in range(blocks):
-            out = width * 2 ** block
+            out = width * 2**block
             layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=not batch_norm), nn.MaxPool2d(2)]
             layers += [nn.BatchNorm2d(out)] if batch_norm else []
             layers.append(nn.ReLU(inplace=True))
@@ -70,11 +79,22 @@ class WideNet(nn.Module):
 def build_model(hp: Space, n_classes: int = 10) -> nn.Module:
     """The network of ``hp``'s space, with one output per class."""
     if isinstance(hp, WideHyperparams):
-        return WideNet(width=hp.width, blocks=hp.blocks, batch_norm=hp.batch_norm, fc2_input_dim=hp.fc2_input_dim,
-                       dropout_rate=hp.dropout_rate, dropout_rate2=hp.dropout_rate2, n_classes=n_classes)
+        return WideNet(
+            width=hp.width,
+            blocks=hp.blocks,
+            batch_norm=hp.batch_norm,
+            fc2_input_dim=hp.fc2_input_dim,
+            dropout_rate=hp.dropout_rate,
+            dropout_rate2=hp.dropout_rate2,
+            n_classes=n_classes,
+        )
     assert isinstance(hp, Hyperparams)
-    return ConvNet(fc2_input_dim=hp.fc2_input_dim, dropout_rate=hp.dropout_rate, dropout_rate2=hp.dropout_rate2,
-                   n_classes=n_classes)
+    return ConvNet(
+        fc2_input_dim=hp.fc2_input_dim,
+        dropout_rate=hp.dropout_rate,
+        dropout_rate2=hp.dropout_rate2,
+        n_classes=n_classes,
+    )
 
 
 def count_params(model: nn.Module) -> int:
@@ -82,8 +102,11 @@ def count_params(model: nn.Module) -> int:
 
 
 OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
-    "Adam": torch.optim.Adam, "Adadelta": torch.optim.Adadelta, "Adagrad": torch.optim.Adagrad,
-    "AdamW": torch.optim.AdamW}
+    "Adam": torch.optim.Adam,
+    "Adadelta": torch.optim.Adadelta,
+    "Adagrad": torch.optim.Adagrad,
+    "AdamW": torch.optim.AdamW,
+}
 
 
 def build_optimizer(hp: Space, model: nn.Module) -> torch.optim.Optimizer:

@@ -28,16 +28,20 @@ class OnnxModel:
         except ImportError:
             raise DependencyMissing("ONNX models need onnxruntime, which is not installed", hint=ONNX_EXTRA) from None
         if not path.is_file():
-            raise CheckpointError(f"no model at {path}" if not path.exists() else f"{path} is a folder, not a model",
-                                  hint="give the .onnx file `cnn-tune export` wrote")
+            raise CheckpointError(
+                f"no model at {path}" if not path.exists() else f"{path} is a folder, not a model",
+                hint="give the .onnx file `cnn-tune export` wrote",
+            )
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: a bad file is reported below, in one line
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to load means a damaged or foreign file
             first = (str(exc).strip().splitlines() or [""])[0]
-            raise CheckpointError(f"{path} is damaged or not an ONNX model ({first[:160]})",
-                                  hint="export it again with `cnn-tune export CHECKPOINT`") from None
+            raise CheckpointError(
+                f"{path} is damaged or not an ONNX model ({first[:160]})",
+                hint="export it again with `cnn-tune export CHECKPOINT`",
+            ) from None
         self.meta = _metadata(path, self.session.get_modelmeta().custom_metadata_map)
         self.classes: list[str] = self.meta["classes"]
         self.input = self.session.get_inputs()[0].name
@@ -49,8 +53,10 @@ class OnnxModel:
 
 def _metadata(path: Path, props: dict[str, str]) -> dict[str, Any]:
     if META_KEY not in props:
-        raise CheckpointError(f"{path} is an ONNX model, but not one cnn-tune exported (no {META_KEY!r} metadata)",
-                              hint="give a file written by `cnn-tune export`")
+        raise CheckpointError(
+            f"{path} is an ONNX model, but not one cnn-tune exported (no {META_KEY!r} metadata)",
+            hint="give a file written by `cnn-tune export`",
+        )
     try:
         meta = json.loads(props[META_KEY])
         classes = meta["classes"]
@@ -69,7 +75,12 @@ def predict_onnx(path: Path, images: list[Path], invert: bool) -> list[Predictio
     pixels = np.stack([to_pixels(p, invert) for p in images])  # (N, 28, 28) uint8, all decoded before any is scored
     probs = model.run(pixels[:, None].astype(np.float32) / 255.0)  # (N, C)
     if probs.shape != (len(images), len(model.classes)):
-        raise CheckpointError(f"{path} gives {probs.shape[-1]} outputs for {len(model.classes)} classes",
-                              hint="export it again")
-    return [Prediction(p, int(row.argmax()), model.classes[int(row.argmax())], float(row.max()),
-                       [round(float(v), 6) for v in row]) for p, row in zip(images, probs)]
+        raise CheckpointError(
+            f"{path} gives {probs.shape[-1]} outputs for {len(model.classes)} classes", hint="export it again"
+        )
+    return [
+        Prediction(
+            p, int(row.argmax()), model.classes[int(row.argmax())], float(row.max()), [round(float(v), 6) for v in row]
+        )
+        for p, row in zip(images, probs)
+    ]

@@ -20,5 +20,7 @@ def predict(path: Path, images: list[Path], invert: bool) -> list[Prediction]:
     x = to_inputs(torch.from_numpy(pixels), torch.device("cpu"))  # (N, 1, 28, 28)
     probs = torch.softmax(loaded.model(x), dim=1)  # (N, C)
     names = loaded.meta["classes"]
-    return [Prediction(p, int(row.argmax()), names[int(row.argmax())], float(row.max()),
-                       [round(float(v), 6) for v in row]) for p, row in zip(images, probs)]
+    return [
+        Prediction(p, int(row.argmax()), names[int(row.argmax())], float(row.max()), [round(float(v), 6) for v in row])
+        for p, row in zip(images, probs)
+    ]

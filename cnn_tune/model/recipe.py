@@ -89,21 +89,34 @@ class Recipe:
         """Every field made concrete for one member: ``None`` is the trial's own (``own``, its
         Style) for a ``tuned`` recipe, else the data set's shift or the plain training's."""
         base = own if self.tuned else Style(shift=SHIFT_BY_DATASET.get(dataset, 0))
-        return replace(self, schedule=base.schedule if self.schedule is None else self.schedule_for(optimizer),
-                       **{name: getattr(base, name) if getattr(self, name) is None else getattr(self, name)
-                          for name in ("shift", "flip", "erasing", "label_smoothing")})
+        return replace(
+            self,
+            schedule=base.schedule if self.schedule is None else self.schedule_for(optimizer),
+            **{
+                name: getattr(base, name) if getattr(self, name) is None else getattr(self, name)
+                for name in ("shift", "flip", "erasing", "label_smoothing")
+            },
+        )
 
     def style(self) -> Style:
         """The :class:`Style` of a recipe made concrete by :meth:`for_member`."""
-        return Style(schedule=self.schedule_for(""), shift=self.shift or 0, ema=self.ema, flip=bool(self.flip),
-                     erasing=self.erasing or 0.0, label_smoothing=self.label_smoothing or 0.0)
+        return Style(
+            schedule=self.schedule_for(""),
+            shift=self.shift or 0,
+            ema=self.ema,
+            flip=bool(self.flip),
+            erasing=self.erasing or 0.0,
+            label_smoothing=self.label_smoothing or 0.0,
+        )
 
     def common(self, members: Iterable["Recipe"]) -> "Recipe":
         """One record of this recipe for K members' concrete ones (:meth:`for_member`): a field
         they disagree on keeps this recipe's value (``auto``; None: each member's own)."""
         members = list(members)
-        return replace(members[0], **{f.name: getattr(self, f.name) for f in fields(Recipe)
-                                      if len({getattr(m, f.name) for m in members}) > 1})
+        return replace(
+            members[0],
+            **{f.name: getattr(self, f.name) for f in fields(Recipe) if len({getattr(m, f.name) for m in members}) > 1},
+        )
 
     def with_options(self, **options: Any) -> "Recipe":
         """This recipe with the options the user gave (None: keep the recipe's)."""
@@ -117,9 +130,12 @@ class Recipe:
         if self.searched:
             networks = f"the {self.top} best networks" if self.top > 1 else "the network"
             return f"{networks} the search trained ({epochs} epochs each on the train split), not retrained"
-        lr = {"cosine": "cosine lr", "constant": "constant lr", "warmup": "warmup then cosine lr",
-              None: "each trial's lr schedule"}.get(
-            self.schedule, f"cosine lr (constant for {', '.join(sorted(SELF_DECAYING))})")
+        lr = {
+            "cosine": "cosine lr",
+            "constant": "constant lr",
+            "warmup": "warmup then cosine lr",
+            None: "each trial's lr schedule",
+        }.get(self.schedule, f"cosine lr (constant for {', '.join(sorted(SELF_DECAYING))})")
         parts = [f"{epochs} epochs", lr]
         parts += [f"shifts ≤{self.shift} px"] if self.shift else []
         parts += ["shifts as suit the data"] if self.shift is None and not self.tuned else []
@@ -135,10 +151,18 @@ class Recipe:
 
 TRAINING = ("epochs", "schedule", "shift", "average", "flip")  # what `searched` has nothing to apply to
 RECIPES: dict[str, Recipe] = {
-    "searched": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None,
-                       tuned=True, searched=True, top=3),
-    "tuned": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None,
-                    tuned=True),
+    "searched": Recipe(
+        epochs=None,
+        schedule=None,
+        shift=None,
+        flip=None,
+        erasing=None,
+        label_smoothing=None,
+        tuned=True,
+        searched=True,
+        top=3,
+    ),
+    "tuned": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None, tuned=True),
     "best": Recipe(epochs=20, schedule="auto", shift=None),
     "article": Recipe(epochs=None),
 }

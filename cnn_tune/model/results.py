@@ -32,5 +32,11 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         digit = {"digit": self.label} if self.name == str(self.label) else {}  # as before other data sets
-        return {"image": str(self.image), **digit, "label": self.label, "class": self.name,
-                "probability": self.probability, "probabilities": self.probabilities}
+        return {
+            "image": str(self.image),
+            **digit,
+            "label": self.label,
+            "class": self.name,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+        }

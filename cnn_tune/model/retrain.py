@@ -74,23 +74,31 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if number is None:
         if not any(t.state == TrialState.COMPLETE for t in trials):
-            raise UsageError(f"study {study.study_name!r} has no complete trial to retrain "
-                             f"({counts_text(state_counts(trials))})",
-                             hint="run `cnn-tune optimize` first")
+            raise UsageError(
+                f"study {study.study_name!r} has no complete trial to retrain ({counts_text(state_counts(trials))})",
+                hint="run `cnn-tune optimize` first",
+            )
         leader = confirmed_leader(study)
         return trials[leader] if leader is not None and trials[leader].number == leader else study.best_trial
     match = [t for t in trials if t.number == number]
     if not match:
-        raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0–{len(trials) - 1})"
-                         if trials else f"study {study.study_name!r} has no trials",
-                         hint="`cnn-tune trials --state complete` lists the ones you can retrain")
+        raise UsageError(
+            f"study {study.study_name!r} has no trial {number} (trials 0–{len(trials) - 1})"
+            if trials
+            else f"study {study.study_name!r} has no trials",
+            hint="`cnn-tune trials --state complete` lists the ones you can retrain",
+        )
     trial = match[0]
     if trial.state != TrialState.COMPLETE:
-        where = f" after {trial.user_attrs.get('epochs_run', len(trial.intermediate_values))} epoch(s)" \
-            if trial.state == TrialState.PRUNED else ""
-        raise UsageError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}{where}, "
-                         "not complete", hint="pick another with `cnn-tune trials --state complete`, or omit --trial "
-                                              "for the best")
+        where = (
+            f" after {trial.user_attrs.get('epochs_run', len(trial.intermediate_values))} epoch(s)"
+            if trial.state == TrialState.PRUNED
+            else ""
+        )
+        raise UsageError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}{where}, not complete",
+            hint="pick another with `cnn-tune trials --state complete`, or omit --trial for the best",
+        )
     return trial
 
 
@@ -101,12 +109,16 @@ def pick_trials(study: optuna.Study, number: int | None, top: int) -> list[Froze
     if top == 1:
         return [first]
     if number is not None:
-        raise UsageError("--trial and --top K > 1 cannot be combined",
-                         hint="--trial N retrains one trial; --top K retrains the K best")
+        raise UsageError(
+            "--trial and --top K > 1 cannot be combined",
+            hint="--trial N retrains one trial; --top K retrains the K best",
+        )
     ranked = ranked_complete(study)
     if len(ranked) < top:
-        raise UsageError(f"--top {top} needs {top} complete trials; study {study.study_name!r} has {len(ranked)}",
-                         hint=f"use --top {len(ranked)}, or run `cnn-tune optimize` for more trials")
+        raise UsageError(
+            f"--top {top} needs {top} complete trials; study {study.study_name!r} has {len(ranked)}",
+            hint=f"use --top {len(ranked)}, or run `cnn-tune optimize` for more trials",
+        )
     return ranked[:top]
 
 
@@ -115,8 +127,9 @@ def ranked_complete(study: optuna.Study) -> list[FrozenTrial]:
     confirmed = confirm_records(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    return sorted(complete, key=lambda t: (t.number not in confirmed,
-                                           -sign * confirmed.get(t.number, {}).get("mean", t.value)))
+    return sorted(
+        complete, key=lambda t: (t.number not in confirmed, -sign * confirmed.get(t.number, {}).get("mean", t.value))
+    )
 
 
 def pick_kept(study: optuna.Study, number: int | None, top: int) -> list[FrozenTrial]:
@@ -128,8 +141,11 @@ def pick_kept(study: optuna.Study, number: int | None, top: int) -> list[FrozenT
         kept = [t for t in kept if t.number == number]
     if not kept:
         which = f"trial {number}" if number is not None else f"no complete trial of study {study.study_name!r}"
-        raise UsageError(f"{which} kept no trained network (studies before 0.8, the article's space and server "
-                         "databases searched without --artifacts keep none)", hint="use --recipe tuned to train one")
+        raise UsageError(
+            f"{which} kept no trained network (studies before 0.8, the article's space and server "
+            "databases searched without --artifacts keep none)",
+            hint="use --recipe tuned to train one",
+        )
     return kept[:top]
 
 
@@ -143,8 +159,10 @@ def default_recipe(study: optuna.Study, space: str, settings: RetrainSettings, l
         return name
     kept = [t for t in with_kept_model(ranked_complete(study)) if settings.trial in (None, t.number)]
     if not kept:
-        log(f"Study {study.study_name!r} kept no trained network to hand over: training "
-            f"{'the winner' if settings.trial is None else f'trial {settings.trial}'} again (--recipe tuned)")
+        log(
+            f"Study {study.study_name!r} kept no trained network to hand over: training "
+            f"{'the winner' if settings.trial is None else f'trial {settings.trial}'} again (--recipe tuned)"
+        )
         return "tuned"
     return "tuned" if any(n in settings.changes for n in TRAINING) else name
 
@@ -154,11 +172,14 @@ def default_checkpoint(url: str, study_name: str, trials: list[int]) -> Path:
     return results_folder(url) / f"{study_name}-trial{trials[0]}{more}.pt"
 
 
-
 # Long: checks everything cheap (study, trials, output path, data) before training, then trains
 # each member, scores, saves and records; each step is a few lines.
-def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], None], log: Log,
-            tick: Callable[[int, int], None] | None = None) -> Evaluation:
+def retrain(
+    settings: RetrainSettings,
+    on_epoch: Callable[[EpochResult, int], None],
+    log: Log,
+    tick: Callable[[int, int], None] | None = None,
+) -> Evaluation:
     """Validate everything cheap first (study, trials, output path); then read data and train."""
     study = read_study(settings.storage, settings.study)
     chosen = pick_trials(study, settings.trial, settings.changes.get("top", 1))
@@ -167,8 +188,10 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     if asked.searched:
         given = [f"--{name}" for name in TRAINING if name in settings.changes]
         if given:
-            raise UsageError(f"{', '.join(given)} cannot change --recipe searched: its networks are not trained again",
-                             hint="use --recipe tuned to train the trial again with them")
+            raise UsageError(
+                f"{', '.join(given)} cannot change --recipe searched: its networks are not trained again",
+                hint="use --recipe tuned to train the trial again with them",
+            )
         chosen = pick_kept(study, settings.trial, asked.top)
         asked = replace(asked, top=len(chosen))
     hyperparams = [SPACES[protocol.space].from_params(t.params) for t in chosen]  # type: ignore[attr-defined]
@@ -177,12 +200,16 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     leader = chosen[0]
     confirmed = confirm_records(study).get(leader.number)
     if settings.trial is None and confirmed is not None:
-        log(f"Trial {leader.number} is the confirmed leader: mean validation accuracy "
+        log(
+            f"Trial {leader.number} is the confirmed leader: mean validation accuracy "
             f"{100 * confirmed['mean']:.2f}% over {confirmed['n']} runs (`cnn-tune confirm`); "
-            "pass --trial N for another")
+            "pass --trial N for another"
+        )
     epochs = recipe.epochs or protocol.epochs
-    seeds = [settings.seed + i if settings.seed is not None else int(t.user_attrs.get("seed", 0))
-             for i, t in enumerate(chosen)]
+    seeds = [
+        settings.seed + i if settings.seed is not None else int(t.user_attrs.get("seed", 0))
+        for i, t in enumerate(chosen)
+    ]
     path = settings.output or default_checkpoint(settings.storage, study.study_name, [t.number for t in chosen])
     check_writable(path, overwrite=settings.overwrite)
     device = torch.device(resolve_device(settings.device))
@@ -190,8 +217,11 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
 
     data = load_dataset(protocol.ref, settings.data_dir, log, protocol.data_fingerprint, tick)
     check_same_data(study.study_name, protocol.data_fingerprint, data)
-    which = (f"trial {leader.number}" if len(chosen) == 1
-             else f"the top {len(chosen)} trials ({', '.join(str(t.number) for t in chosen)})")
+    which = (
+        f"trial {leader.number}"
+        if len(chosen) == 1
+        else f"the top {len(chosen)} trials ({', '.join(str(t.number) for t in chosen)})"
+    )
     started = time.perf_counter()
     if asked.searched:
         log(f"Taking {which} of study {study.study_name!r}: {recipe.text(epochs)}")
@@ -200,8 +230,10 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         seeds = [m.seed for m in members]
     else:
         trainer = Trainer.all_training_images(data, device, precision)
-        log(f"Retraining {which} of study {study.study_name!r} on all {trainer.n_train} training images: "
-            f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})")
+        log(
+            f"Retraining {which} of study {study.study_name!r} on all {trainer.n_train} training images: "
+            f"{recipe.text(epochs)} (seed {', '.join(map(str, seeds))}, device {device}, {precision})"
+        )
         members = []
         for k, (trial, seed, hp, mine) in enumerate(zip(chosen, seeds, hyperparams, own)):
             model = None
@@ -214,12 +246,28 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
         scores, eval_seconds = score_test_set(Ensemble([m.model for m in members]), data, device)
     else:
         scores, eval_seconds = None, 0.0
-        log(f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
-            "there is no test accuracy; add test/<class>/ images to score the model")
-    ran = Evaluation(path, scores, data.n_test_images, members[0].hyperparams, study.study_name, leader.number,
-                     epochs, seeds[0], train_seconds, eval_seconds, leader.value,
-                     members=[m.as_meta() for m in members], recipe=recipe.as_dict(),
-                     since_first_trial_s=_since_first_trial(study), classes=data.classes, dataset=data.ref.short)
+        log(
+            f"No test set: {data.folder if data.ref.source is None else data.ref.source} has no test images, so "
+            "there is no test accuracy; add test/<class>/ images to score the model"
+        )
+    ran = Evaluation(
+        path,
+        scores,
+        data.n_test_images,
+        members[0].hyperparams,
+        study.study_name,
+        leader.number,
+        epochs,
+        seeds[0],
+        train_seconds,
+        eval_seconds,
+        leader.value,
+        members=[m.as_meta() for m in members],
+        recipe=recipe.as_dict(),
+        since_first_trial_s=_since_first_trial(study),
+        classes=data.classes,
+        dataset=data.ref.short,
+    )
     meta = {**_meta(ran, protocol, data), "device": str(device), "precision": precision}
     ckpt.save(path, members, meta, data.classes)
     folder = artifact_folder(settings.storage, settings.artifacts)
@@ -228,13 +276,28 @@ def retrain(settings: RetrainSettings, on_epoch: Callable[[EpochResult, int], No
     except OSError as exc:  # a full disk, a read-only folder: one line, as for the database
         raise file_failure(exc, folder, f"keep {path.name} in") from None
     if folder is None:
-        log("The final model is not kept with the study (a server database): pass --artifacts DIR, a folder every "
-            "machine of the study reaches, to keep it there")
-    record_retrain(study, leader.number, {
-        "test_accuracy": scores and scores.accuracy, "test_ci95": ran.ci95, "test_loss": scores and scores.loss,
-        "checkpoint": str(path.resolve()), "epochs": epochs, "seed": seeds[0], "members": [m.trial for m in members],
-        "recipe": recipe.as_dict(), "train_seconds": train_seconds, "since_first_trial_s": ran.since_first_trial_s,
-        "created": meta["created"], **kept})
+        log(
+            "The final model is not kept with the study (a server database): pass --artifacts DIR, a folder every "
+            "machine of the study reaches, to keep it there"
+        )
+    record_retrain(
+        study,
+        leader.number,
+        {
+            "test_accuracy": scores and scores.accuracy,
+            "test_ci95": ran.ci95,
+            "test_loss": scores and scores.loss,
+            "checkpoint": str(path.resolve()),
+            "epochs": epochs,
+            "seed": seeds[0],
+            "members": [m.trial for m in members],
+            "recipe": recipe.as_dict(),
+            "train_seconds": train_seconds,
+            "since_first_trial_s": ran.since_first_trial_s,
+            "created": meta["created"],
+            **kept,
+        },
+    )
     ran.kept_at = kept_at(kept)
     return ran
 
@@ -249,11 +312,24 @@ def _since_first_trial(study: optuna.Study) -> float | None:
 def _meta(ran: Evaluation, protocol: StudyProtocol, data: Images) -> dict[str, Any]:
     """What a checkpoint records beside its weights: enough to rebuild and re-score it alone."""
     s = ran.scores
-    return {"hyperparams": ran.hyperparams.as_dict(), "protocol": protocol.to_attr(),
-            "metrics": {"test_accuracy": s and s.accuracy, "test_loss": s and s.loss,
-                        "per_class_accuracy": s and s.per_class, "confusion": s and s.confusion,
-                        "train_seconds": ran.train_seconds, "val_accuracy": ran.val_accuracy},
-            "data_md5": dict(data.md5), "versions": versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "study": ran.study, "trial": ran.trial, "epochs": ran.epochs, "seed": ran.seed, "recipe": ran.recipe,
-            "since_first_trial_s": ran.since_first_trial_s}
+    return {
+        "hyperparams": ran.hyperparams.as_dict(),
+        "protocol": protocol.to_attr(),
+        "metrics": {
+            "test_accuracy": s and s.accuracy,
+            "test_loss": s and s.loss,
+            "per_class_accuracy": s and s.per_class,
+            "confusion": s and s.confusion,
+            "train_seconds": ran.train_seconds,
+            "val_accuracy": ran.val_accuracy,
+        },
+        "data_md5": dict(data.md5),
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "study": ran.study,
+        "trial": ran.trial,
+        "epochs": ran.epochs,
+        "seed": ran.seed,
+        "recipe": ran.recipe,
+        "since_first_trial_s": ran.since_first_trial_s,
+    }

@@ -13,7 +13,7 @@ def n_params(hp: Space, n_classes: int = 10) -> int:
     if isinstance(hp, WideHyperparams):
         total, channels, size = 0, 1, 28
         for block in range(hp.blocks):
-            out = hp.width * 2 ** block
+            out = hp.width * 2**block
             total += 9 * channels * out + (2 * out if hp.batch_norm else out)  # 3×3 weights; BN's γ, β or a bias
             channels, size = out, size // 2
         features = channels * size * size

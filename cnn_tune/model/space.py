@@ -58,8 +58,6 @@ class Style:
             raise ValueError(f"a Style trains with a {', '.join(TRAINED_SCHEDULES)} lr, not {self.schedule!r}")
 
 
-
-
 @dataclass(frozen=True)
 class Spec:
     """How one parameter is searched and shown."""
@@ -71,8 +69,14 @@ class Spec:
     only_for: frozenset[str] | None = None  # data sets whose trials search it (None: all); elsewhere the default
 
 
-def param(default: Any, distribution: BaseDistribution, label: str, fmt: str = "", contour: bool = False,
-          only_for: frozenset[str] | None = None) -> Any:
+def param(
+    default: Any,
+    distribution: BaseDistribution,
+    label: str,
+    fmt: str = "",
+    contour: bool = False,
+    only_for: frozenset[str] | None = None,
+) -> Any:
     """A dataclass field that is also a search dimension."""
     return field(default=default, metadata={"spec": Spec(distribution, label, fmt, contour, only_for)})
 
@@ -143,8 +147,13 @@ class WideHyperparams(Space):
     batch_size: int = fixed(128)  # batch size moves throughput, not accuracy (Google's tuning playbook)
 
     def style(self) -> Style:
-        return Style(schedule=self.schedule, shift=self.shift, flip=self.flip, erasing=self.erasing,
-                     label_smoothing=self.label_smoothing)
+        return Style(
+            schedule=self.schedule,
+            shift=self.shift,
+            flip=self.flip,
+            erasing=self.erasing,
+            label_smoothing=self.label_smoothing,
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "WideHyperparams":
@@ -154,8 +163,9 @@ class WideHyperparams(Space):
 SPACES: dict[str, type[Space]] = {ARTICLE: Hyperparams, WIDE: WideHyperparams}
 # The warm start per space and data set: the defaults, with what suits the images. Digits are
 # shifted by up to 2 pixels (measured +0.13 points on MNIST); clothes are mirrored, not shifted.
-WARM_STARTS: dict[str, dict[str, dict[str, Any]]] = {WIDE: {MNIST: {"shift": 2}, FASHION: {"flip": True},
-                                                            FOLDER: {"flip": True}}}
+WARM_STARTS: dict[str, dict[str, dict[str, Any]]] = {
+    WIDE: {MNIST: {"shift": 2}, FASHION: {"flip": True}, FOLDER: {"flip": True}}
+}
 
 S = TypeVar("S")
 
@@ -170,8 +180,11 @@ def specs(space: type, dataset: str | None = None) -> dict[str, Spec]:
     """Parameter name → its :class:`Spec`, in declaration order (the order trials suggest them);
     with ``dataset``, only those searched on it."""
     found = {f.name: f.metadata["spec"] for f in fields(space) if "spec" in f.metadata}
-    return {name: spec for name, spec in found.items()
-            if dataset is None or spec.only_for is None or dataset in spec.only_for}
+    return {
+        name: spec
+        for name, spec in found.items()
+        if dataset is None or spec.only_for is None or dataset in spec.only_for
+    }
 
 
 def distributions(space: type, dataset: str | None = None) -> dict[str, BaseDistribution]:
@@ -195,8 +208,11 @@ def check_values(space: type, values: Mapping[str, Any]) -> None:
     """ValueError naming the first parameter outside its declared distribution."""
     for name, dist in distributions(space).items():
         if not _contains(dist, values[name]):
-            allowed = (", ".join(map(str, dist.choices)) if isinstance(dist, CategoricalDistribution)
-                       else f"{dist.low}–{dist.high}")
+            allowed = (
+                ", ".join(map(str, dist.choices))
+                if isinstance(dist, CategoricalDistribution)
+                else f"{dist.low}–{dist.high}"
+            )
             raise ValueError(f"{name} must be in {allowed}, not {values[name]!r}")
 
 
@@ -219,8 +235,9 @@ def from_params(space: type[S], params: Mapping[str, Any]) -> S:
 def suggest(trial: optuna.Trial, space: type[S] = Hyperparams, dataset: str | None = None) -> S:  # type: ignore[assignment]
     """Sample one configuration of ``space`` (the seed article's ranges and names by default),
     searching only the parameters that apply to ``dataset``."""
-    return from_params(space, {name: _suggest(trial, name, dist)
-                               for name, dist in distributions(space, dataset).items()})
+    return from_params(
+        space, {name: _suggest(trial, name, dist) for name, dist in distributions(space, dataset).items()}
+    )
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

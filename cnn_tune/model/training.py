@@ -90,8 +90,9 @@ class Trainer:
         for result, _ in self.fit_model(hp, epochs, seed, hp.style()):
             yield result
 
-    def fit_model(self, hp: Space, epochs: int, seed: int, style: Style = Style()
-                  ) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
+    def fit_model(
+        self, hp: Space, epochs: int, seed: int, style: Style = Style()
+    ) -> Iterator[tuple[EpochResult, torch.nn.Module]]:
         """As :meth:`fit` with ``style``, also yielding the model being trained (retrain keeps
         it) — the averaged copy when ``style.ema`` is set."""
         torch.manual_seed(seed)  # weights and dropout masks
@@ -103,12 +104,21 @@ class Trainer:
         after_step, kept = step_hooks(model, optimizer, style, epochs * per_epoch)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            train_loss = train_epoch(model, optimizer, self.images, self.labels, hp.batch_size, order,
-                                     self.precision, style, after_step, self.train_rows)
+            train_loss = train_epoch(
+                model,
+                optimizer,
+                self.images,
+                self.labels,
+                hp.batch_size,
+                order,
+                self.precision,
+                style,
+                after_step,
+                self.train_rows,
+            )
             if epoch * per_epoch < NORM_SETTLED_STEPS:
                 recompute_norm_statistics(kept, self.images, self.train_rows, self.precision)
-            val_loss, val_acc = (evaluate(kept, self.val_x, self.val_y, self.precision) if self.n_val
-                                 else (None, None))
+            val_loss, val_acc = evaluate(kept, self.val_x, self.val_y, self.precision) if self.n_val else (None, None)
             yield EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start), kept
 
 
@@ -120,8 +130,7 @@ NORM_SETTLED_STEPS = 200
 
 
 @torch.no_grad()
-def recompute_norm_statistics(model: torch.nn.Module, images: torch.Tensor, rows: torch.Tensor,
-                              precision: str) -> None:
+def recompute_norm_statistics(model: torch.nn.Module, images: torch.Tensor, rows: torch.Tensor, precision: str) -> None:
     """Batch norm's running mean and variance recomputed over the training ``rows`` of ``images``
     (uint8, N × 28 × 28), unaugmented: the exact average over one pass (``momentum=None``), as
     torch.optim.swa_utils.update_bn does. Nothing else of the model changes. No-op without batch norm."""
@@ -139,7 +148,7 @@ def recompute_norm_statistics(model: torch.nn.Module, images: torch.Tensor, rows
     size = eval_batch(images.device)
     for start in range(0, len(rows), size):
         with autocast(images.device, precision):
-            model(as_inputs(images[rows[start:start + size]]))  # (B, 1, 28, 28) → the statistics only
+            model(as_inputs(images[rows[start : start + size]]))  # (B, 1, 28, 28) → the statistics only
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -158,11 +167,13 @@ def warmup_cosine(steps: int) -> Callable[[int], float]:
         if step < warm:
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
     return factor
 
 
-def step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: Style, steps: int
-                ) -> tuple[Callable[[], None] | None, torch.nn.Module]:
+def step_hooks(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: Style, steps: int
+) -> tuple[Callable[[], None] | None, torch.nn.Module]:
     """What runs after every optimizer step (lr schedule, weight averaging), and the model
     that training hands back (the average, when there is one)."""
     hooks: list[Callable[[], None]] = []
@@ -182,13 +193,23 @@ def step_hooks(model: torch.nn.Module, optimizer: torch.optim.Optimizer, style: 
     def after_step() -> None:
         for hook in hooks:
             hook()
+
     return after_step, kept
 
 
 # Long: one loop; the optional steps (rows, augmentation, after_step) are one line each.
-def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator, precision: str = "fp32", style: Style = Style(),
-                after_step: Callable[[], None] | None = None, rows: torch.Tensor | None = None) -> float:
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    precision: str = "fp32",
+    style: Style = Style(),
+    after_step: Callable[[], None] | None = None,
+    rows: torch.Tensor | None = None,
+) -> float:
     """One epoch over (x, y) — or over their ``rows`` only — in a random order, augmented and
     with the label smoothing of ``style``; x is float inputs (N, 1, 28, 28) or uint8 images
     (N, 28, 28). The mean training loss."""
@@ -197,7 +218,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: tor
     perm = torch.randperm(n, generator=generator, device=x.device)
     total = torch.zeros((), device=x.device)  # summed on device: no host sync per batch
     for start in range(0, n, batch_size):  # the last, smaller batch is kept, as DataLoader does
-        idx = perm[start:start + batch_size] if rows is None else rows[perm[start:start + batch_size]]
+        idx = perm[start : start + batch_size] if rows is None else rows[perm[start : start + batch_size]]
         batch = as_inputs(x[idx])  # (B, 1, 28, 28)
         inputs = augment(batch, style, generator)
         with autocast(x.device, precision):
@@ -221,8 +242,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision
     size = eval_batch(x.device)
     for start in range(0, len(y), size):
         with autocast(x.device, precision):
-            logits = model(as_inputs(x[start:start + size])).float()
-        target = y[start:start + size]
+            logits = model(as_inputs(x[start : start + size])).float()
+        target = y[start : start + size]
         loss += F.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     return float(loss) / len(y), int(correct) / len(y)
@@ -275,8 +296,8 @@ def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: i
     matrix = torch.zeros(c * c, dtype=torch.long, device=x.device)
     size = eval_batch(x.device)
     for start in range(0, len(y), size):
-        logits = model(as_inputs(x[start:start + size]))  # (B, C)
-        target = y[start:start + size]  # (B,)
+        logits = model(as_inputs(x[start : start + size]))  # (B, C)
+        target = y[start : start + size]  # (B,)
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         matrix += torch.bincount(target * c + logits.argmax(1), minlength=c * c)
     confusion = matrix.view(c, c).cpu()

@@ -20,8 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped (SIGTERM)",
-           signal.SIGHUP: "hang-up (SIGHUP: the terminal went away)"}
+REASONS = {
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "stopped (SIGTERM)",
+    signal.SIGHUP: "hang-up (SIGHUP: the terminal went away)",
+}
 PARENT_GONE = "the optimize process that started this worker is gone"
 
 

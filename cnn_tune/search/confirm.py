@@ -79,15 +79,26 @@ def _check_reproducible(name: str, protocol: StudyProtocol, data: Images) -> Non
     here = protocol_for(protocol.epochs, protocol.train_limit, data, protocol.space)
     diffs = protocol.differences(here)
     if diffs:
-        raise ProtocolConflict(f"this machine cannot reproduce study {name!r}: " + "; ".join(diffs),
-                               hint="run confirm where the study's data and cnn-tune version are")
+        raise ProtocolConflict(
+            f"this machine cannot reproduce study {name!r}: " + "; ".join(diffs),
+            hint="run confirm where the study's data and cnn-tune version are",
+        )
 
 
 def _runs_wanted(top: list[FrozenTrial], seeds: int) -> list[dict[str, Any]]:
     """Every (trial, repeat) run asked for, with its seed derived from the trial and the counter."""
-    return [{"params": t.params, "user_attrs": {CONFIRM_OF: t.number, "repeat": r,
-                                                "seed": derive_seed(int(t.user_attrs.get("seed", 0)), "confirm", r)}}
-            for t in top for r in range(1, seeds + 1)]
+    return [
+        {
+            "params": t.params,
+            "user_attrs": {
+                CONFIRM_OF: t.number,
+                "repeat": r,
+                "seed": derive_seed(int(t.user_attrs.get("seed", 0)), "confirm", r),
+            },
+        }
+        for t in top
+        for r in range(1, seeds + 1)
+    ]
 
 
 def _key(trial: FrozenTrial) -> tuple[int, int] | None:
@@ -113,8 +124,11 @@ def _enqueue_missing(storage: optuna.storages.BaseStorage, companion: optuna.Stu
             else:
                 time.sleep(0.2)
     try:
-        have = {_key(t) for t in companion.get_trials(deepcopy=False)
-                if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+        have = {
+            _key(t)
+            for t in companion.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        }
         missing = [w for w in wanted if (w["user_attrs"][CONFIRM_OF], w["user_attrs"]["repeat"]) not in have]
         for run in missing:
             companion.enqueue_trial(run["params"], user_attrs=run["user_attrs"])
@@ -158,9 +172,16 @@ def collect(companion: optuna.Study | None, top: list[FrozenTrial]) -> list[Conf
 def store(study: optuna.Study, ranked: list[Confirmed], judged: Verdict) -> None:
     for c in ranked:
         study.set_user_attr(f"{CONFIRM_ATTR_PREFIX}{c.trial}", c.as_attr())
-    study.set_user_attr(CONFIRM_SUMMARY_ATTR, {"leader": judged.leader, "runner_up": judged.runner_up,
-                                       "test": "Welch's t-test, two-sided", "p_value": judged.p_value,
-                                       "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    study.set_user_attr(
+        CONFIRM_SUMMARY_ATTR,
+        {
+            "leader": judged.leader,
+            "runner_up": judged.runner_up,
+            "test": "Welch's t-test, two-sided",
+            "p_value": judged.p_value,
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 # Long: the steps of one confirm run in order (check, open once, read data, enqueue, run, store),
@@ -179,17 +200,24 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
     protocol = stored_protocol(study)
     top = _top(study, options.top)
     if not top:
-        raise NothingToShow(f"study {options.study!r} has no complete trial to confirm",
-                            hint="run `cnn-tune optimize` first")
-    notes = [] if len(top) == options.top else [
-        f"study {options.study!r} has {len(top)} complete trial(s), fewer than --top {options.top}: "
-        f"confirming those"]
+        raise NothingToShow(
+            f"study {options.study!r} has no complete trial to confirm", hint="run `cnn-tune optimize` first"
+        )
+    notes = (
+        []
+        if len(top) == options.top
+        else [
+            f"study {options.study!r} has {len(top)} complete trial(s), fewer than --top {options.top}: "
+            f"confirming those"
+        ]
+    )
     data = load_dataset(protocol.ref, options.data_dir, reporter.info, protocol.data_fingerprint, reporter.images)
     _check_reproducible(options.study, protocol, data)
 
     with writes_to(url):
-        companion = optuna.create_study(study_name=companion_name(options.study), storage=storage,
-                                        direction="maximize", load_if_exists=True)
+        companion = optuna.create_study(
+            study_name=companion_name(options.study), storage=storage, direction="maximize", load_if_exists=True
+        )
         if PROTOCOL_ATTR not in companion.user_attrs:
             companion.set_user_attr(PROTOCOL_ATTR, protocol.to_attr())
             companion.set_user_attr("cnn_tune.confirm_of_study", options.study)
@@ -203,16 +231,42 @@ def run_confirm(options: ConfirmOptions, reporter: Reporter) -> ConfirmResult:
         reporter.info(note)
     runs = None
     if pending:
-        runs_of = OptimizeOptions(trials=pending, study=companion.study_name, storage=url, sampler="random",
-                                  pruner="none", warm_start=False, patience=0, workers=options.workers,
-                                  threads=options.threads, heartbeat=options.heartbeat)
-        plan, plan_notes = make_plan(runs_of, check_options(runs_of, device), url, protocol, len(companion.trials),
-                                     data, device, precision, enqueued_only=True)
+        runs_of = OptimizeOptions(
+            trials=pending,
+            study=companion.study_name,
+            storage=url,
+            sampler="random",
+            pruner="none",
+            warm_start=False,
+            patience=0,
+            workers=options.workers,
+            threads=options.threads,
+            heartbeat=options.heartbeat,
+        )
+        plan, plan_notes = make_plan(
+            runs_of,
+            check_options(runs_of, device),
+            url,
+            protocol,
+            len(companion.trials),
+            data,
+            device,
+            precision,
+            enqueued_only=True,
+        )
         for note in plan_notes:
             reporter.info(note)
-        runs = execute(plan, optuna.load_study(study_name=plan.study, storage=storage,
-                                               sampler=optuna.samplers.RandomSampler(),
-                                               pruner=optuna.pruners.NopPruner()), data, reporter)
+        runs = execute(
+            plan,
+            optuna.load_study(
+                study_name=plan.study,
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=optuna.pruners.NopPruner(),
+            ),
+            data,
+            reporter,
+        )
     ranked = collect(companion, top)
     judged = verdict(ranked)
     if runs is None or not runs.interrupted:

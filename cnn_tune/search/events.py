@@ -79,8 +79,10 @@ def unfinished_text(trials: list[UnfinishedTrial]) -> str:
         parts.append(f"{_trials_text(closed)} {'was' if len(closed) == 1 else 'were'} stored as failed")
     if left_open:
         them = "it" if len(left_open) == 1 else "them"
-        parts.append(f"{_trials_text(left_open)} could not be closed: once the heartbeat is older than --grace, "
-                     f"the next `cnn-tune optimize` on this study fails {them} and runs {them} again")
+        parts.append(
+            f"{_trials_text(left_open)} could not be closed: once the heartbeat is older than --grace, "
+            f"the next `cnn-tune optimize` on this study fails {them} and runs {them} again"
+        )
     return "; ".join(parts)
 
 
@@ -100,6 +102,7 @@ class Exited:
 
 Event = Union[EpochDone, TrialDone, Capped, Interrupted, Failed, Exited]
 EventHandler = Callable[[Event], None]
+
 
 @dataclass
 class Shared:

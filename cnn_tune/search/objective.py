@@ -33,10 +33,20 @@ class Objective:
     so that the sampler learns where the bound lies."""
 
     # Long: one keyword per thing a worker hands over; the body only keeps them.
-    def __init__(self, trainer: Trainer, epochs: int, seed: int | None,
-                 on_epoch: EpochCallback = lambda _n, _r: None, enqueued_only: bool = False,
-                 stop_request: StopRequest | None = None, pace: Pace = torch.get_num_threads, space: str = ARTICLE,
-                 dataset: str = MNIST, max_params: int | None = None, keep: Keep | None = None) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        epochs: int,
+        seed: int | None,
+        on_epoch: EpochCallback = lambda _n, _r: None,
+        enqueued_only: bool = False,
+        stop_request: StopRequest | None = None,
+        pace: Pace = torch.get_num_threads,
+        space: str = ARTICLE,
+        dataset: str = MNIST,
+        max_params: int | None = None,
+        keep: Keep | None = None,
+    ) -> None:
         self.trainer = trainer
         self.space, self.dataset, self.max_params = SPACES[space], dataset, max_params
         self.keep = keep  # where a complete trial's trained network goes (None: nowhere)

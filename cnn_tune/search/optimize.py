@@ -38,8 +38,9 @@ from cnn_tune.storage.studies import best_or_none, check_protocol, create_or_loa
 from cnn_tune.storage.urls import check_study_name
 
 
-def _plateau(options: OptimizeOptions, checked: Checked, url: str, stored: StudyProtocol | None,
-             study: optuna.Study | None) -> OptimizeResult | None:
+def _plateau(
+    options: OptimizeOptions, checked: Checked, url: str, stored: StudyProtocol | None, study: optuna.Study | None
+) -> OptimizeResult | None:
     """A resumed study that had already plateaued under this ``--patience`` runs nothing: the
     result says so (and how to search on) instead. Decided from the stored protocol and trials
     alone, before any data is read or fetched; options that conflict with the study are still
@@ -54,8 +55,17 @@ def _plateau(options: OptimizeOptions, checked: Checked, url: str, stored: Study
     where = search_status(study.get_trials(deepcopy=False), stored.n_val)
     if not where.plateaued(patience):
         return None
-    return OptimizeResult(options.study, url, True, stored, best=best_or_none(study), patience=patience,
-                          status=where, plateaued=True, refused=True)
+    return OptimizeResult(
+        options.study,
+        url,
+        True,
+        stored,
+        best=best_or_none(study),
+        patience=patience,
+        status=where,
+        plateaued=True,
+        refused=True,
+    )
 
 
 def _stored(study: optuna.Study | None) -> tuple[StudyProtocol | None, int]:

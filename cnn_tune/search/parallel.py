@@ -70,8 +70,10 @@ def run_workers(plan: Plan, handle: Callable[[Event], None], info: Callable[[str
     hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup: the workers ignore it too
     _start_helpers(ctx)
     shared = Shared(ctx.Value("i", 0), ctx.Event(), ctx.Queue(), ctx.Value("i", plan.workers))
-    procs = [ctx.Process(target=_worker_entry, args=(i, plan, shared, hup_ignored), name=f"cnn-tune-worker-{i}",
-                         daemon=True) for i in range(plan.workers)]
+    procs = [
+        ctx.Process(target=_worker_entry, args=(i, plan, shared, hup_ignored), name=f"cnn-tune-worker-{i}", daemon=True)
+        for i in range(plan.workers)
+    ]
     info(f"Starting {plan.workers} workers, {plan.threads} CPU thread(s) each")
     try:
         for p in procs:
@@ -197,7 +199,6 @@ def _drain(shared: Shared, procs: list, handle: Callable[[Event], None]) -> None
             return
 
 
-
 class Reporter(Protocol):
     """What the search tells the user while it runs (the live view on a terminal, lines when
     piped)."""
@@ -207,10 +208,6 @@ class Reporter(Protocol):
     def start(self, plan: Plan) -> None: ...
     def epoch(self, worker: int, trial_number: int, result: EpochResult, epochs: int) -> None: ...
     def trial_done(self, trial: FrozenTrial, best: FrozenTrial | None) -> None: ...
-
-
-
-
 
 
 class Collector:
@@ -279,8 +276,9 @@ def record_stop(study: optuna.Study, plan: Plan, result: OptimizeResult) -> None
 def execute(plan: Plan, study: optuna.Study, data: Images | None, reporter: Reporter) -> OptimizeResult:
     """Run ``plan`` on ``study`` (already open): here, or in ``plan.workers`` processes."""
     started = time.perf_counter()
-    result = OptimizeResult(plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers,
-                            patience=plan.patience)
+    result = OptimizeResult(
+        plan.study, plan.url, plan.resumed, plan.protocol, workers=plan.workers, patience=plan.patience
+    )
     reporter.start(plan)
     collect = Collector(plan, study, reporter, result)
     stop_request = StopRequest()

@@ -61,11 +61,14 @@ def resolve_search(options: OptimizeOptions) -> Search:
     if options.preset not in PRESETS:
         raise UsageError(f"unknown preset {options.preset!r}", hint=f"use one of: {', '.join(PRESETS)}")
     preset = PRESETS[options.preset]
-    return Search(sampler=options.sampler or preset.sampler, pruner=options.pruner or preset.pruner,
-                  warm_start=preset.warm_start if options.warm_start is None else options.warm_start,
-                  workers=preset.workers if options.workers is None else options.workers,
-                  patience=preset.patience if options.patience is None else options.patience,
-                  space=options.space or preset.space)
+    return Search(
+        sampler=options.sampler or preset.sampler,
+        pruner=options.pruner or preset.pruner,
+        warm_start=preset.warm_start if options.warm_start is None else options.warm_start,
+        workers=preset.workers if options.workers is None else options.workers,
+        patience=preset.patience if options.patience is None else options.patience,
+        space=options.space or preset.space,
+    )
 
 
 def study_name(options: OptimizeOptions) -> str:
@@ -82,9 +85,10 @@ def resolve_dataset(options: OptimizeOptions, stored: StudyProtocol | None) -> D
         return stored.ref if stored is not None else DatasetRef()
     asked = options.dataset
     if stored is not None and asked.name != stored.dataset:
-        raise ProtocolConflict(f"study {options.study!r} was tuned on {stored.ref.text()}; "
-                               f"you asked for {asked.text()}",
-                               hint="drop --dataset to resume it, or start a new one with --study NAME")
+        raise ProtocolConflict(
+            f"study {options.study!r} was tuned on {stored.ref.text()}; you asked for {asked.text()}",
+            hint="drop --dataset to resume it, or start a new one with --study NAME",
+        )
     return asked
 
 
@@ -98,8 +102,9 @@ class Checked:
     cores: int  # this machine's CPU cores, read once
 
 
-def check_options(options: OptimizeOptions, device: str = "cpu", cores: int | None = None,
-                  memory_gb: float | None = None) -> Checked:
+def check_options(
+    options: OptimizeOptions, device: str = "cpu", cores: int | None = None, memory_gb: float | None = None
+) -> Checked:
     """What can be refused before anything is opened or read (names only; Typer did the bounds),
     and what that much decides. ``device``: the resolved one; ``cores`` and ``memory_gb``: this
     machine's unless given (tests give them)."""
@@ -111,8 +116,11 @@ def check_options(options: OptimizeOptions, device: str = "cpu", cores: int | No
         check_pruner(search.pruner)
     options.heartbeat.check()
     cores = cores or os.cpu_count() or 1
-    workers = (auto_workers(device, options.threads, cores, memory_gb if memory_gb is not None
-                            else available_memory_gb()) if search.workers == "auto" else int(search.workers))
+    workers = (
+        auto_workers(device, options.threads, cores, memory_gb if memory_gb is not None else available_memory_gb())
+        if search.workers == "auto"
+        else int(search.workers)
+    )
     return Checked(search, study_name(options), workers, cores)
 
 
@@ -127,9 +135,10 @@ def resolve_space(options: OptimizeOptions, search: Search, stored: StudyProtoco
     if stored is None:
         return search.space
     if options.space is not None and options.space != stored.space:
-        raise ProtocolConflict(f"study {options.study!r} searches the {stored.space} space; you asked for "
-                               f"{options.space}",
-                               hint="drop --space to resume it, or start a new one with --study NAME")
+        raise ProtocolConflict(
+            f"study {options.study!r} searches the {stored.space} space; you asked for {options.space}",
+            hint="drop --space to resume it, or start a new one with --study NAME",
+        )
     return stored.space
 
 
@@ -143,8 +152,9 @@ def resolve_pruner(search: Search, space: str) -> str:
     return PRUNER_BY_SPACE[space] if search.pruner == "auto" else search.pruner
 
 
-def resolve_length(options: OptimizeOptions, stored: StudyProtocol | None,
-                   space: str = ARTICLE) -> tuple[int, int | None]:
+def resolve_length(
+    options: OptimizeOptions, stored: StudyProtocol | None, space: str = ARTICLE
+) -> tuple[int, int | None]:
     """Epochs and train limit: as asked, else the study's, else the space's defaults. Asking a
     study for other values than it was run with is refused: its trials would not be comparable."""
     epochs = options.epochs or (stored.epochs if stored else EPOCHS_BY_SPACE[space])
@@ -153,23 +163,39 @@ def resolve_length(options: OptimizeOptions, stored: StudyProtocol | None,
         raise ProtocolConflict(
             f"study {options.study!r} runs {stored.epochs} epochs on {stored.train_limit or 'all'} training "
             f"images; you asked {epochs} on {limit or 'all'}",
-            hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME")
+            hint="drop --epochs/--train-limit to resume it, or start a new one with --study NAME",
+        )
     return epochs, limit
 
 
-def make_protocol(epochs: int, train_limit: int | None, n_images: int, fingerprint: str,
-                  ref: DatasetRef = DatasetRef(), classes: tuple[str, ...] = DIGITS,
-                  space: str = ARTICLE) -> StudyProtocol:
+def make_protocol(
+    epochs: int,
+    train_limit: int | None,
+    n_images: int,
+    fingerprint: str,
+    ref: DatasetRef = DatasetRef(),
+    classes: tuple[str, ...] = DIGITS,
+    space: str = ARTICLE,
+) -> StudyProtocol:
     """The protocol of a study on ``n_images`` training images of ``ref`` (``train_limit``
     checked against them); a folder's class names are part of it."""
     if train_limit is not None and not 10 <= train_limit <= n_images:
         raise UsageError(f"--train-limit must be between 10 and {n_images} (the training images available)")
     n_train, n_val = split_sizes(n_images, train_limit)
-    return StudyProtocol(epochs=epochs, train_limit=train_limit, split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
-                    n_train=n_train, n_val=n_val, data_fingerprint=fingerprint,
-                    search_space_version=VERSIONS[space], architecture=architecture_for(len(classes), space),
-                    ref=ref, classes=classes if ref.name == FOLDER else None,
-                    space=space)
+    return StudyProtocol(
+        epochs=epochs,
+        train_limit=train_limit,
+        split_seed=SPLIT_SEED,
+        val_fraction=VAL_FRACTION,
+        n_train=n_train,
+        n_val=n_val,
+        data_fingerprint=fingerprint,
+        search_space_version=VERSIONS[space],
+        architecture=architecture_for(len(classes), space),
+        ref=ref,
+        classes=classes if ref.name == FOLDER else None,
+        space=space,
+    )
 
 
 def protocol_for(epochs: int, train_limit: int | None, data: Images, space: str = ARTICLE) -> StudyProtocol:
@@ -181,8 +207,7 @@ def resolve_workers(workers: int, trials: int) -> tuple[int, str | None]:
     """No more workers than trials (an idle worker would only load data); the note says so."""
     if workers <= trials:
         return workers, None
-    return trials, (f"--workers {workers} is more than --trials {trials}: "
-                    f"starting {trials} worker(s), one trial each")
+    return trials, (f"--workers {workers} is more than --trials {trials}: starting {trials} worker(s), one trial each")
 
 
 WORKER_MEMORY_GB = 1.0  # peak RSS of one worker on full MNIST, measured (4 workers: 4.5 GB in all)
@@ -196,7 +221,7 @@ def available_memory_gb(meminfo: str | None = None) -> float | None:
         return None
     for line in text.splitlines():
         if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024 ** 2
+            return int(line.split()[1]) / 1024**2
     return None
 
 
@@ -204,8 +229,10 @@ def check_threads(threads: int | None, cores: int) -> int:
     """Threads per worker that ``--workers auto`` can give: no more than the cores it shares out."""
     per = threads or 1
     if per > cores:
-        raise UsageError(f"--threads {per} is more than the {cores} core(s) that --workers auto shares out",
-                         hint=f"drop --threads, give at most --threads {cores}, or give --workers N")
+        raise UsageError(
+            f"--threads {per} is more than the {cores} core(s) that --workers auto shares out",
+            hint=f"drop --threads, give at most --threads {cores}, or give --workers N",
+        )
     return per
 
 
@@ -239,8 +266,17 @@ def shared_cores(workers: int, asked: int | None, cores: int) -> int | None:
 
 
 # Long: one keyword per field of the frozen Plan; the rules themselves are the functions above.
-def make_plan(options: OptimizeOptions, checked: Checked, url: str, stored: StudyProtocol | None, trials_before: int,
-              data: Images, device: str, precision: str, enqueued_only: bool = False) -> tuple[Plan, list[str]]:
+def make_plan(
+    options: OptimizeOptions,
+    checked: Checked,
+    url: str,
+    stored: StudyProtocol | None,
+    trials_before: int,
+    data: Images,
+    device: str,
+    precision: str,
+    enqueued_only: bool = False,
+) -> tuple[Plan, list[str]]:
     """The plan, and notes for the user about what was adjusted.
 
     ``options``: as typed, its ``study`` already resolved; ``checked``: what :func:`check_options`
@@ -253,14 +289,29 @@ def make_plan(options: OptimizeOptions, checked: Checked, url: str, stored: Stud
     epochs, limit = resolve_length(options, stored, space)
     protocol = stored if enqueued_only and stored is not None else protocol_for(epochs, limit, data, space)
     workers, note = resolve_workers(checked.workers, options.trials)
-    plan = Plan(study=options.study, url=url, protocol=protocol, resumed=stored is not None and not enqueued_only,
-                trials_before=trials_before, trials=options.trials, workers=workers,
-                threads=resolve_threads(workers, options.threads, checked.cores),
-                cores=shared_cores(workers, options.threads, checked.cores),
-                timeout=options.timeout, seed=options.seed,
-                sampler=search.sampler, pruner=resolve_pruner(search, protocol.space), max_trials=options.max_trials,
-                heartbeat=options.heartbeat, device=device, precision=precision, data_folder=data.folder,
-                warm_start=search.warm_start, patience=resolve_patience(search, protocol.space),
-                enqueued_only=enqueued_only, max_params=options.max_params,
-                artifacts=artifact_folder(url, options.artifacts))
+    plan = Plan(
+        study=options.study,
+        url=url,
+        protocol=protocol,
+        resumed=stored is not None and not enqueued_only,
+        trials_before=trials_before,
+        trials=options.trials,
+        workers=workers,
+        threads=resolve_threads(workers, options.threads, checked.cores),
+        cores=shared_cores(workers, options.threads, checked.cores),
+        timeout=options.timeout,
+        seed=options.seed,
+        sampler=search.sampler,
+        pruner=resolve_pruner(search, protocol.space),
+        max_trials=options.max_trials,
+        heartbeat=options.heartbeat,
+        device=device,
+        precision=precision,
+        data_folder=data.folder,
+        warm_start=search.warm_start,
+        patience=resolve_patience(search, protocol.space),
+        enqueued_only=enqueued_only,
+        max_params=options.max_params,
+        artifacts=artifact_folder(url, options.artifacts),
+    )
     return plan, [note] if note else []

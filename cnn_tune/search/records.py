@@ -81,8 +81,15 @@ class Confirmed:
         return max(0.0, self.mean - half), min(1.0, self.mean + half)  # an accuracy stays in [0, 1]
 
     def as_attr(self) -> dict[str, Any]:
-        return {"values": self.values, "seeds": self.seeds, "n": self.n, "mean": self.mean, "std": self.std,
-                "ci95": list(self.ci95) if self.ci95 else None, "params": self.params}
+        return {
+            "values": self.values,
+            "seeds": self.seeds,
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "params": self.params,
+        }
 
 
 @dataclass
@@ -128,12 +135,17 @@ def verdict(ranked: list[Confirmed]) -> Verdict:
     second = ranked[1]
     p = welch(leader, second)
     gap = 100 * (leader.mean - second.mean)
-    head = (f"Trial {leader.trial} leads trial {second.trial} by {gap:.2f} points of mean validation accuracy "
-            f"({leader.n} and {second.n} runs)")
+    head = (
+        f"Trial {leader.trial} leads trial {second.trial} by {gap:.2f} points of mean validation accuracy "
+        f"({leader.n} and {second.n} runs)"
+    )
     if p is None:
         return Verdict(leader.trial, second.trial, None, head + "; too few runs for Welch's t-test.")
-    judged = ("distinguishable at the 5% level" if p < 0.05
-              else "not distinguishable at the 5% level: the difference may be seed noise")
+    judged = (
+        "distinguishable at the 5% level"
+        if p < 0.05
+        else "not distinguishable at the 5% level: the difference may be seed noise"
+    )
     return Verdict(leader.trial, second.trial, p, f"{head}; Welch's t-test p = {p:.3f}: {judged}.")
 
 

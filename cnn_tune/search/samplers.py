@@ -29,8 +29,9 @@ def check_sampler(name: str) -> None:
         raise UsageError(f"unknown sampler {name!r}", hint=f"choose one of {', '.join(SAMPLERS)}")
     needed = _SAMPLER_NEEDS.get(name)
     if needed and find_spec(needed) is None:
-        raise DependencyMissing(f"sampler {name!r} needs the package {needed}",
-                                hint=f"pip install {needed}, or use --sampler tpe")
+        raise DependencyMissing(
+            f"sampler {name!r} needs the package {needed}", hint=f"pip install {needed}, or use --sampler tpe"
+        )
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -84,8 +85,9 @@ WARM_START_ATTR = "cnn_tune.warm_start"  # the user attribute of the enqueued wa
 OVER_MAX_PARAMS = "cnn_tune.over_max_params"  # user attr of a trial stopped before training for its size
 
 
-def make_pruner(name: str, epochs: int, n_val: int, n_classes: int = 10, n_train: int = 48_000
-                ) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, epochs: int, n_val: int, n_classes: int = 10, n_train: int = 48_000
+) -> optuna.pruners.BasePruner:
     """The pruner ``name`` for a study of ``epochs`` epochs on ``n_train`` training images, scored
     on ``n_val`` validation images of ``n_classes`` classes."""
     check_pruner(name)
@@ -119,8 +121,9 @@ class LeaderPruner(optuna.pruners.BasePruner):
     is compared (:meth:`current`), with what (:meth:`reference`), and by how much the trial may
     trail (:meth:`gap`)."""
 
-    def __init__(self, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5, n_train: int = 48_000
-                 ) -> None:
+    def __init__(
+        self, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5, n_train: int = 48_000
+    ) -> None:
         self.floor = floor
         self.margin = margin
         self.median = optuna.pruners.MedianPruner(n_startup_trials=median_startup)
@@ -178,8 +181,15 @@ class NarrowingPruner(LeaderPruner):
       the warm start used to train all its epochs at whatever accuracy (seen: 84% after 10
       epochs, beside the warm start's 97% after one)."""
 
-    def __init__(self, n_val: int, floor: float = 0.5, margin: float = 0.02, median_startup: int = 5,
-                 sigmas: float = 3.0, n_train: int = 48_000) -> None:
+    def __init__(
+        self,
+        n_val: int,
+        floor: float = 0.5,
+        margin: float = 0.02,
+        median_startup: int = 5,
+        sigmas: float = 3.0,
+        n_train: int = 48_000,
+    ) -> None:
         super().__init__(floor, margin, median_startup, n_train)
         self.median_startup = median_startup
         self.n_val = max(1, n_val)
@@ -243,8 +253,15 @@ class HalvingPruner(optuna.pruners.BasePruner):
     judged, and a study whose trials see fewer than ``2 × RUNG_IMAGES`` images prunes nothing:
     small data is cheap to train."""
 
-    def __init__(self, n_train: int, n_val: int, epochs: int, rung_images: int = RUNG_IMAGES, eta: int = ETA,
-                 sigmas: float = RUNG_NOISE_SES) -> None:
+    def __init__(
+        self,
+        n_train: int,
+        n_val: int,
+        epochs: int,
+        rung_images: int = RUNG_IMAGES,
+        eta: int = ETA,
+        sigmas: float = RUNG_NOISE_SES,
+    ) -> None:
         self.n_train, self.n_val, self.epochs = max(1, n_train), max(1, n_val), epochs
         self.rung_images, self.eta, self.sigmas = rung_images, eta, sigmas
 
@@ -253,8 +270,8 @@ class HalvingPruner(optuna.pruners.BasePruner):
         total = self.epochs * self.n_train
         passed = None
         r = 0
-        while self.rung_images * self.eta ** r * self.eta <= total:  # the next rung's images still fit the training
-            threshold = self.rung_images * self.eta ** r
+        while self.rung_images * self.eta**r * self.eta <= total:  # the next rung's images still fit the training
+            threshold = self.rung_images * self.eta**r
             if (epoch - 1) * self.n_train < threshold <= epoch * self.n_train:
                 passed = r
             r += 1

@@ -64,8 +64,14 @@ class TrialBudget:
     process), and ``take()`` grants one of the invocation's trials (a local count, or
     a counter shared by all workers — so N workers run ``--trials`` in all, not N times as many)."""
 
-    def __init__(self, plan: Plan, worker: int, handle: EventHandler, take: Callable[[], bool],
-                 stopped: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        worker: int,
+        handle: EventHandler,
+        take: Callable[[], bool],
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.plan, self.worker, self.handle, self.take, self.stopped = plan, worker, handle, take, stopped
         self.deadline = time.monotonic() + plan.timeout if plan.timeout else None
 
@@ -77,8 +83,9 @@ class TrialBudget:
         if not under_cap(study, self.plan.max_trials):
             self.handle(Capped(self.worker))
             return False
-        if self.plan.patience and search_status(study.get_trials(deepcopy=False),
-                                           self.plan.protocol.n_val).plateaued(self.plan.patience):
+        if self.plan.patience and search_status(study.get_trials(deepcopy=False), self.plan.protocol.n_val).plateaued(
+            self.plan.patience
+        ):
             return False  # the parent reads the same search_status from the study when all are done
         return self.take()
 
@@ -105,19 +112,38 @@ def attach(storage: optuna.storages.BaseStorage, plan: Plan, worker: int) -> opt
     return optuna.load_study(study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def make_objective(plan: Plan, data: Images, worker: int, handle: EventHandler, stop_request: StopRequest | None = None,
-                   pace: Pace = torch.get_num_threads) -> Objective:
+def make_objective(
+    plan: Plan,
+    data: Images,
+    worker: int,
+    handle: EventHandler,
+    stop_request: StopRequest | None = None,
+    pace: Pace = torch.get_num_threads,
+) -> Objective:
     """The study's split of ``data`` on the planned device and precision; epochs go to ``handle``;
     ``pace`` sets the threads before each epoch."""
     split = make_split(data.n_train_images, plan.protocol.train_limit, plan.protocol.split_seed)
     trainer = Trainer(data, split, torch.device(plan.device), plan.precision)
-    keep = (partial(keep_trial_model, protocol=plan.protocol, data_md5=data.md5, classes=data.classes,
-                    folder=plan.artifacts)
-            if plan.artifacts is not None and plan.protocol.space == WIDE and not plan.enqueued_only else None)
-    return Objective(trainer, plan.protocol.epochs, plan.seed,
-                     on_epoch=lambda number, result: handle(EpochDone(worker, number, result)),
-                     enqueued_only=plan.enqueued_only, stop_request=stop_request, pace=pace, space=plan.protocol.space,
-                     dataset=plan.protocol.dataset, max_params=plan.max_params, keep=keep)
+    keep = (
+        partial(
+            keep_trial_model, protocol=plan.protocol, data_md5=data.md5, classes=data.classes, folder=plan.artifacts
+        )
+        if plan.artifacts is not None and plan.protocol.space == WIDE and not plan.enqueued_only
+        else None
+    )
+    return Objective(
+        trainer,
+        plan.protocol.epochs,
+        plan.seed,
+        on_epoch=lambda number, result: handle(EpochDone(worker, number, result)),
+        enqueued_only=plan.enqueued_only,
+        stop_request=stop_request,
+        pace=pace,
+        space=plan.protocol.space,
+        dataset=plan.protocol.dataset,
+        max_params=plan.max_params,
+        keep=keep,
+    )
 
 
 def _unfinished(study: optuna.Study, number: int) -> UnfinishedTrial | None:
@@ -132,8 +158,15 @@ def _unfinished(study: optuna.Study, number: int) -> UnfinishedTrial | None:
     return UnfinishedTrial(number, closed=state == TrialState.FAIL)
 
 
-def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, worker: int, budget: TrialBudget,
-        handle: EventHandler, stop_request: StopRequest | None = None, pace: Pace = torch.get_num_threads) -> None:
+def run(
+    attach_study: Callable[[], tuple[optuna.Study, Images]],
+    plan: Plan,
+    worker: int,
+    budget: TrialBudget,
+    handle: EventHandler,
+    stop_request: StopRequest | None = None,
+    pace: Pace = torch.get_num_threads,
+) -> None:
     """Open what ``attach_study`` opens (the study and the data), then run trials while
     ``budget`` grants them. Every outcome becomes an event, ending with :class:`Exited`.
     Optuna fails stale trials of dead workers (heartbeat) before each trial and re-queues
@@ -162,8 +195,16 @@ def run(attach_study: Callable[[], tuple[optuna.Study, Images]], plan: Plan, wor
             unfinished = _unfinished(study, current) if current is not None else None
             handle(Failed(worker, failure, traceback.format_exc(), unfinished))
             return
-        handle(Failed(worker, WorkerCrashed(f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
-                                          hint="run again with --debug for the traceback"), traceback.format_exc()))
+        handle(
+            Failed(
+                worker,
+                WorkerCrashed(
+                    f"worker {worker}: unexpected {type(exc).__name__}: {exc}",
+                    hint="run again with --debug for the traceback",
+                ),
+                traceback.format_exc(),
+            )
+        )
     finally:
         handle(Exited(worker))
 
@@ -241,7 +282,14 @@ def process_main(index: int, plan: Plan, shared: Shared, hup_ignored: bool) -> N
     pace = CoreShare(plan.cores, shared.alive) if plan.cores else torch.get_num_threads
     try:
         with quiet_libraries(debug=False):  # failures travel to the parent whole, tracebacks included
-            run(attach_study, plan, index, TrialBudget(plan, index, handle, take, shared.stop.is_set), handle,
-                stop_request, pace)
+            run(
+                attach_study,
+                plan,
+                index,
+                TrialBudget(plan, index, handle, take, shared.stop.is_set),
+                handle,
+                stop_request,
+                pace,
+            )
     finally:  # its cores are free: the others take them before their next epoch
         _locked(shared.alive, lifeline, lambda n: n - 1)

@@ -40,8 +40,9 @@ def keep(owner: optuna.Study | optuna.Trial, file: Path, folder: Path) -> dict[s
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--artifacts {folder} is a file, not a folder", hint="name a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(file),
-                                  study_or_trial=owner)
+    artifact_id = upload_artifact(
+        artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(file), study_or_trial=owner
+    )
     return {"artifact_id": artifact_id, "artifact_store": str(folder.resolve()), "sha256": sha256_of(file)}
 
 
@@ -57,16 +58,25 @@ def fetch(record: dict[str, Any], dest: Path) -> Path:
     before anything loads it; a file that does not match is deleted."""
     where = kept_at(record)
     if where is None:
-        raise CheckpointError("this final model was not kept in an artifact store",
-                              hint="give the checkpoint file, or run `cnn-tune retrain` again to keep it")
+        raise CheckpointError(
+            "this final model was not kept in an artifact store",
+            hint="give the checkpoint file, or run `cnn-tune retrain` again to keep it",
+        )
     try:
-        download_artifact(artifact_store=FileSystemArtifactStore(record["artifact_store"]), file_path=str(dest),
-                          artifact_id=record["artifact_id"])
+        download_artifact(
+            artifact_store=FileSystemArtifactStore(record["artifact_store"]),
+            file_path=str(dest),
+            artifact_id=record["artifact_id"],
+        )
     except (OSError, ArtifactNotFound) as exc:
-        raise CheckpointError(f"the final model is not in its artifact store {where} ({type(exc).__name__})",
-                              hint="reach the store's folder from this machine, or give the checkpoint file") from None
+        raise CheckpointError(
+            f"the final model is not in its artifact store {where} ({type(exc).__name__})",
+            hint="reach the store's folder from this machine, or give the checkpoint file",
+        ) from None
     if sha256_of(dest) != record["sha256"]:
         dest.unlink(missing_ok=True)
-        raise CheckpointError(f"the model fetched from {where} is not the one retrain kept (sha256 differs); "
-                              "deleted the copy", hint="run `cnn-tune retrain` again to keep a sound copy")
+        raise CheckpointError(
+            f"the model fetched from {where} is not the one retrain kept (sha256 differs); deleted the copy",
+            hint="run `cnn-tune retrain` again to keep a sound copy",
+        )
     return dest

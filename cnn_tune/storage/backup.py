@@ -21,8 +21,11 @@ from cnn_tune.storage.engine import check_existing, open_storage
 from cnn_tune.storage.faults import STORAGE_FAILURES, storage_failure
 from cnn_tune.storage.urls import SQLITE_BUSY_TIMEOUT_S, display_url, parse_storage, sqlite_path
 
-SERVER_DUMP = {"postgresql": "pg_dump -Fc DBNAME > cnn_tune.dump", "mysql": "mysqldump DBNAME > cnn_tune.sql",
-               "mariadb": "mysqldump DBNAME > cnn_tune.sql"}
+SERVER_DUMP = {
+    "postgresql": "pg_dump -Fc DBNAME > cnn_tune.dump",
+    "mysql": "mysqldump DBNAME > cnn_tune.sql",
+    "mariadb": "mysqldump DBNAME > cnn_tune.sql",
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,10 @@ def backup(url: str, dest: Path, overwrite: bool = False) -> Backup:
     backend = parsed.get_backend_name()
     if backend != "sqlite":
         tool = SERVER_DUMP.get(backend, "the database's own dump tool")
-        raise UsageError(f"backup copies SQLite files; {display_url(url)} is a {backend} server",
-                         hint=f"use the server's tool, e.g. {tool}")
+        raise UsageError(
+            f"backup copies SQLite files; {display_url(url)} is a {backend} server",
+            hint=f"use the server's tool, e.g. {tool}",
+        )
     source = sqlite_path(parsed)
     check_existing(url)  # refuses a missing, empty or foreign file before anything is written (opens nothing)
     dest = Path(dest)
@@ -78,7 +83,9 @@ def _verify(copy: Path) -> dict[str, int]:
         names = [s.study_name for s in storage.get_all_studies()]
         return {n: len(optuna.load_study(study_name=n, storage=storage).get_trials(deepcopy=False)) for n in names}
     except STORAGE_FAILURES as exc:
-        raise StorageError(f"the copy in {copy} does not load with Optuna ({exc})",
-                           hint="the source may be damaged; run the backup again") from None
+        raise StorageError(
+            f"the copy in {copy} does not load with Optuna ({exc})",
+            hint="the source may be damaged; run the backup again",
+        ) from None
     finally:
         storage.engine.dispose()

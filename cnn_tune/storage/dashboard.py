@@ -35,8 +35,10 @@ def serve(url: str, host: str, port: int, ready: Callable[[str], None], artifact
     try:
         import optuna_dashboard
     except ImportError:
-        raise DependencyMissing("the dashboard needs the optuna-dashboard package",
-                                hint="pip install -e '.[dashboard]'  (or: pip install optuna-dashboard)") from None
+        raise DependencyMissing(
+            "the dashboard needs the optuna-dashboard package",
+            hint="pip install -e '.[dashboard]'  (or: pip install optuna-dashboard)",
+        ) from None
     storage = open_existing(url)
     folder = artifact_folder(url, artifacts)
     store = FileSystemArtifactStore(str(folder)) if folder is not None and folder.is_dir() else None
@@ -44,8 +46,10 @@ def serve(url: str, host: str, port: int, ready: Callable[[str], None], artifact
     try:
         server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         hint="pass another --port, or --port 0 for any free one") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pass another --port, or --port 0 for any free one",
+        ) from None
     with server:
         shown_host = f"[{host}]" if ":" in host else host
         ready(f"http://{shown_host}:{server.server_address[1]}/dashboard/")

@@ -61,10 +61,17 @@ def _new_rdb_storage(url: str, parsed: URL, heartbeat: Heartbeat | None, write: 
         try:
             with warnings.catch_warnings():  # the heartbeat callback is "experimental" since Optuna 2.8
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                beat = {} if heartbeat is None else {
-                    "heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
-                    "heartbeat_stale_trial_callback":
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)}
+                beat = (
+                    {}
+                    if heartbeat is None
+                    else {
+                        "heartbeat_interval": heartbeat.interval_s,
+                        "grace_period": heartbeat.grace_s,
+                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=heartbeat.max_retry
+                        ),
+                    }
+                )
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed, write), **beat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == SCHEMA_RETRIES - 1 or not _schema_race(exc):
@@ -119,14 +126,18 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None, write: bool = Fal
         return storage
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
         backend = parsed.get_backend_name()
-        raise DependencyMissing(f"no database driver for {shown}: {exc}",
-                                hint=_DRIVER_EXTRA.get(backend, "install the SQLAlchemy driver for it")) from None
+        raise DependencyMissing(
+            f"no database driver for {shown}: {exc}",
+            hint=_DRIVER_EXTRA.get(backend, "install the SQLAlchemy driver for it"),
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise storage_failure(exc, url, "open") from None
     except RuntimeError as exc:  # Optuna: schema written by another Optuna version
         if "optuna storage upgrade" in str(exc) or "schema" in str(exc):
-            raise StorageError(f"the schema of {shown} is older than this Optuna's",
-                               hint=f"run: optuna storage upgrade --storage {shown}") from None
+            raise StorageError(
+                f"the schema of {shown} is older than this Optuna's",
+                hint=f"run: optuna storage upgrade --storage {shown}",
+            ) from None
         raise
 
 
@@ -158,11 +169,15 @@ def check_existing(url: str) -> None:
     refused (PostgreSQL and MySQL pass: their server answers when opened)."""
     path = _sqlite_file(parse_storage(url))
     if path is not None and not path.exists():
-        raise StudyNotFound(f"no study database at {path}",
-                            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one")
+        raise StudyNotFound(
+            f"no study database at {path}",
+            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one",
+        )
     if path is not None and path.stat().st_size == 0:  # opening it would write Optuna's schema
-        raise StudyNotFound(f"{path} is an empty file, not a study database",
-                            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one")
+        raise StudyNotFound(
+            f"{path} is an empty file, not a study database",
+            hint="run `cnn-tune optimize` first, or pass --storage URL of an existing one",
+        )
     prepare_storage(url)  # a SQLite file that is not Optuna's is refused untouched
 
 
@@ -181,15 +196,18 @@ def prepare_storage(url: str) -> str:
         with path.open("rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
         if head and head != _SQLITE_MAGIC:
-            raise StorageError(f"{path} exists and is not a SQLite database; left it untouched",
-                               hint="point --storage at another file")
+            raise StorageError(
+                f"{path} exists and is not a SQLite database; left it untouched", hint="point --storage at another file"
+            )
         _refuse_foreign_sqlite(url, path)
     else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create the folder {path.parent}: {exc.strerror}",
-                               hint="choose a writable location for --storage") from None
+            raise StorageError(
+                f"cannot create the folder {path.parent}: {exc.strerror}",
+                hint="choose a writable location for --storage",
+            ) from None
     return url
 
 
@@ -201,8 +219,10 @@ def check_can_write(url: str) -> None:
         return
     for target in ([path] if path.exists() else []) + [path.parent]:
         if target.exists() and not os.access(target, os.W_OK):
-            raise StorageError(f"cannot write to {target}: it is read-only",
-                               hint="make the database file and its folder writable, or choose another --storage")
+            raise StorageError(
+                f"cannot write to {target}: it is read-only",
+                hint="make the database file and its folder writable, or choose another --storage",
+            )
 
 
 def _refuse_foreign_sqlite(url: str, path: Path) -> None:
@@ -217,8 +237,10 @@ def _refuse_foreign_sqlite(url: str, path: Path) -> None:
         engine.dispose()
     if tables and "studies" not in tables:
         shown = ", ".join(sorted(tables)[:5])
-        raise StorageError(f"{path} is a SQLite database of something else (tables: {shown}); left it untouched",
-                           hint="point --storage at another file")
+        raise StorageError(
+            f"{path} is a SQLite database of something else (tables: {shown}); left it untouched",
+            hint="point --storage at another file",
+        )
 
 
 def storage_exists(url: str) -> bool:

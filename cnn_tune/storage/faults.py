@@ -44,21 +44,47 @@ STORAGE_FAILURES = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInt
 
 # The driver's words for a fault → what it is, and what to do. Checked in order, lower case.
 _FAULTS = (
-    (("readonly", "read-only", "read only"), "the database is read-only",
-     "make the database file and its folder writable, or choose another --storage"),
-    (("disk is full", "database or disk is full", "no space left"), "the disk is full",
-     "free space on the disk that holds {where} (or point --storage elsewhere) and run the same command "
-     "again; finished trials are safe"),
-    (("malformed", "file is not a database", "file is encrypted"), "the file is damaged",
-     "restore {where} from a copy (`cnn-tune backup` makes one) or start a new --storage; "
-     "`sqlite3 {where} .recover` may save its trials"),
-    (("disk i/o error",), "the disk reported an I/O error",
-     "check the disk that holds {where}; `cnn-tune backup` copies what can still be read"),
-    (("server closed the connection", "terminating connection", "connection refused", "connection reset",
-      "could not receive data", "consuming input failed", "ssl syscall", "lost connection", "gone away",
-      "connection is closed", "broken pipe", "the connection is lost", "connection was lost"),
-     "the connection to the database server failed",
-     "check that the server at {where} is up, then run the same command again; finished trials are safe"),
+    (
+        ("readonly", "read-only", "read only"),
+        "the database is read-only",
+        "make the database file and its folder writable, or choose another --storage",
+    ),
+    (
+        ("disk is full", "database or disk is full", "no space left"),
+        "the disk is full",
+        "free space on the disk that holds {where} (or point --storage elsewhere) and run the same command "
+        "again; finished trials are safe",
+    ),
+    (
+        ("malformed", "file is not a database", "file is encrypted"),
+        "the file is damaged",
+        "restore {where} from a copy (`cnn-tune backup` makes one) or start a new --storage; "
+        "`sqlite3 {where} .recover` may save its trials",
+    ),
+    (
+        ("disk i/o error",),
+        "the disk reported an I/O error",
+        "check the disk that holds {where}; `cnn-tune backup` copies what can still be read",
+    ),
+    (
+        (
+            "server closed the connection",
+            "terminating connection",
+            "connection refused",
+            "connection reset",
+            "could not receive data",
+            "consuming input failed",
+            "ssl syscall",
+            "lost connection",
+            "gone away",
+            "connection is closed",
+            "broken pipe",
+            "the connection is lost",
+            "connection was lost",
+        ),
+        "the connection to the database server failed",
+        "check that the server at {where} is up, then run the same command again; finished trials are safe",
+    ),
 )
 
 
@@ -168,8 +194,11 @@ def _silent_thread_failure(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is not None and issubclass(args.exc_type, STORAGE_FAILURES):
         return  # the heartbeat thread's write failed; the main thread meets and reports the fault
     name = args.thread.name if args.thread is not None else "a background thread"
-    print(f"Error in {name}: {args.exc_type.__name__}: {args.exc_value} (run again with --debug for the traceback)",
-          file=sys.stderr, flush=True)
+    print(
+        f"Error in {name}: {args.exc_type.__name__}: {args.exc_value} (run again with --debug for the traceback)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def quiet_optuna(debug: bool) -> None:

@@ -24,7 +24,9 @@ class Heartbeat:
         if self.interval_s < 1:
             raise UsageError("--heartbeat must be at least 1 second", hint="e.g. --heartbeat 10")
         if self.grace_s <= self.interval_s:
-            raise UsageError(f"--grace ({self.grace_s}s) must be longer than --heartbeat ({self.interval_s}s), "
-                             "or live trials would be failed between two beats",
-                             hint=f"e.g. --grace {max(2 * self.interval_s, 2)}")
+            raise UsageError(
+                f"--grace ({self.grace_s}s) must be longer than --heartbeat ({self.interval_s}s), "
+                "or live trials would be failed between two beats",
+                hint=f"e.g. --grace {max(2 * self.interval_s, 2)}",
+            )
         return self

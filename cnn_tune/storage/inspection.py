@@ -27,8 +27,13 @@ from cnn_tune.storage.protocol import PROTOCOL_ATTR
 from cnn_tune.storage.studies import confirm_records, confirmed_leader, retrain_records
 from cnn_tune.storage.urls import display_url
 
-STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL,
-          "running": TrialState.RUNNING, "waiting": TrialState.WAITING}
+STATES = {
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "fail": TrialState.FAIL,
+    "running": TrialState.RUNNING,
+    "waiting": TrialState.WAITING,
+}
 SORT_KEYS = ("number", "value", "epochs", "duration", "started")
 DEFAULT_TARGET = 0.989  # the seed article's best validation accuracy on MNIST: the figure tuners are compared by
 
@@ -66,22 +71,36 @@ class TrialRow:
     inference_us: float | None = None  # its fp32 forward pass per image, in µs, on the trial's device and threads
 
     def as_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "state": self.state, "value": self.value,
-                "last_val_accuracy": self.last_val_accuracy, "epochs": self.epochs,
-                "duration_s": self.duration_s, "started": self.started, "params": dict(self.params),
-                "test_accuracy": self.test_accuracy, "test_ci95": self.test_ci95, "model_after_s": self.model_after_s,
-                "checkpoint": self.checkpoint, "retry_of": self.retry_of,
-                "confirmed_mean": self.confirmed_mean, "confirmed_std": self.confirmed_std,
-                "confirmed_n": self.confirmed_n, "n_params": self.n_params, "inference_us": self.inference_us,
-                "model_kept_at": self.model_kept_at}
+        return {
+            "number": self.number,
+            "state": self.state,
+            "value": self.value,
+            "last_val_accuracy": self.last_val_accuracy,
+            "epochs": self.epochs,
+            "duration_s": self.duration_s,
+            "started": self.started,
+            "params": dict(self.params),
+            "test_accuracy": self.test_accuracy,
+            "test_ci95": self.test_ci95,
+            "model_after_s": self.model_after_s,
+            "checkpoint": self.checkpoint,
+            "retry_of": self.retry_of,
+            "confirmed_mean": self.confirmed_mean,
+            "confirmed_std": self.confirmed_std,
+            "confirmed_n": self.confirmed_n,
+            "n_params": self.n_params,
+            "inference_us": self.inference_us,
+            "model_kept_at": self.model_kept_at,
+        }
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
-def to_row(trial: FrozenTrial, retrained: dict[int, dict] | None = None,
-           confirmed: dict[int, dict] | None = None) -> TrialRow:
+def to_row(
+    trial: FrozenTrial, retrained: dict[int, dict] | None = None, confirmed: dict[int, dict] | None = None
+) -> TrialRow:
     steps = trial.intermediate_values
     last = steps[max(steps)] if steps else None
     record = (retrained or {}).get(trial.number, {})
@@ -131,15 +150,31 @@ def _maximize(study: optuna.Study) -> bool:
 
 def _sort_key(key: str):
     def get(row: TrialRow):
-        value = {"number": row.number, "value": row.value, "epochs": row.epochs, "duration": row.duration_s,
-                 "started": row.started}.get(key) if key in SORT_KEYS else row.params.get(key)
+        value = (
+            {
+                "number": row.number,
+                "value": row.value,
+                "epochs": row.epochs,
+                "duration": row.duration_s,
+                "started": row.started,
+            }.get(key)
+            if key in SORT_KEYS
+            else row.params.get(key)
+        )
         # missing values last; mixed types (categorical params) compare as text
         return (value is None, value if isinstance(value, (int, float)) else str(value))
+
     return get
 
 
-def select_rows(study: optuna.Study, states: list[str] | None = None, last: int | None = None,
-                top: int | None = None, sort: str | None = None, reverse: bool = False) -> list[TrialRow]:
+def select_rows(
+    study: optuna.Study,
+    states: list[str] | None = None,
+    last: int | None = None,
+    top: int | None = None,
+    sort: str | None = None,
+    reverse: bool = False,
+) -> list[TrialRow]:
     """The rows of `cnn-tune trials`: filter by state, keep the ``last`` most recent, then the
     ``top`` best complete ones (best first), then sort if asked."""
     wanted = tuple(STATES[s] for s in states) if states else None
@@ -148,8 +183,7 @@ def select_rows(study: optuna.Study, states: list[str] | None = None, last: int 
     confirmed = confirm_records(study) if trials else {}
     rows = [to_row(t, retrained, confirmed) for t in trials]
     if sort is not None and sort not in SORT_KEYS and sort not in param_names(rows):
-        raise UsageError(f"cannot sort by {sort!r}",
-                         hint=f"use one of: {', '.join([*SORT_KEYS, *param_names(rows)])}")
+        raise UsageError(f"cannot sort by {sort!r}", hint=f"use one of: {', '.join([*SORT_KEYS, *param_names(rows)])}")
     rows.sort(key=lambda r: r.number)
     if last is not None:
         rows = rows[-last:]
@@ -169,8 +203,10 @@ def require_best(study: optuna.Study) -> FrozenTrial:
         return study.best_trial
     except ValueError:
         counts = state_counts(study)
-        raise NothingToShow(f"study {study.study_name!r} has no complete trial yet ({counts_text(counts)})",
-                            hint="run `cnn-tune optimize` to add trials") from None
+        raise NothingToShow(
+            f"study {study.study_name!r} has no complete trial yet ({counts_text(counts)})",
+            hint="run `cnn-tune optimize` to add trials",
+        ) from None
 
 
 def best_record(study: optuna.Study, url: str, by: str = "value", target: float | None = None) -> dict[str, Any]:
@@ -180,8 +216,10 @@ def best_record(study: optuna.Study, url: str, by: str = "value", target: float 
     if by == "mean":
         leader = confirmed_leader(study)
         if leader is None:
-            raise NothingToShow(f"study {study.study_name!r} has no confirmed trials yet",
-                                hint="run `cnn-tune confirm` first, or drop --by mean")
+            raise NothingToShow(
+                f"study {study.study_name!r} has no confirmed trials yet",
+                hint="run `cnn-tune confirm` first, or drop --by mean",
+            )
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == leader)
     else:
         best = require_best(study)
@@ -189,18 +227,26 @@ def best_record(study: optuna.Study, url: str, by: str = "value", target: float 
     record = to_row(best, retrain_records(study), confirmed).as_dict()
     protocol = study.user_attrs.get(PROTOCOL_ATTR) or {}
     target = target if target is not None else default_target(protocol)
-    record.update(study=study.study_name, dataset=dataset_text(protocol),
-                  storage=display_url(url), direction=study.direction.name.lower(),
-                  completed=_iso(best.datetime_complete), device=best.user_attrs.get("device"),
-                  seed=best.user_attrs.get("seed"), ranked_by=by, stopped=stop_text(study.user_attrs.get(STOP_ATTR)),
-                  confirmed_ci95=confirmed.get(best.number, {}).get("ci95"),
-                  **time_to_target(study.get_trials(deepcopy=False), target, _maximize(study)))
+    record.update(
+        study=study.study_name,
+        dataset=dataset_text(protocol),
+        storage=display_url(url),
+        direction=study.direction.name.lower(),
+        completed=_iso(best.datetime_complete),
+        device=best.user_attrs.get("device"),
+        seed=best.user_attrs.get("seed"),
+        ranked_by=by,
+        stopped=stop_text(study.user_attrs.get(STOP_ATTR)),
+        confirmed_ci95=confirmed.get(best.number, {}).get("ci95"),
+        **time_to_target(study.get_trials(deepcopy=False), target, _maximize(study)),
+    )
     return record
 
 
 def state_counts(study_or_trials: optuna.Study | list[FrozenTrial]) -> dict[str, int]:
-    trials = (study_or_trials.get_trials(deepcopy=False) if isinstance(study_or_trials, optuna.Study)
-              else study_or_trials)
+    trials = (
+        study_or_trials.get_trials(deepcopy=False) if isinstance(study_or_trials, optuna.Study) else study_or_trials
+    )
     counts = dict.fromkeys(STATES, 0)
     for t in trials:
         counts[t.state.name.lower()] += 1
@@ -232,14 +278,26 @@ class StudySummary:
     stopped: str | None = None  # why --patience stopped the search, if it did
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "direction": self.direction, "trials": self.trials, **self.counts,
-                "best_value": self.best_value, "best_trial": self.best_trial, "epochs": self.epochs,
-                "train_limit": self.train_limit, "dataset": self.dataset, "started": self.started, **self.times,
-                "test_accuracy": self.final.get("test_accuracy"), "test_ci95": self.final.get("test_ci95"),
-                "model_after_s": self.final.get("since_first_trial_s"), "stopped": self.stopped,
-                "final_trial": self.final.get("trial"), "final_checkpoint": self.final.get("checkpoint"),
-                "final_kept_at": kept_at(self.final)}
-
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "trials": self.trials,
+            **self.counts,
+            "best_value": self.best_value,
+            "best_trial": self.best_trial,
+            "epochs": self.epochs,
+            "train_limit": self.train_limit,
+            "dataset": self.dataset,
+            "started": self.started,
+            **self.times,
+            "test_accuracy": self.final.get("test_accuracy"),
+            "test_ci95": self.final.get("test_ci95"),
+            "model_after_s": self.final.get("since_first_trial_s"),
+            "stopped": self.stopped,
+            "final_trial": self.final.get("trial"),
+            "final_checkpoint": self.final.get("checkpoint"),
+            "final_kept_at": kept_at(self.final),
+        }
 
 
 def time_to_target(trials: list[FrozenTrial], target: float | None, maximize: bool = True) -> dict[str, Any]:
@@ -247,8 +305,10 @@ def time_to_target(trials: list[FrozenTrial], target: float | None, maximize: bo
     when the best trial finished, and when a complete trial first reached ``target`` (never
     asked when ``target`` is None)."""
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.values and t.datetime_complete),
-                  key=lambda t: t.datetime_complete)
+    done = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.values and t.datetime_complete),
+        key=lambda t: t.datetime_complete,
+    )
     out: dict[str, Any] = {"best_after_s": None, "target": target, "target_after_s": None, "target_trial": None}
     if not starts or not done:
         return out
@@ -277,17 +337,27 @@ def summarize_studies(storage: optuna.storages.BaseStorage, target: float | None
             pick = max if directions[0] == StudyDirection.MAXIMIZE else min
             best = pick(complete, key=lambda t: t.values[0])
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-        out.append(StudySummary(
-            name=frozen.study_name,
-            direction="/".join(d.name.lower() for d in directions),
-            trials=len(trials), counts=state_counts(trials),
-            best_value=best.values[0] if best else None, best_trial=best.number if best else None,
-            epochs=protocol.get("epochs"), train_limit=protocol.get("train_limit"),
-            started=_iso(min(starts)) if starts else None,
-            times=time_to_target(trials, target if target is not None else default_target(protocol),
-                                 directions[0] != StudyDirection.MINIMIZE),
-            final=final_model(frozen, best.number if best else None), dataset=dataset_text(protocol),
-            stopped=stop_text(frozen.user_attrs.get(STOP_ATTR))))
+        out.append(
+            StudySummary(
+                name=frozen.study_name,
+                direction="/".join(d.name.lower() for d in directions),
+                trials=len(trials),
+                counts=state_counts(trials),
+                best_value=best.values[0] if best else None,
+                best_trial=best.number if best else None,
+                epochs=protocol.get("epochs"),
+                train_limit=protocol.get("train_limit"),
+                started=_iso(min(starts)) if starts else None,
+                times=time_to_target(
+                    trials,
+                    target if target is not None else default_target(protocol),
+                    directions[0] != StudyDirection.MINIMIZE,
+                ),
+                final=final_model(frozen, best.number if best else None),
+                dataset=dataset_text(protocol),
+                stopped=stop_text(frozen.user_attrs.get(STOP_ATTR)),
+            )
+        )
     return out
 
 

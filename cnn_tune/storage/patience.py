@@ -66,22 +66,36 @@ class SearchStatus:
         head = f"{n} trial{'s' if n != 1 else ''} finished since the best"
         if not self.close:
             return f"{head}; none came within {self.noise_text()} of it."
-        listed = ", ".join(f"#{t}" for t in self.close[:3]) + (f" and {len(self.close) - 3} more"
-                                                                if len(self.close) > 3 else "")
-        return (f"{head}; {len(self.close)} came within {self.noise_text()} of it: {listed}.\n"
-                "`cnn-tune confirm` reruns them with new seeds to tell them apart.")
+        listed = ", ".join(f"#{t}" for t in self.close[:3]) + (
+            f" and {len(self.close) - 3} more" if len(self.close) > 3 else ""
+        )
+        return (
+            f"{head}; {len(self.close)} came within {self.noise_text()} of it: {listed}.\n"
+            "`cnn-tune confirm` reruns them with new seeds to tell them apart."
+        )
 
     def record(self, patience: int) -> dict[str, Any]:
         """What is stored on the study when ``--patience`` stops it."""
-        return {"rule": "patience", "patience": patience, "without_gain": self.without_gain,
-                "noise": self.noise, "since_trial": self.last_gain, "after_trial": self.last,
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return {
+            "rule": "patience",
+            "patience": patience,
+            "without_gain": self.without_gain,
+            "noise": self.noise,
+            "since_trial": self.last_gain,
+            "after_trial": self.last,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
 
 def finished(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Complete and pruned trials of the search (not `confirm`'s repeats), in the order they finished."""
-    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            and CONFIRM_OF not in t.user_attrs and t.datetime_complete is not None]
+    done = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        and CONFIRM_OF not in t.user_attrs
+        and t.datetime_complete is not None
+    ]
     return sorted(done, key=lambda t: (t.datetime_complete, t.number))
 
 
@@ -103,7 +117,7 @@ def search_status(trials: Iterable[FrozenTrial], n_val: int) -> SearchStatus:
     if best is None:
         return SearchStatus(None, None, None, 0, (), None, 0, order[-1].number if order else None)
     margin = noise(best.value, n_val)
-    after = order[[t.number for t in order].index(best.number) + 1:]
+    after = order[[t.number for t in order].index(best.number) + 1 :]
     close = tuple(t.number for t in after if t.state == TrialState.COMPLETE and t.value >= best.value - margin)
     return SearchStatus(best.number, best.value, margin, len(after), close, last_gain, without, order[-1].number)
 

@@ -79,8 +79,9 @@ class StudyProtocol:
     def from_attr(cls, value: Any, study_name: str) -> "StudyProtocol":
         required = {f.name for f in fields(cls) if f.default is MISSING}
         if not isinstance(value, Mapping) or not required <= set(value):
-            raise StorageError(f"study {study_name!r} has an unreadable cnn-tune protocol",
-                               hint="start a new study with --study NAME")
+            raise StorageError(
+                f"study {study_name!r} has an unreadable cnn-tune protocol", hint="start a new study with --study NAME"
+            )
         ref = DatasetRef(value.get("dataset", MNIST), value.get("dataset_source"))
         return cls(**{f.name: value[f.name] for f in fields(cls) if f.name in value}, ref=ref)
 
@@ -88,8 +89,13 @@ class StudyProtocol:
         """``field: stored → other`` for every field that differs. Where the images were read is
         not what they are: a folder moved elsewhere, same content (same fingerprint), is the
         same study, so of the data set only its kind is compared."""
+
         def value(protocol: StudyProtocol, name: str) -> Any:
             return protocol.dataset if name == "ref" else getattr(protocol, name)
 
-        return [f"{'dataset' if f.name == 'ref' else f.name} {value(self, f.name)!r} (study) vs "
-                f"{value(other, f.name)!r} (now)" for f in fields(self) if value(self, f.name) != value(other, f.name)]
+        return [
+            f"{'dataset' if f.name == 'ref' else f.name} {value(self, f.name)!r} (study) vs "
+            f"{value(other, f.name)!r} (now)"
+            for f in fields(self)
+            if value(self, f.name) != value(other, f.name)
+        ]

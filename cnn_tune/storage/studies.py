@@ -33,8 +33,11 @@ def default_name(storage: optuna.storages.BaseStorage) -> str:
     """The study a command without ``--study`` means: the database's only cnn-tune study (so
     `retrain` after `optimize --dataset fashion-mnist` finds it), else ``mnist-cnn``. Where
     that is not there either, the error lists the studies to choose from."""
-    ours = [s.study_name for s in storage.get_all_studies()
-            if PROTOCOL_ATTR in s.user_attrs and not s.study_name.endswith(CONFIRM_SUFFIX)]
+    ours = [
+        s.study_name
+        for s in storage.get_all_studies()
+        if PROTOCOL_ATTR in s.user_attrs and not s.study_name.endswith(CONFIRM_SUFFIX)
+    ]
     return ours[0] if len(ours) == 1 else DEFAULT_STUDY
 
 
@@ -47,8 +50,9 @@ def load_existing(storage: optuna.storages.BaseStorage, url: str, name: str | No
         return study
     names = study_names(storage)
     there = f"it has: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}" if names else "it has no studies yet"
-    raise StudyNotFound(f"no study {name!r} in {display_url(url)}; {there}",
-                        hint="pass --study NAME (`cnn-tune studies` lists them)")
+    raise StudyNotFound(
+        f"no study {name!r} in {display_url(url)}; {there}", hint="pass --study NAME (`cnn-tune studies` lists them)"
+    )
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -62,27 +66,39 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
 def stored_protocol(study: optuna.Study) -> StudyProtocol:
     value = study.user_attrs.get(PROTOCOL_ATTR)
     if value is None:
-        raise StorageError(f"study {study.study_name!r} was not created by cnn-tune (it has no protocol)",
-                           hint="use another --study name")
+        raise StorageError(
+            f"study {study.study_name!r} was not created by cnn-tune (it has no protocol)",
+            hint="use another --study name",
+        )
     return StudyProtocol.from_attr(value, study.study_name)
 
 
 def check_protocol(name: str, stored: StudyProtocol, protocol: StudyProtocol) -> None:
     diffs = stored.differences(protocol)
     if diffs:
-        raise ProtocolConflict(f"study {name!r} was run with another protocol: " + "; ".join(diffs),
-                               hint="drop the conflicting options to resume it, or start a new one with --study NAME")
+        raise ProtocolConflict(
+            f"study {name!r} was run with another protocol: " + "; ".join(diffs),
+            hint="drop the conflicting options to resume it, or start a new one with --study NAME",
+        )
 
 
-def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: StudyProtocol,
-                   sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
-                   ) -> tuple[optuna.Study, bool]:
+def create_or_load(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    protocol: StudyProtocol,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> tuple[optuna.Study, bool]:
     """Open ``name`` with this run's sampler and pruner, creating it with ``protocol`` if new.
     True when this call created it: of several processes starting at once on a new study,
     exactly one (the database's unique study name decides), so one-time setup runs once."""
     try:
-        study, created = optuna.create_study(storage=storage, study_name=name, direction=protocol.direction,
-                                             sampler=sampler, pruner=pruner), True
+        study, created = (
+            optuna.create_study(
+                storage=storage, study_name=name, direction=protocol.direction, sampler=sampler, pruner=pruner
+            ),
+            True,
+        )
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
     if PROTOCOL_ATTR not in study.user_attrs:
@@ -97,8 +113,11 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, protocol: St
 
 def _by_trial(user_attrs: dict, prefix: str) -> dict[int, dict]:
     """Study user attrs named PREFIX + trial number, by trial number."""
-    return {int(key[len(prefix):]): value for key, value in user_attrs.items()
-            if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    return {
+        int(key[len(prefix) :]): value
+        for key, value in user_attrs.items()
+        if key.startswith(prefix) and key[len(prefix) :].isdigit()
+    }
 
 
 def retrain_records(study: optuna.Study | FrozenStudy) -> dict[int, dict]:

@@ -29,8 +29,10 @@ def check_study_name(name: str) -> str:
     if not name or not name.strip():
         raise StudyNameError("the study name is empty", hint="pass --study NAME")
     if "/" in name or "\\" in name or ".." in name or re.search(r"[\x00-\x1f\x7f]", name):
-        raise StudyNameError(f"study name {name!r} contains '/', '\\', '..' or a control character",
-                             hint="use letters, digits, '-', '_' and '.', e.g. --study mnist-cnn")
+        raise StudyNameError(
+            f"study name {name!r} contains '/', '\\', '..' or a control character",
+            hint="use letters, digits, '-', '_' and '.', e.g. --study mnist-cnn",
+        )
     if len(name) > 200:
         raise StudyNameError("the study name is longer than 200 characters", hint="pass a shorter --study NAME")
     return name
@@ -40,8 +42,10 @@ def parse_storage(url: str) -> URL:
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise UsageError(f"storage {display_url(url)!r} is not a database URL",
-                         hint="use e.g. sqlite:///studies/cnn_tune.db or postgresql+psycopg://user@host/db") from None
+        raise UsageError(
+            f"storage {display_url(url)!r} is not a database URL",
+            hint="use e.g. sqlite:///studies/cnn_tune.db or postgresql+psycopg://user@host/db",
+        ) from None
     return parsed
 
 
@@ -71,18 +75,13 @@ def _sqlite_file(parsed: URL) -> Path | None:
         return None
     path = sqlite_path(parsed)
     if path is None or str(path) == ":memory:" or str(path).startswith("file::memory:"):
-        raise UsageError("an in-memory SQLite database would be lost when the command ends",
-                         hint="give a file, e.g. sqlite:///studies/cnn_tune.db")
+        raise UsageError(
+            "an in-memory SQLite database would be lost when the command ends",
+            hint="give a file, e.g. sqlite:///studies/cnn_tune.db",
+        )
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a database file", hint=f"use sqlite:///{path}/cnn_tune.db")
     return path
-
-
-
-
-
-
-
 
 
 STORAGE_ENV = "CNN_TUNE_STORAGE"  # default for --storage
