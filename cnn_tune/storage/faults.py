@@ -47,18 +47,18 @@ _FAULTS = (
     (
         ("readonly", "read-only", "read only"),
         "the database is read-only",
-        "make the database file and its folder writable, or choose another --storage",
+        "make the database file and its folder writable, or choose another {option}",
     ),
     (
         ("disk is full", "database or disk is full", "no space left"),
         "the disk is full",
-        "free space on the disk that holds {where} (or point --storage elsewhere) and run the same command "
+        "free space on the disk that holds {where} (or point {option} elsewhere) and run the same command "
         "again; finished trials are safe",
     ),
     (
         ("malformed", "file is not a database", "file is encrypted"),
         "the file is damaged",
-        "restore {where} from a copy (`cnn-tune backup` makes one) or start a new --storage; "
+        "restore {where} from a copy (`cnn-tune backup` makes one) or start a new {option}; "
         "`sqlite3 {where} .recover` may save its trials",
     ),
     (
@@ -113,23 +113,26 @@ def storage_failure(exc: BaseException, url: str | None = None, action: str = "u
     shown = display_url(url) if url else "the study database"
     path = sqlite_path(parse_storage(url)) if url else None
     where = str(path) if path is not None else shown
-    return _named(text, f"{action} {shown}", where, "check --storage")
+    return _named(text, f"{action} {shown}", where, "--storage", "check --storage")
 
 
 def file_failure(exc: OSError, folder: Path, action: str) -> StorageError:
     """One StorageError for a file the study keeps beside its database (an artifact) that could
     not be written: ``action`` (e.g. "keep trial 3's network in") and the folder, the cause, the fix."""
-    error = _named(str(exc).strip(), f"{action} {folder}", str(folder), f"check that {folder} is a writable folder")
-    error.hint = error.hint.replace("--storage", "--artifacts") if error.hint else error.hint
-    return error
+    return _named(
+        str(exc).strip(), f"{action} {folder}", str(folder), "--artifacts", f"check that {folder} is a writable folder"
+    )
 
 
-def _named(text: str, what_failed: str, where: str, fallback_hint: str) -> StorageError:
+def _named(text: str, what_failed: str, where: str, option: str, otherwise: str) -> StorageError:
+    """The fault in the driver's or the OS's ``text``, named, with its fix; ``option`` is the one
+    that chooses the place (``--storage`` for the database, ``--artifacts`` for its files);
+    ``otherwise``: the hint for a fault not in the table."""
     lowered = text.lower()
     for needles, what, hint in _FAULTS:
         if any(n in lowered for n in needles):
-            return StorageError(f"cannot {what_failed}: {what} ({text})", hint=hint.format(where=where))
-    return StorageError(f"cannot {what_failed}: {text}", hint=fallback_hint)
+            return StorageError(f"cannot {what_failed}: {what} ({text})", hint=hint.format(where=where, option=option))
+    return StorageError(f"cannot {what_failed}: {text}", hint=otherwise)
 
 
 @contextmanager
