@@ -18,6 +18,7 @@ from cnn_tune.cli.options import (
     ExportFormat,
     Format,
     FormatOpt,
+    KeptCheckpointArg,
     Precision,
     PrecisionOpt,
     RecipeName,
@@ -161,15 +162,7 @@ def retrain(
 
 
 def evaluate(
-    checkpoint: Annotated[
-        Optional[Path],
-        typer.Argument(
-            metavar="[CHECKPOINT]",
-            help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
-            "model, from its artifact store]",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: KeptCheckpointArg = None,
     device: DeviceOpt = Device.auto,
     fmt: FormatOpt = Format.table,
     data_dir: DataDirOpt = None,
@@ -236,15 +229,7 @@ def predict(
 
 # Long: one parameter per option of `export`; the body itself is a dozen lines.
 def export(
-    checkpoint: Annotated[
-        Optional[Path],
-        typer.Argument(
-            metavar="[CHECKPOINT]",
-            help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final "
-            "model, from its artifact store]",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: KeptCheckpointArg = None,
     to: Annotated[
         ExportFormat,
         typer.Option(

@@ -85,6 +85,15 @@ PrecisionOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (plain text when piped), json or csv.")]
+# `evaluate` and `export`: a checkpoint file, or none for the study's final model from its store
+KeptCheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(
+        metavar="[CHECKPOINT]",
+        help="A .pt file written by `cnn-tune retrain`. \\[default: the study's final model, from its artifact store]",
+        show_default=False,
+    ),
+]
 
 
 def _target(value: float | None) -> float | None:

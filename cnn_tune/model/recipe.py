@@ -150,19 +150,10 @@ class Recipe:
 
 
 TRAINING = ("epochs", "schedule", "shift", "average", "flip")  # what `searched` has nothing to apply to
+TUNED = Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None, tuned=True)
 RECIPES: dict[str, Recipe] = {
-    "searched": Recipe(
-        epochs=None,
-        schedule=None,
-        shift=None,
-        flip=None,
-        erasing=None,
-        label_smoothing=None,
-        tuned=True,
-        searched=True,
-        top=3,
-    ),
-    "tuned": Recipe(epochs=None, schedule=None, shift=None, flip=None, erasing=None, label_smoothing=None, tuned=True),
+    "searched": replace(TUNED, searched=True, top=3),  # the networks `tuned` training made in the search
+    "tuned": TUNED,
     "best": Recipe(epochs=20, schedule="auto", shift=None),
     "article": Recipe(epochs=None),
 }
