@@ -132,13 +132,11 @@ def ranked_complete(study: optuna.Study) -> list[FrozenTrial]:
     )
 
 
-def pick_kept(study: optuna.Study, number: int | None, top: int) -> list[FrozenTrial]:
-    """`--recipe searched`'s trials: trial ``number``, or the ``top`` best complete trials that
-    kept their network (fewer where fewer did), best first."""
-    kept = with_kept_model(ranked_complete(study))
+def pick_kept(study: optuna.Study, kept: list[FrozenTrial], number: int | None, top: int) -> list[FrozenTrial]:
+    """`--recipe searched`'s trials: the ``top`` best of ``kept`` (fewer where fewer kept their
+    network), which holds trial ``number``'s alone when one was named."""
     if number is not None:
         pick_trial(study, number)  # refused as for any recipe if there is no such complete trial
-        kept = [t for t in kept if t.number == number]
     if not kept:
         which = f"trial {number}" if number is not None else f"no complete trial of study {study.study_name!r}"
         raise UsageError(
@@ -149,22 +147,27 @@ def pick_kept(study: optuna.Study, number: int | None, top: int) -> list[FrozenT
     return kept[:top]
 
 
-def default_recipe(study: optuna.Study, space: str, settings: RetrainSettings, log: Log) -> str:
+def choose_recipe(
+    study: optuna.Study, space: str, settings: RetrainSettings, log: Log
+) -> tuple[str, list[FrozenTrial]]:
     """The recipe asked, else the space's default — except that the wide space's `searched` gives
     way to `tuned` where it cannot apply: a training option was given (``--epochs 30`` asks for
     training), or the study kept no network to hand over (made before 0.8, or a server database
-    searched without ``--artifacts``)."""
+    searched without ``--artifacts``). With `searched`, also the complete trials that kept their
+    network, best first (trial ``--trial``'s alone when it is given), read once here."""
     name = settings.recipe or DEFAULT_RECIPES[space]
-    if settings.recipe is not None or not RECIPES[name].searched:
-        return name
+    if not RECIPES[name].searched:
+        return name, []
     kept = [t for t in with_kept_model(ranked_complete(study)) if settings.trial in (None, t.number)]
+    if settings.recipe is not None:
+        return name, kept
     if not kept:
         log(
             f"Study {study.study_name!r} kept no trained network to hand over: training "
             f"{'the winner' if settings.trial is None else f'trial {settings.trial}'} again (--recipe tuned)"
         )
-        return "tuned"
-    return "tuned" if any(n in settings.changes for n in TRAINING) else name
+        return "tuned", []
+    return ("tuned", []) if any(n in settings.changes for n in TRAINING) else (name, kept)
 
 
 def default_checkpoint(url: str, study_name: str, trials: list[int]) -> Path:
@@ -184,7 +187,8 @@ def retrain(
     study = read_study(settings.storage, settings.study)
     chosen = pick_trials(study, settings.trial, settings.changes.get("top", 1))
     protocol = stored_protocol(study)
-    asked = RECIPES[default_recipe(study, protocol.space, settings, log)].with_options(**settings.changes)
+    name, kept = choose_recipe(study, protocol.space, settings, log)
+    asked = RECIPES[name].with_options(**settings.changes)
     if asked.searched:
         given = [f"--{name}" for name in TRAINING if name in settings.changes]
         if given:
@@ -192,7 +196,7 @@ def retrain(
                 f"{', '.join(given)} cannot change --recipe searched: its networks are not trained again",
                 hint="use --recipe tuned to train the trial again with them",
             )
-        chosen = pick_kept(study, settings.trial, asked.top)
+        chosen = pick_kept(study, kept, settings.trial, asked.top)
         asked = replace(asked, top=len(chosen))
     hyperparams = [SPACES[protocol.space].from_params(t.params) for t in chosen]  # type: ignore[attr-defined]
     own = [asked.for_member(hp.style(), hp.optimizer, protocol.dataset) for hp in hyperparams]
